@@ -1,0 +1,203 @@
+/* moelm — the option parser shared by every subcommand. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "args.h"
+#include "moelm/errors.h"
+#include "moelm/log.h"
+
+static const MoelmArgSpec *find_spec(const MoelmArgSpec *const *tables, const char *name, gsize len)
+{
+  for (const MoelmArgSpec *const *t = tables; *t; t++)
+    for (const MoelmArgSpec *s = *t; s->name; s++) {
+      if (strlen(s->name) == len && strncmp(s->name, name, len) == 0)
+        return s;
+      if (s->alias && strlen(s->alias) == len && strncmp(s->alias, name, len) == 0)
+        return s;
+    }
+  return NULL;
+}
+
+static gboolean takes_value(MoelmArgType type)
+{
+  return type != MOELM_ARG_FLAG && type != MOELM_ARG_IGNORED_FLAG;
+}
+
+static gboolean choice_ok(const char *choices, const char *value)
+{
+  gchar **list = g_strsplit(choices, "|", -1);
+  gboolean ok = g_strv_contains((const gchar *const *)list, value);
+  g_strfreev(list);
+  return ok;
+}
+
+static gboolean set_value(const char *prog, const MoelmArgSpec *spec, const char *value, GError **error)
+{
+  char *end = NULL;
+  errno = 0;
+  switch (spec->type) {
+  case MOELM_ARG_INT:
+  case MOELM_ARG_INT64: {
+    /* fairseq accepts "1e5"-style values for some int options; be as lenient for whole numbers. */
+    long long v = strtoll(value, &end, 10);
+    if (end == value || *end != '\0' || errno) {
+      double d = g_ascii_strtod(value, &end);
+      if (end == value || *end != '\0' || d != floor(d) || fabs(d) > 9.0e18) {
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: invalid int value: '%s'",
+                    prog, spec->name, value);
+        return FALSE;
+      }
+      v = (long long)d;
+    }
+    if (spec->type == MOELM_ARG_INT) {
+      if (v < G_MININT || v > G_MAXINT) {
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: value out of range: '%s'",
+                    prog, spec->name, value);
+        return FALSE;
+      }
+      *(int *)spec->dest = (int)v;
+    } else {
+      *(gint64 *)spec->dest = v;
+    }
+    return TRUE;
+  }
+  case MOELM_ARG_DOUBLE: {
+    double d = g_ascii_strtod(value, &end);
+    if (end == value || *end != '\0' || errno == ERANGE) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: invalid float value: '%s'",
+                  prog, spec->name, value);
+      return FALSE;
+    }
+    *(double *)spec->dest = d;
+    return TRUE;
+  }
+  case MOELM_ARG_CHOICE:
+    if (!choice_ok(spec->choices, value)) {
+      char *list = g_strdup(spec->choices);
+      g_strdelimit(list, "|", ',');
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                  "%s: argument %s: invalid choice: '%s' (choose from %s)", prog, spec->name, value, list);
+      g_free(list);
+      return FALSE;
+    }
+    /* fall through */
+  case MOELM_ARG_STRING:
+    g_free(*(char **)spec->dest);
+    *(char **)spec->dest = g_strdup(value);
+    return TRUE;
+  case MOELM_ARG_IGNORED:
+    moelm_warn("moelm.args", "%s %s is a fairseq option with no effect in moelm; ignored", spec->name, value);
+    return TRUE;
+  default:
+    return TRUE;
+  }
+}
+
+gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, int argc, char **argv,
+                          int first, GPtrArray *positional, gboolean *help_requested, GError **error)
+{
+  gboolean only_positional = FALSE;
+  if (help_requested)
+    *help_requested = FALSE;
+  for (int i = first; i < argc; i++) {
+    const char *arg = argv[i];
+    if (only_positional || arg[0] != '-' || arg[1] == '\0') {
+      if (positional)
+        g_ptr_array_add(positional, (gpointer)arg);
+      else {
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: unrecognized argument: %s", prog, arg);
+        return FALSE;
+      }
+      continue;
+    }
+    if (strcmp(arg, "--") == 0) {
+      only_positional = TRUE;
+      continue;
+    }
+    if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+      if (help_requested)
+        *help_requested = TRUE;
+      continue;
+    }
+    const char *eq = strchr(arg, '=');
+    gsize name_len = eq ? (gsize)(eq - arg) : strlen(arg);
+    const MoelmArgSpec *spec = find_spec(tables, arg, name_len);
+    if (spec == NULL) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: unrecognized argument: %.*s", prog,
+                  (int)name_len, arg);
+      return FALSE;
+    }
+    if (spec->seen)
+      *spec->seen = TRUE;
+    if (!takes_value(spec->type)) {
+      if (eq) {
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: ignored explicit argument '%s'",
+                    prog, spec->name, eq + 1);
+        return FALSE;
+      }
+      if (spec->type == MOELM_ARG_FLAG)
+        *(gboolean *)spec->dest = TRUE;
+      else
+        moelm_warn("moelm.args", "%s is a fairseq option with no effect in moelm; ignored", spec->name);
+      continue;
+    }
+    const char *value;
+    if (eq)
+      value = eq + 1;
+    else if (i + 1 < argc && !(argv[i + 1][0] == '-' && argv[i + 1][1] == '-' && argv[i + 1][2] != '\0' &&
+                                !g_ascii_isdigit(argv[i + 1][2]))) {
+      value = argv[++i];
+    } else {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: expected one argument", prog,
+                  spec->name);
+      return FALSE;
+    }
+    if (!set_value(prog, spec, value, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static const char *metavar(MoelmArgType type)
+{
+  switch (type) {
+  case MOELM_ARG_INT:
+  case MOELM_ARG_INT64: return " N";
+  case MOELM_ARG_DOUBLE: return " X";
+  case MOELM_ARG_STRING:
+  case MOELM_ARG_IGNORED: return " VALUE";
+  case MOELM_ARG_CHOICE: return " CHOICE";
+  default: return "";
+  }
+}
+
+void moelm_args_print_help(FILE *out, const char *prog, const char *usage, const MoelmArgSpec *const *tables)
+{
+  fprintf(out, "usage: %s %s\n\noptions:\n  -h, --help\n", prog, usage);
+  for (const MoelmArgSpec *const *t = tables; *t; t++)
+    for (const MoelmArgSpec *s = *t; s->name; s++) {
+      if (s->type == MOELM_ARG_IGNORED || s->type == MOELM_ARG_IGNORED_FLAG)
+        continue;
+      char *left = g_strdup_printf("%s%s%s%s", s->name, s->alias ? ", " : "", s->alias ? s->alias : "",
+                                   metavar(s->type));
+      fprintf(out, "  %-40s %s", left, s->help ? s->help : "");
+      if (s->type == MOELM_ARG_CHOICE)
+        fprintf(out, " {%s}", s->choices);
+      fputc('\n', out);
+      g_free(left);
+    }
+}
+
+void moelm_args_free_strings(const MoelmArgSpec *const *tables)
+{
+  for (const MoelmArgSpec *const *t = tables; *t; t++)
+    for (const MoelmArgSpec *s = *t; s->name; s++)
+      if (s->type == MOELM_ARG_STRING || s->type == MOELM_ARG_CHOICE) {
+        g_free(*(char **)s->dest);
+        *(char **)s->dest = NULL;
+      }
+}

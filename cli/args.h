@@ -1,0 +1,43 @@
+/* moelm — fairseq-style command-line options: `--name value`, `--name=value`, store-true
+ * flags, choices, aliases, and fairseq options that mean nothing here (accepted with a
+ * warning so fairseq command lines run unchanged). An unknown option is an error that
+ * names it. Several tables can be combined (common + task + model). */
+#ifndef MOELM_CLI_ARGS_H
+#define MOELM_CLI_ARGS_H
+
+#include <stdio.h>
+#include <glib.h>
+
+typedef enum {
+  MOELM_ARG_FLAG,         /* gboolean*: store true */
+  MOELM_ARG_INT,          /* int* */
+  MOELM_ARG_INT64,        /* gint64* */
+  MOELM_ARG_DOUBLE,       /* double* */
+  MOELM_ARG_STRING,       /* char**: g_strdup'ed, previous value freed */
+  MOELM_ARG_CHOICE,       /* char**: must be one of `choices` ("a|b|c") */
+  MOELM_ARG_IGNORED,      /* takes a value; accepted with a warning */
+  MOELM_ARG_IGNORED_FLAG  /* takes no value; accepted with a warning */
+} MoelmArgType;
+
+typedef struct {
+  const char *name;    /* "--max-tokens"; NULL ends a table */
+  const char *alias;   /* another spelling ("--batch-size") or NULL */
+  MoelmArgType type;
+  void *dest;
+  const char *choices; /* for MOELM_ARG_CHOICE */
+  const char *help;
+  gboolean *seen;      /* optional: set TRUE when the option was given */
+} MoelmArgSpec;
+
+/* Parse argv[first..argc) against the NULL-terminated list of tables. Positional
+ * arguments go to `positional` (char*, owned by argv). `-h/--help` sets *help_requested.
+ * Returns FALSE with a one-line error for unknown options, missing or bad values. */
+gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, int argc, char **argv,
+                          int first, GPtrArray *positional, gboolean *help_requested, GError **error);
+
+void moelm_args_print_help(FILE *out, const char *prog, const char *usage, const MoelmArgSpec *const *tables);
+
+/* Free every MOELM_ARG_STRING/CHOICE destination in the tables and reset it to NULL. */
+void moelm_args_free_strings(const MoelmArgSpec *const *tables);
+
+#endif

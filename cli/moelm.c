@@ -1,0 +1,58 @@
+/* moelm — the command: `moelm SUBCOMMAND [options]`, fairseq's commands without the
+ * `fairseq-` prefix. */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "moelm/errors.h"
+
+typedef struct {
+  const char *name;
+  int (*run)(int argc, char **argv);
+  const char *summary;
+} Subcommand;
+
+static const Subcommand subcommands[] = {
+  {"preprocess", moelm_cmd_preprocess, "binarize text into a fairseq data-bin (dict.txt, .bin/.idx)"},
+  {"info", moelm_cmd_info, "describe and validate a data-bin"},
+};
+
+int moelm_cli_fail(const char *subcommand, const GError *error, int status)
+{
+  fprintf(stderr, "moelm %s: error: %s\n", subcommand, error ? error->message : "failed");
+  return status;
+}
+
+static void usage(FILE *out)
+{
+  fprintf(out, "usage: moelm SUBCOMMAND [options]\n\nsubcommands:\n");
+  for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++)
+    fprintf(out, "  %-12s %s\n", subcommands[i].name, subcommands[i].summary);
+  fprintf(out, "\n`moelm SUBCOMMAND --help` lists a subcommand's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0) {
+    usage(stdout);
+    return 0;
+  }
+  if (strcmp(argv[1], "--version") == 0) {
+    printf("moelm %s\n", PACKAGE_VERSION);
+    return 0;
+  }
+  const char *name = argv[1];
+  if (g_str_has_prefix(name, "fairseq-"))
+    name += strlen("fairseq-");
+  for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++)
+    if (strcmp(name, subcommands[i].name) == 0)
+      return subcommands[i].run(argc - 1, argv + 1);
+  fprintf(stderr, "moelm: error: unknown subcommand '%s' (see moelm --help)\n", argv[1]);
+  return 2;
+}

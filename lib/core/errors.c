@@ -1,0 +1,27 @@
+/* moelm — the error domain and helpers to build one-line messages. */
+#include "config.h"
+
+#include <string.h>
+
+#include "moelm/errors.h"
+
+G_DEFINE_QUARK(moelm-error-quark, moelm_error)
+
+void moelm_set_error_errno(GError **error, int errsv, const char *path, const char *what)
+{
+  g_set_error(error, MOELM_ERROR, MOELM_ERROR_IO, "%s: %s: %s", path, what, g_strerror(errsv));
+}
+
+void moelm_error_prefix(GError **error, const char *fmt, ...)
+{
+  if (error == NULL || *error == NULL)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  char *prefix = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  char *msg = g_strdup_printf("%s: %s", prefix, (*error)->message);
+  g_free((*error)->message);
+  (*error)->message = msg;
+  g_free(prefix);
+}

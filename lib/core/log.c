@@ -1,0 +1,51 @@
+/* moelm — fairseq-style log lines on stderr (and an optional tee file). */
+#include "config.h"
+
+#include <stdarg.h>
+#include <time.h>
+
+#include "moelm/log.h"
+
+static MoelmLogLevel log_level = MOELM_LOG_INFO;
+static FILE *log_tee = NULL;
+static GMutex log_mutex;
+
+void moelm_log_set_level(MoelmLogLevel level) { log_level = level; }
+MoelmLogLevel moelm_log_get_level(void) { return log_level; }
+void moelm_log_set_tee(FILE *tee) { log_tee = tee; }
+
+static const char *level_name(MoelmLogLevel level)
+{
+  switch (level) {
+  case MOELM_LOG_DEBUG: return "DEBUG";
+  case MOELM_LOG_INFO: return "INFO";
+  case MOELM_LOG_WARNING: return "WARNING";
+  default: return "ERROR";
+  }
+}
+
+void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...)
+{
+  if (level < log_level)
+    return;
+  char stamp[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  localtime_r(&now, &tm);
+  strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+
+  va_list ap;
+  va_start(ap, fmt);
+  char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+
+  g_mutex_lock(&log_mutex);
+  fprintf(stderr, "%s | %s | %s | %s\n", stamp, level_name(level), component, msg);
+  fflush(stderr);
+  if (log_tee) {
+    fprintf(log_tee, "%s | %s | %s | %s\n", stamp, level_name(level), component, msg);
+    fflush(log_tee);
+  }
+  g_mutex_unlock(&log_mutex);
+  g_free(msg);
+}

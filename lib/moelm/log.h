@@ -1,0 +1,36 @@
+/* moelm — logging to stderr in fairseq's layout:
+ *   2026-11-23 05:10:00 | INFO | moelm.preprocess | message
+ * Library code logs through here (never stdout); the CLI sets the level and may redirect
+ * the sink (preprocess.log is a second sink). */
+#ifndef MOELM_LOG_H
+#define MOELM_LOG_H
+
+#include <stdio.h>
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+typedef enum {
+  MOELM_LOG_DEBUG = 0,
+  MOELM_LOG_INFO = 1,
+  MOELM_LOG_WARNING = 2,
+  MOELM_LOG_ERROR = 3,
+  MOELM_LOG_QUIET = 4
+} MoelmLogLevel;
+
+void moelm_log_set_level(MoelmLogLevel level);
+MoelmLogLevel moelm_log_get_level(void);
+
+/* An extra sink that receives every line at or above the level (e.g. preprocess.log).
+ * NULL removes it. The FILE stays owned by the caller. */
+void moelm_log_set_tee(FILE *tee);
+
+void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+#define moelm_info(component, ...) moelm_log(MOELM_LOG_INFO, (component), __VA_ARGS__)
+#define moelm_warn(component, ...) moelm_log(MOELM_LOG_WARNING, (component), __VA_ARGS__)
+#define moelm_debug(component, ...) moelm_log(MOELM_LOG_DEBUG, (component), __VA_ARGS__)
+
+G_END_DECLS
+
+#endif

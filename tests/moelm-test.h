@@ -1,0 +1,55 @@
+/* moelm — the test framework: CUnit suites that register themselves.
+ *
+ *   MOELM_TEST_SUITE(dictionary) {
+ *     CU_add_test(suite, "round trip", test_round_trip);
+ *   }
+ *
+ * Every test file in every tests/<area>/ folder is linked into the one runner
+ * (tests/moelm-tests); `tests/moelm-tests SUITE...` runs only the named suites. */
+#ifndef MOELM_TEST_H
+#define MOELM_TEST_H
+
+#include <CUnit/CUnit.h>
+#include <glib.h>
+
+typedef void (*MoelmTestAddFunc)(CU_pSuite suite);
+void moelm_test_register(const char *name, MoelmTestAddFunc add);
+
+#define MOELM_TEST_SUITE(name)                                                      \
+  static void name##_add_tests(CU_pSuite suite);                                    \
+  __attribute__((constructor)) static void name##_register_suite(void)             \
+  {                                                                                 \
+    moelm_test_register(#name, name##_add_tests);                                   \
+  }                                                                                 \
+  static void name##_add_tests(CU_pSuite suite)
+
+/* A path inside the source tree ($MOELM_SRCDIR, else "."); g_free the result. */
+char *moelm_test_srcpath(const char *relative);
+/* A path inside the build tree ($MOELM_BUILDDIR, else "."); g_free the result. */
+char *moelm_test_buildpath(const char *relative);
+/* The moelm binary of this build tree. */
+char *moelm_test_cli_path(void);
+/* A fresh temporary directory, removed recursively by moelm_test_rmtree. */
+char *moelm_test_tmpdir(void);
+void moelm_test_rmtree(const char *path);
+
+/* Write bytes to a file (asserting success). */
+void moelm_test_write_file(const char *path, const void *data, gsize len);
+/* Read a whole file; NULL when missing. */
+char *moelm_test_read_file(const char *path, gsize *len);
+
+/* Run the CLI: argv without the program; returns the exit status, fills outputs if non-NULL.
+ * stdin_text may be NULL (stdin is /dev/null). */
+int moelm_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err);
+
+/* Assert that a GError is set, in MOELM_ERROR, and its message contains `needle`. */
+#define MOELM_ASSERT_ERROR(err, needle)                                            \
+  do {                                                                             \
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);                                             \
+    if (strstr((err)->message, (needle)) == NULL)                                  \
+      g_printerr("\n  error message was: %s (expected to contain \"%s\")\n",      \
+                 (err)->message, (needle));                                        \
+    CU_ASSERT_PTR_NOT_NULL(strstr((err)->message, (needle)));                      \
+  } while (0)
+
+#endif
