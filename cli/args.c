@@ -86,6 +86,7 @@ static gboolean set_value(const char *prog, const MoelmArgSpec *spec, const char
     }
     /* fall through */
   case MOELM_ARG_STRING:
+  case MOELM_ARG_OPTIONAL:
     g_free(*(char **)spec->dest);
     *(char **)spec->dest = g_strdup(value);
     return TRUE;
@@ -146,8 +147,11 @@ gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, i
       continue;
     }
     const char *value;
+    const gboolean next_is_value = i + 1 < argc && argv[i + 1][0] != '-';
     if (eq)
       value = eq + 1;
+    else if (spec->type == MOELM_ARG_OPTIONAL)
+      value = next_is_value ? argv[++i] : spec->choices;
     else if (i + 1 < argc && !(argv[i + 1][0] == '-' && argv[i + 1][1] == '-' && argv[i + 1][2] != '\0' &&
                                 !g_ascii_isdigit(argv[i + 1][2]))) {
       value = argv[++i];
@@ -170,6 +174,7 @@ static const char *metavar(MoelmArgType type)
   case MOELM_ARG_DOUBLE: return " X";
   case MOELM_ARG_STRING:
   case MOELM_ARG_IGNORED: return " VALUE";
+  case MOELM_ARG_OPTIONAL: return " [VALUE]";
   case MOELM_ARG_CHOICE: return " CHOICE";
   default: return "";
   }
@@ -196,7 +201,7 @@ void moelm_args_free_strings(const MoelmArgSpec *const *tables)
 {
   for (const MoelmArgSpec *const *t = tables; *t; t++)
     for (const MoelmArgSpec *s = *t; s->name; s++)
-      if (s->type == MOELM_ARG_STRING || s->type == MOELM_ARG_CHOICE) {
+      if (s->type == MOELM_ARG_STRING || s->type == MOELM_ARG_CHOICE || s->type == MOELM_ARG_OPTIONAL) {
         g_free(*(char **)s->dest);
         *(char **)s->dest = NULL;
       }

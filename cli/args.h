@@ -15,6 +15,8 @@ typedef enum {
   MOELM_ARG_DOUBLE,       /* double* */
   MOELM_ARG_STRING,       /* char**: g_strdup'ed, previous value freed */
   MOELM_ARG_CHOICE,       /* char**: must be one of `choices` ("a|b|c") */
+  MOELM_ARG_OPTIONAL,     /* char**: an optional value (argparse nargs='?'): without one, the
+                           * constant in `choices` is stored (e.g. --remove-bpe → "@@ ") */
   MOELM_ARG_IGNORED,      /* takes a value; accepted with a warning */
   MOELM_ARG_IGNORED_FLAG  /* takes no value; accepted with a warning */
 } MoelmArgType;

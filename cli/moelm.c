@@ -17,6 +17,10 @@ typedef struct {
 static const Subcommand subcommands[] = {
   {"preprocess", moelm_cmd_preprocess, "binarize text into a fairseq data-bin (dict.txt, .bin/.idx)"},
   {"info", moelm_cmd_info, "describe and validate a data-bin"},
+  {"train", moelm_cmd_train, "train a language model (fairseq-train)"},
+  {"eval-lm", moelm_cmd_eval_lm, "perplexity of a trained model with a context window (fairseq-eval-lm)"},
+  {"generate", moelm_cmd_generate, "generate text from prompts (fairseq-interactive)"},
+  {"interactive", moelm_cmd_generate, "alias of generate"},
 };
 
 int moelm_cli_fail(const char *subcommand, const GError *error, int status)

@@ -21,6 +21,8 @@ G_BEGIN_DECLS
 #define MOELM_UNK 3
 #define MOELM_NSPECIAL 4
 
+/* Lookups (index, contains, symbol, count, hash, to_data) only read, so threads may share a
+ * dictionary that nobody modifies. */
 typedef struct MoelmDictionary MoelmDictionary;
 
 MoelmDictionary *moelm_dictionary_new(void);
@@ -34,12 +36,16 @@ guint moelm_dictionary_size(const MoelmDictionary *dict);
 /* Index of word, or MOELM_UNK if absent. */
 int32_t moelm_dictionary_index(const MoelmDictionary *dict, const char *word);
 gboolean moelm_dictionary_contains(const MoelmDictionary *dict, const char *word);
+/* The symbol at index; "<unk>" for an index out of range (fairseq's __getitem__). */
 const char *moelm_dictionary_symbol(const MoelmDictionary *dict, int32_t index);
 int64_t moelm_dictionary_count(const MoelmDictionary *dict, int32_t index);
 
-/* Load dict.txt into a new dictionary (specials first). Errors name the file and line:
- * "PATH:LINE: ...". Empty file → a dictionary of the 4 specials (fairseq allows it);
- * invalid UTF-8, a line without a space, a bad count or a duplicate word are errors. */
+/* Load dict.txt into a new dictionary (specials first), reading lines as fairseq does:
+ * universal newlines, line.rstrip() (Unicode whitespace), rsplit at the last " ", the count
+ * as Python's int() reads it (surrounding whitespace, sign, "1_000"; ASCII digits only).
+ * Errors name the file and line: "PATH:LINE: ...". Empty file → a dictionary of the 4
+ * specials (fairseq allows it); invalid UTF-8 (or a NUL byte), a line without a space (a
+ * blank line too), a bad count or a duplicate word (specials included) are errors. */
 MoelmDictionary *moelm_dictionary_load(const char *path, GError **error);
 /* Same, from memory (for fuzzing); `name` is used in messages. */
 MoelmDictionary *moelm_dictionary_load_from_data(const char *data, gsize len, const char *name, GError **error);
@@ -50,11 +56,14 @@ gboolean moelm_dictionary_save(const MoelmDictionary *dict, const char *path, GE
 /* The bytes save() would write (g_free). */
 char *moelm_dictionary_to_data(const MoelmDictionary *dict, gsize *len);
 
+/* See the top of this file. As fairseq (which sorts (word, count) pairs into a dict first),
+ * a word present twice through #fairseq:overwrite is kept once, with its larger count. */
 void moelm_dictionary_finalize(MoelmDictionary *dict, int64_t threshold, int64_t nwords, int padding_factor);
 /* Pad with madeupword%04d to a multiple of padding_factor (no-op when <= 1). */
 void moelm_dictionary_pad_to_multiple(MoelmDictionary *dict, int padding_factor);
 
-/* Add every word of `src` (from index 4) with its count into dst, in src's order. */
+/* fairseq's update(): add every symbol of `src` (specials included) with its count into dst,
+ * in src's order (merging per-worker word counts). */
 void moelm_dictionary_update(MoelmDictionary *dst, const MoelmDictionary *src);
 
 /* A stable 64-bit hash of the symbol list (FNV-1a over "sym\n" of every symbol), stored in

@@ -32,7 +32,13 @@ typedef struct {
 
 typedef struct MoelmTokenBlocks MoelmTokenBlocks;
 
-/* Blocks over the sequences with these sizes (sizes are in tokens, incl. </s>). */
+/* Blocks over the sequences with these sizes (sizes are in tokens, incl. </s>), exactly as
+ * fairseq's _get_slice_indices_fast: none → [i*B, min((i+1)*B, total)) for i < ceil(total/B);
+ * complete → sentences packed while the block stays <= B (a block is never empty, so a longer
+ * sentence stands alone); complete_doc → the same, also closing the block at every 1-token
+ * sequence, which belongs to no block, and dropping blocks of < 2 tokens; eos → one block per
+ * sequence, block_size ignored (a long sentence is not cut: batching filters by length).
+ * block_size must be > 0 except for eos; negative sizes are an error. */
 MoelmTokenBlocks *moelm_token_blocks_new(const int32_t *sizes, gsize n, int64_t block_size, MoelmBreakMode mode,
                                          GError **error);
 void moelm_token_blocks_free(MoelmTokenBlocks *tb);
@@ -40,9 +46,15 @@ gsize moelm_token_blocks_len(const MoelmTokenBlocks *tb);
 MoelmBlockSlice moelm_token_blocks_slice(const MoelmTokenBlocks *tb, gsize i);
 /* Length of block i (= slice end - start). */
 int64_t moelm_token_blocks_size(const MoelmTokenBlocks *tb, gsize i);
+/* Tokens in the whole stream (the sum of the sizes). */
+int64_t moelm_token_blocks_num_tokens(const MoelmTokenBlocks *tb);
+/* Whether a sequence starts at stream offset pos (0 and the total count as starts). */
+gboolean moelm_token_blocks_starts_sentence(const MoelmTokenBlocks *tb, int64_t pos);
 
 /* Fill source and target (each moelm_token_blocks_size(i) ints) for block i, reading the
- * tokens from ds. */
+ * tokens from ds (the dataset whose sizes built tb): target = stream[start, end); source[0] =
+ * </s> when a sequence starts at `start` (fairseq's offset 0 in its buffer), else
+ * stream[start-1]; source[1..] = target[0..n-2]. Thread-safe (reads only). */
 void moelm_token_blocks_get(const MoelmTokenBlocks *tb, const MoelmIndexedDataset *ds, gsize i, int32_t *source,
                             int32_t *target);
 

@@ -1,0 +1,122 @@
+/* moelm — shared option tables: fairseq options with no meaning here, and the model options. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common_options.h"
+#include "moelm/errors.h"
+
+const MoelmArgSpec moelm_ignored_options[] = {
+  {"--user-dir", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--ddp-backend", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--num-workers", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--tensorboard-logdir", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--wandb-project", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--fp16-init-scale", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--fp16-scale-window", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--distributed-world-size", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--distributed-port", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--dataset-impl", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--best-checkpoint-metric", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--fp16", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+  {"--bf16", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+  {"--memory-efficient-fp16", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+  {"--fp16-no-flatten-grads", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+  {"--cpu", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+  {"--no-progress-bar", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+  {"--quiet", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+  {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+};
+
+void moelm_model_options_init(MoelmModelOptions *o)
+{
+  memset(o, 0, sizeof *o);
+  o->arch = g_strdup("transformer_lm");
+  o->embed_dim = o->ffn_dim = o->layers = o->heads = o->max_positions = o->input_dim = o->output_dim = -1;
+  o->dropout = o->attention_dropout = o->activation_dropout = -1;
+}
+
+void moelm_model_options_clear(MoelmModelOptions *o)
+{
+  g_free(o->arch);
+  g_free(o->activation);
+  g_free(o->adaptive_softmax_cutoff);
+  memset(o, 0, sizeof *o);
+}
+
+const MoelmArgSpec *moelm_model_options_table(MoelmModelOptions *o)
+{
+  static MoelmArgSpec t[32];
+  const MoelmArgSpec spec[] = {
+    {"--arch", "-a", MOELM_ARG_STRING, &o->arch, NULL, "model architecture (transformer_lm, transformer_lm_gpt, ...)", NULL},
+    {"--decoder-embed-dim", NULL, MOELM_ARG_INT, &o->embed_dim, NULL, "decoder embedding dimension", NULL},
+    {"--decoder-ffn-embed-dim", NULL, MOELM_ARG_INT, &o->ffn_dim, NULL, "decoder FFN dimension", NULL},
+    {"--decoder-layers", NULL, MOELM_ARG_INT, &o->layers, NULL, "number of decoder layers", NULL},
+    {"--decoder-attention-heads", NULL, MOELM_ARG_INT, &o->heads, NULL, "number of attention heads", NULL},
+    {"--decoder-input-dim", NULL, MOELM_ARG_INT, &o->input_dim, NULL, "must equal --decoder-embed-dim", NULL},
+    {"--decoder-output-dim", NULL, MOELM_ARG_INT, &o->output_dim, NULL, "must equal --decoder-embed-dim", NULL},
+    {"--max-target-positions", NULL, MOELM_ARG_INT, &o->max_positions, NULL, "positions (default: --tokens-per-sample)", NULL},
+    {"--decoder-learned-pos", NULL, MOELM_ARG_FLAG, &o->learned_pos, NULL, "learned positional embeddings", NULL},
+    {"--decoder-normalize-before", NULL, MOELM_ARG_FLAG, &o->normalize_before, NULL, "pre-norm (the default for every LM arch)", NULL},
+    {"--no-decoder-normalize-before", NULL, MOELM_ARG_FLAG, &o->no_normalize_before, NULL, "post-norm (moelm extension)", NULL},
+    {"--no-decoder-final-norm", NULL, MOELM_ARG_FLAG, &o->no_final_norm, NULL, "no final layer norm", NULL},
+    {"--no-scale-embedding", NULL, MOELM_ARG_FLAG, &o->no_scale_embedding, NULL, "do not scale embeddings by sqrt(d)", NULL},
+    {"--share-decoder-input-output-embed", NULL, MOELM_ARG_FLAG, &o->share_embed, NULL, "tie input and output embeddings", NULL},
+    {"--activation-fn", NULL, MOELM_ARG_CHOICE, &o->activation, "relu|gelu|gelu_accurate|tanh", "FFN activation", NULL},
+    {"--dropout", NULL, MOELM_ARG_DOUBLE, &o->dropout, NULL, "dropout probability", NULL},
+    {"--attention-dropout", NULL, MOELM_ARG_DOUBLE, &o->attention_dropout, NULL, "attention dropout", NULL},
+    {"--activation-dropout", "--relu-dropout", MOELM_ARG_DOUBLE, &o->activation_dropout, NULL, "dropout after the activation", NULL},
+    {"--adaptive-softmax-cutoff", NULL, MOELM_ARG_STRING, &o->adaptive_softmax_cutoff, NULL, "not supported", NULL},
+    {"--no-token-positional-embeddings", NULL, MOELM_ARG_FLAG, &o->no_token_positional_embeddings, NULL, "not supported", NULL},
+    {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+  };
+  memcpy(t, spec, sizeof spec);
+  return t;
+}
+
+gboolean moelm_model_options_apply(const MoelmModelOptions *o, int max_positions_default, MoelmModelConfig *cfg,
+                                   GError **error)
+{
+  cfg->max_positions = o->max_positions > 0 ? o->max_positions : max_positions_default;
+  if (!moelm_model_config_set_arch(cfg, o->arch, error))
+    return FALSE;
+  if (o->adaptive_softmax_cutoff || o->no_token_positional_embeddings) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s is not supported by moelm",
+                o->adaptive_softmax_cutoff ? "--adaptive-softmax-cutoff" : "--no-token-positional-embeddings");
+    return FALSE;
+  }
+  if (o->embed_dim > 0)
+    cfg->embed_dim = o->embed_dim;
+  if (o->ffn_dim > 0)
+    cfg->ffn_dim = o->ffn_dim;
+  if (o->layers >= 0)
+    cfg->layers = o->layers;
+  if (o->heads > 0)
+    cfg->heads = o->heads;
+  if ((o->input_dim > 0 && o->input_dim != cfg->embed_dim) || (o->output_dim > 0 && o->output_dim != cfg->embed_dim)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED,
+                "--decoder-input-dim/--decoder-output-dim must equal --decoder-embed-dim (%d)", cfg->embed_dim);
+    return FALSE;
+  }
+  cfg->learned_pos = o->learned_pos;
+  cfg->normalize_before = !o->no_normalize_before;
+  cfg->final_norm = !o->no_final_norm;
+  cfg->scale_embedding = !o->no_scale_embedding;
+  cfg->share_embed = o->share_embed;
+  if (o->activation && !moelm_activation_parse(o->activation, &cfg->activation, error))
+    return FALSE;
+  if (o->dropout >= 0)
+    cfg->dropout = o->dropout;
+  if (o->attention_dropout >= 0)
+    cfg->attention_dropout = o->attention_dropout;
+  if (o->activation_dropout >= 0)
+    cfg->activation_dropout = o->activation_dropout;
+  return TRUE;
+}
+
+int moelm_cli_threads_default(void)
+{
+  const char *env = g_getenv("MOELM_THREADS");
+  return env ? atoi(env) : 0;
+}

@@ -1,0 +1,34 @@
+/* moelm — option tables shared by several subcommands. */
+#ifndef MOELM_CLI_COMMON_OPTIONS_H
+#define MOELM_CLI_COMMON_OPTIONS_H
+
+#include "args.h"
+#include "moelm/model_config.h"
+
+/* fairseq options that mean nothing to moelm (accepted with a warning). */
+extern const MoelmArgSpec moelm_ignored_options[];
+
+/* The model options (--arch, --decoder-*, dropout, ...), parsed into strings/values that
+ * moelm_model_options_apply turns into a MoelmModelConfig. */
+typedef struct {
+  char *arch;
+  int embed_dim, ffn_dim, layers, heads, max_positions, input_dim, output_dim;
+  gboolean learned_pos, normalize_before, no_normalize_before, no_final_norm, no_scale_embedding, share_embed;
+  char *activation;
+  double dropout, attention_dropout, activation_dropout;
+  char *adaptive_softmax_cutoff;
+  gboolean no_token_positional_embeddings;
+} MoelmModelOptions;
+
+void moelm_model_options_init(MoelmModelOptions *o);
+/* A table bound to `o` (static storage: one at a time). */
+const MoelmArgSpec *moelm_model_options_table(MoelmModelOptions *o);
+/* arch defaults, then every option that was given. vocab_size is the caller's. */
+gboolean moelm_model_options_apply(const MoelmModelOptions *o, int max_positions_default, MoelmModelConfig *cfg,
+                                   GError **error);
+void moelm_model_options_clear(MoelmModelOptions *o);
+
+/* --threads N (moelm): CPU threads; 0 = all cores. */
+int moelm_cli_threads_default(void);
+
+#endif

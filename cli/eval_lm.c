@@ -1,0 +1,354 @@
+/* moelm eval-lm — fairseq-eval-lm: `moelm eval-lm DATA --path CKPT [--context-window N]`.
+ *
+ * Like fairseq's CLI, whose logging goes to stdout, the report is written to stdout as log
+ * lines "DATE | INFO | fairseq_cli.eval_lm | ..."; warnings and errors go to stderr. */
+#include "config.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "commands.h"
+#include "common_options.h"
+#include "moelm/errors.h"
+#include "moelm/log.h"
+#include "tasks/inference.h"
+#include "tasks/lm_data.h"
+#include "tasks/scorer.h"
+
+/* Without --batch-size, a model call takes about CALL_TOKENS row tokens, and its logits
+ * (rows x tokens_per_sample x vocabulary floats) at most LOGITS_BUDGET: fairseq's default of
+ * 36000 tokens suits a GPU, while on the CPU calls of ~1k tokens ran fastest (measured with
+ * 64- and 256-dim models: 1k-token calls 1.5-3x faster than 4k-16k-token calls). */
+#define CALL_TOKENS ((int64_t)1024)
+#define LOGITS_BUDGET ((int64_t)1 << 23)
+
+typedef struct {
+  char *path, *gen_subset, *break_mode, *post_process, *task;
+  int context_window, batch_size, threads;
+  gint64 tokens_per_sample, max_tokens;
+  gboolean output_word_probs, output_word_stats;
+  gboolean tps_seen, mode_seen;
+} EvalOptions;
+
+static void options_init(EvalOptions *o)
+{
+  memset(o, 0, sizeof *o);
+  o->gen_subset = g_strdup("test");
+  o->task = g_strdup("language_modeling");
+  o->break_mode = g_strdup("none");
+  o->threads = moelm_cli_threads_default();
+}
+
+static const MoelmArgSpec *eval_table(EvalOptions *o)
+{
+  static MoelmArgSpec t[24];
+  const MoelmArgSpec spec[] = {
+    {"--path", NULL, MOELM_ARG_STRING, &o->path, NULL, "the checkpoint to evaluate (required)", NULL},
+    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling", "task", NULL},
+    {"--gen-subset", NULL, MOELM_ARG_STRING, &o->gen_subset, NULL, "split to evaluate (test)", NULL},
+    {"--context-window", NULL, MOELM_ARG_INT, &o->context_window, NULL,
+     "tokens of preceding context per block, not scored (0)", NULL},
+    {"--tokens-per-sample", NULL, MOELM_ARG_INT64, &o->tokens_per_sample, NULL,
+     "block size incl. context (default: the checkpoint's)", &o->tps_seen},
+    {"--sample-break-mode", NULL, MOELM_ARG_CHOICE, &o->break_mode, "none|complete|complete_doc|eos",
+     "block boundaries (default: the checkpoint's)", &o->mode_seen},
+    {"--max-tokens", NULL, MOELM_ARG_INT64, &o->max_tokens, NULL, "max block tokens per batch (36000)", NULL},
+    {"--batch-size", "--max-sentences", MOELM_ARG_INT, &o->batch_size, NULL, "max blocks per batch", NULL},
+    {"--output-word-probs", NULL, MOELM_ARG_FLAG, &o->output_word_probs, NULL, "log every word's log-probability",
+     NULL},
+    {"--output-word-stats", NULL, MOELM_ARG_FLAG, &o->output_word_stats, NULL, "log per-word statistics", NULL},
+    {"--post-process", "--remove-bpe", MOELM_ARG_OPTIONAL, &o->post_process, "@@ ",
+     "merge subword pieces into words: '@@ ', subword_nmt or sentencepiece", NULL},
+    {"--threads", NULL, MOELM_ARG_INT, &o->threads, NULL, "CPU threads (default: all cores)", NULL},
+    {"--seed", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+    {"--softmax-batch", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+    {"--log-format", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+    {"--log-interval", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+    {"--required-batch-size-multiple", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+    {"--skip-invalid-size-inputs-valid-test", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+    {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+  };
+  memcpy(t, spec, sizeof spec);
+  return t;
+}
+
+/* One fairseq log line on stdout. */
+static void say(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
+static void say(const char *fmt, ...)
+{
+  char stamp[32];
+  time_t now = time(NULL);
+  struct tm tm;
+  localtime_r(&now, &tm);
+  strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+  va_list ap;
+  va_start(ap, fmt);
+  char *msg = g_strdup_vprintf(fmt, ap);
+  va_end(ap);
+  printf("%s | INFO | fairseq_cli.eval_lm | %s\n", stamp, msg);
+  g_free(msg);
+}
+
+/* Python's repr() of a float: the shortest digits that read back the same, fixed notation
+ * for exponents in [-4, 16), scientific otherwise. */
+static void py_float_repr(double x, char *buf, gsize size)
+{
+  if (isnan(x) || isinf(x) || x == 0.0) {
+    g_snprintf(buf, size, "%s", isnan(x) ? "nan" : isinf(x) ? (x > 0 ? "inf" : "-inf") : signbit(x) ? "-0.0" : "0.0");
+    return;
+  }
+  char sci[40];
+  for (int p = 1; p <= 17; p++) {
+    g_snprintf(sci, sizeof sci, "%.*e", p - 1, x);
+    if (g_ascii_strtod(sci, NULL) == x)
+      break;
+  }
+  char digits[24];
+  gsize nd = 0;
+  const char *c = sci + (sci[0] == '-');
+  for (; *c && *c != 'e'; c++)
+    if (g_ascii_isdigit(*c))
+      digits[nd++] = *c;
+  digits[nd] = '\0';
+  const int e = atoi(c + 1);
+  GString *s = g_string_new(x < 0 ? "-" : "");
+  if (e >= -4 && e < 16) {
+    if (e < 0) {
+      g_string_append(s, "0.");
+      for (int k = 0; k < -e - 1; k++)
+        g_string_append_c(s, '0');
+      g_string_append(s, digits);
+    } else if ((int)nd <= e + 1) {
+      g_string_append(s, digits);
+      for (int k = (int)nd; k < e + 1; k++)
+        g_string_append_c(s, '0');
+      g_string_append(s, ".0");
+    } else {
+      g_string_append_len(s, digits, e + 1);
+      g_string_append_printf(s, ".%s", digits + e + 1);
+    }
+  } else {
+    g_string_append_c(s, digits[0]);
+    if (nd > 1)
+      g_string_append_printf(s, ".%s", digits + 1);
+    g_string_append_printf(s, "e%c%02d", e < 0 ? '-' : '+', abs(e));
+  }
+  g_snprintf(buf, size, "%s", s->str);
+  g_string_free(s, TRUE);
+}
+
+/* fairseq's WordStat. */
+typedef struct {
+  char *word;
+  gboolean is_bpe;
+  int64_t count, missing_next;
+  double log_prob, next_word_prob;
+} WordStat;
+
+static void word_stat_free(gpointer p)
+{
+  WordStat *w = p;
+  g_free(w->word);
+  g_free(w);
+}
+
+typedef struct {
+  const EvalOptions *o;
+  const MoelmDictionary *dict;
+  MoelmBpeKind bpe;
+  GHashTable *by_word; /* word → WordStat* (owned by `order`) */
+  GPtrArray *order;    /* first-seen order, as a Python dict */
+} WordReport;
+
+static gboolean report_row(const MoelmScoredRow *row, gpointer data, GError **error)
+{
+  (void)error;
+  WordReport *r = data;
+  GPtrArray *words = moelm_row_words(r->dict, r->bpe, row->targets, row->lprobs, row->n);
+  if (r->o->output_word_probs) {
+    GString *line = g_string_new(NULL);
+    g_string_printf(line, "%zu ", row->block);
+    for (guint i = 0; i < words->len; i++) {
+      const MoelmWordProb *w = g_ptr_array_index(words, i);
+      g_string_append_printf(line, "%s%s [%2f]", i ? "\t" : "", w->word, (double)w->lprob);
+    }
+    say("%s", line->str);
+    g_string_free(line, TRUE);
+  }
+  if (r->o->output_word_stats)
+    for (guint i = 0; i < words->len; i++) {
+      const MoelmWordProb *w = g_ptr_array_index(words, i);
+      WordStat *ws = g_hash_table_lookup(r->by_word, w->word);
+      if (ws == NULL) {
+        ws = g_new0(WordStat, 1);
+        ws->word = g_strdup(w->word);
+        ws->is_bpe = w->is_bpe;
+        g_ptr_array_add(r->order, ws);
+        g_hash_table_insert(r->by_word, ws->word, ws);
+      }
+      if (w->has_next)
+        ws->next_word_prob += w->next_lprob;
+      else
+        ws->missing_next++;
+      ws->log_prob += w->lprob;
+      ws->count++;
+    }
+  g_ptr_array_unref(words);
+  return TRUE;
+}
+
+static gint by_count_desc(gconstpointer a, gconstpointer b)
+{
+  const WordStat *x = *(WordStat *const *)a, *y = *(WordStat *const *)b;
+  return x->count < y->count ? 1 : x->count > y->count ? -1 : 0;
+}
+
+static void print_word_stats(GPtrArray *order)
+{
+  g_ptr_array_sort(order, by_count_desc); /* stable, as Python's sorted() */
+  for (guint i = 0; i < order->len; i++) {
+    const WordStat *w = g_ptr_array_index(order, i);
+    char lp[40], next[40];
+    py_float_repr(w->log_prob, lp, sizeof lp);
+    if (w->count - w->missing_next > 0)
+      py_float_repr(w->next_word_prob, next, sizeof next);
+    else
+      g_strlcpy(next, "0", sizeof next);
+    say("%s\t%" G_GINT64_FORMAT "\t%s\t%s\t%s\t%" G_GINT64_FORMAT, w->word, w->count, lp,
+        w->is_bpe ? "True" : "False", next, w->count - w->missing_next);
+  }
+}
+
+static gboolean check_options(const EvalOptions *o, GError **error)
+{
+  if (o->context_window < 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--context-window must be >= 0, got %d",
+                o->context_window);
+    return FALSE;
+  }
+  if (o->batch_size < 0 || o->max_tokens < 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--batch-size and --max-tokens must be positive");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Block size and break mode: the options when given, else the checkpoint's training values. */
+static gboolean resolve_blocks(const EvalOptions *o, const MoelmInference *inf, int64_t *tps, MoelmBreakMode *mode,
+                               GError **error)
+{
+  const char *task = moelm_inference_task_string(inf, "task", "language_modeling");
+  if (strcmp(task, "language_modeling") != 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s: eval-lm does not support task '%s' yet", o->path,
+                task);
+    return FALSE;
+  }
+  *tps = o->tps_seen ? o->tokens_per_sample : moelm_inference_task_int(inf, "tokens_per_sample", 1024);
+  const char *m = o->mode_seen ? o->break_mode : moelm_inference_task_string(inf, "sample_break_mode", "none");
+  if (!moelm_break_mode_parse(m, mode, error))
+    return FALSE;
+  const int max_pos = moelm_model_get_config(inf->model)->max_positions;
+  if (*tps <= 0 || *tps > max_pos) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--tokens-per-sample %" G_GINT64_FORMAT " must be in 1..%d (the model's positions in %s)", *tps,
+                max_pos, o->path);
+    return FALSE;
+  }
+  if (o->context_window >= *tps) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--context-window %d must be smaller than --tokens-per-sample %" G_GINT64_FORMAT, o->context_window,
+                *tps);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean run(const EvalOptions *o, const char *data, GError **error)
+{
+  MoelmBpeKind bpe;
+  if (!moelm_bpe_kind_parse(o->post_process, &bpe, error))
+    return FALSE;
+  say("loading model(s) from %s", o->path);
+  MoelmInference *inf = moelm_inference_open(o->path, data, o->threads, error);
+  if (inf == NULL)
+    return FALSE;
+  MoelmLmSplit *split = NULL;
+  gboolean ok = FALSE;
+  int64_t tps;
+  MoelmBreakMode mode;
+  if (!resolve_blocks(o, inf, &tps, &mode, error))
+    goto out;
+  say("num. model params: %zu", moelm_model_num_params(inf->model));
+  /* fairseq: the blocks shrink by the context window, which fills the rest of each row */
+  split = moelm_lm_split_open(data, o->gen_subset, tps - o->context_window, mode, moelm_dictionary_size(inf->dict),
+                              error);
+  if (split == NULL)
+    goto out;
+  say("%s %s %zu examples", data, o->gen_subset, moelm_lm_split_n_blocks(split));
+
+  const int64_t V = moelm_dictionary_size(inf->dict);
+  MoelmScoreOptions so = {
+    .context_window = o->context_window,
+    .tokens_per_sample = tps - o->context_window,
+    .max_sentences = o->batch_size > 0 ? o->batch_size : (int)MAX(1, MIN(CALL_TOKENS / tps, LOGITS_BUDGET / (tps * V))),
+    .max_tokens = o->max_tokens > 0 ? o->max_tokens : 36000,
+    .dict = inf->dict,
+    .bpe = bpe,
+  };
+  WordReport wr = {o, inf->dict, bpe, g_hash_table_new(g_str_hash, g_str_equal),
+                   g_ptr_array_new_with_free_func(word_stat_free)};
+  const gboolean words = o->output_word_probs || o->output_word_stats;
+  MoelmScoreResult res;
+  ok = moelm_score_split(inf->model, split, &so, words ? report_row : NULL, &wr, &res, error);
+  if (ok) {
+    say("Evaluated %" G_GINT64_FORMAT " tokens in %.1fs (%.2f tokens/s)", res.ntokens, res.seconds,
+        res.seconds > 0 ? (double)res.ntokens / res.seconds : 0.0);
+    if (o->output_word_stats)
+      print_word_stats(wr.order);
+    say("Loss (base 2): %.4f, Perplexity: %.2f", moelm_score_loss_base2(&res), moelm_score_perplexity(&res));
+  }
+  g_hash_table_unref(wr.by_word);
+  g_ptr_array_unref(wr.order);
+out:
+  moelm_lm_split_free(split);
+  moelm_inference_free(inf);
+  return ok;
+}
+
+int moelm_cmd_eval_lm(int argc, char **argv)
+{
+  EvalOptions o;
+  options_init(&o);
+  const MoelmArgSpec *tables[] = {eval_table(&o), moelm_ignored_options, NULL};
+  GPtrArray *pos = g_ptr_array_new();
+  gboolean help = FALSE;
+  GError *error = NULL;
+  int rc = 0;
+  if (!moelm_args_parse("moelm eval-lm", tables, argc, argv, 1, pos, &help, &error)) {
+    rc = moelm_cli_fail("eval-lm", error, 2);
+    goto out;
+  }
+  if (help) {
+    moelm_args_print_help(stdout, "moelm eval-lm", "DATA --path CHECKPOINT [options]", tables);
+    goto out;
+  }
+  if (pos->len != 1 || o.path == NULL) {
+    error = g_error_new(MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s",
+                        pos->len != 1 ? "expected exactly one DATA directory"
+                                      : "the following arguments are required: --path");
+    rc = moelm_cli_fail("eval-lm", error, 2);
+    goto out;
+  }
+  if (!check_options(&o, &error) || !run(&o, g_ptr_array_index(pos, 0), &error))
+    rc = moelm_cli_fail("eval-lm", error, 1);
+  fflush(stdout);
+out:
+  g_clear_error(&error);
+  moelm_args_free_strings(tables);
+  g_ptr_array_unref(pos);
+  return rc;
+}

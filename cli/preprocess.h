@@ -1,0 +1,126 @@
+/* moelm preprocess — the pieces shared by its files (internal to the CLI).
+ *
+ *   preprocess.c          checks, the order of the work, committing the outputs
+ *   preprocess_options.c  fairseq-preprocess's command line and its Namespace log line
+ *   preprocess_workers.c  the parallel text check and word counts
+ *   preprocess_binarize.c the parallel binarizing, written in file order as it goes
+ *   preprocess_progress.c line-aligned steps, the progress line, CPU time
+ *   preprocess_spm.c      --bpe sentencepiece: the per-line tokenizer hook, model training
+ *   preprocess_format.c   Python's formatting where fairseq's log lines depend on it */
+#ifndef MOELM_CLI_PREPROCESS_H
+#define MOELM_CLI_PREPROCESS_H
+
+#include <glib.h>
+
+#include "moelm/binarizer.h"
+#include "moelm/dictionary.h"
+#include "moelm/spm.h"
+
+/* ---- options (preprocess_options.c) ---- */
+
+typedef struct {
+  gboolean only_source, joined_dictionary, dict_only;
+  char *source_lang, *target_lang; /* NULL when not given */
+  char *trainpref, *validpref, *testpref; /* validpref/testpref: comma-separated lists */
+  char *destdir;
+  char *srcdict, *tgtdict;
+  int nwordssrc, nwordstgt, thresholdsrc, thresholdtgt, padding_factor, workers;
+  char *dataset_impl;
+  char *bpe;                  /* "sentencepiece" encodes; fairseq's other names are no-ops */
+  char *sentencepiece_model;  /* moelm's extension */
+  char *task;
+  char *align_suffix, *alignfile; /* accepted, no effect */
+  gboolean spm;                   /* --bpe sentencepiece */
+  char *namespace_line;           /* "Namespace(...)" as fairseq logs it */
+} PpOptions;
+
+/* Parse and check the command line. Returns -1 when the caller should go on, else the
+ * exit status (0 after --help, 2 for a bad command line, the error already printed). */
+int pp_options_parse(PpOptions *opts, int argc, char **argv);
+void pp_options_clear(PpOptions *opts);
+
+/* ---- parallel passes (preprocess_workers.c) ---- */
+
+/* Check that the whole of `path` is text the binarizer takes: valid UTF-8 (strict, as
+ * Python's decoder: no overlong forms, no surrogates) without NUL bytes, using `workers`
+ * threads. The error names the first bad line in file order, whatever the number of
+ * workers: "PATH:LINE: invalid UTF-8 ..." / "PATH:LINE: NUL byte ...". */
+gboolean pp_check_text(const char *path, int workers, GError **error);
+
+/* Count the words of every line of `path` as fairseq's add_file_to_dictionary (each word
+ * once per occurrence, </s> once per line) into a new dictionary: each of `workers` threads
+ * counts the line-aligned steps it takes into its own counter, and the counters are merged
+ * (the order of the symbols differs with the scheduling; the counts do not, and finalize()
+ * sorts by count and text). tokenizer NULL: whitespace split. NULL on error. */
+MoelmDictionary *pp_count_words(const char *path, int workers, MoelmLineTokenizer tokenizer,
+                                gpointer tokenizer_data, GError **error);
+
+/* Binarize `path` into OUT_PREFIX.bin/.idx with `dict` (preprocess_binarize.c). The file is
+ * cut into line-aligned steps of about a megabyte; `workers` threads encode steps (taken in
+ * order, at most a few ahead of the output), and the calling thread appends each step's
+ * sequences to the output as soon as all steps before it are in. The output is the same
+ * bytes for every `workers`; with 1 the calling thread does everything. */
+gboolean pp_binarize(const char *path, const char *out_prefix, int workers, const MoelmDictionary *dict,
+                     MoelmLineTokenizer tokenizer, gpointer tokenizer_data, MoelmBinarizeStats *stats,
+                     GError **error);
+
+/* ---- shared by the passes (preprocess_progress.c) ---- */
+
+/* Bytes per step of a pass (about 1 MiB; $MOELM_PREPROCESS_STEP overrides it for tests). */
+gsize pp_step_bytes(void);
+/* The start of the line after the one that holds byte `from`, at most `limit`. */
+gsize pp_next_line_start(const char *data, gsize limit, gsize from);
+/* Line-aligned step boundaries over a whole file: a GArray of gsize, 0 first, len last. */
+GArray *pp_cut_steps(const char *data, gsize len);
+/* CPU seconds of the whole process, all threads (for LOGLEVEL=DEBUG timings). */
+double pp_cpu_seconds(void);
+
+/* The progress line on stderr for a pass that takes more than ~2 s: rewritten in place on
+ * a terminal, else one line every few seconds. */
+typedef struct {
+  const char *what, *path;
+  gsize total;
+  gboolean tty, shown;
+  double started, last_line;
+} PpProgress;
+
+void pp_progress_start(PpProgress *pr, const char *what, const char *path, gsize total);
+void pp_progress_update(PpProgress *pr, gsize done_bytes);
+void pp_progress_finish(PpProgress *pr);
+
+/* ---- --bpe sentencepiece (preprocess_spm.c) ---- */
+
+/* The MoelmLineTokenizer for SentencePiece: user_data is a MoelmSpm*. A line with no
+ * content (empty or only whitespace) gives no pieces, so it stays a [</s>] boundary. */
+GPtrArray *pp_spm_tokenize_line(const char *line, gsize len, gpointer user_data, GError **error);
+
+/* The SentencePiece vocabulary size to train for a dictionary of at most `nwords` symbols
+ * (4 fairseq specials included); see docs/preprocess.md. */
+int pp_spm_vocab_size_for(int nwords);
+
+/* Train a BPE model on `train_path` and write it to `model_path` (the .vocab SentencePiece
+ * writes beside it is removed). */
+gboolean pp_spm_train(const char *train_path, const char *model_path, int vocab_size, int threads,
+                      GError **error);
+
+/* Copy a file byte for byte (used to put --sentencepiece-model into the data-bin). */
+gboolean pp_copy_file(const char *from, const char *to, GError **error);
+
+/* ---- Python formatting (preprocess_format.c) ---- */
+
+/* Python's format(x, ".3"): 3 significant digits, general format, at least one digit after
+ * the point in fixed notation ("0.0", "12.3", "0.0123", "1.23e-05", "1e+02"). g_free. */
+char *pp_format_python_g3(double x);
+
+/* Python's repr() of a str (quotes chosen as Python does, escapes for control characters).
+ * `s` may be NULL: "None". g_free. */
+char *pp_repr_str(const char *s);
+
+/* Python's repr() of a float (shortest round trip: "0.0001", "1e-05", "100000.0"). g_free. */
+char *pp_repr_float(double x);
+
+/* Build a "Namespace(key=value, ...)" line: `items` holds "key=value" strings (any order);
+ * they are sorted by key as argparse prints them. g_free. */
+char *pp_namespace_line(GPtrArray *items);
+
+#endif

@@ -1,0 +1,268 @@
+/* moelm train — fairseq-train: `moelm train DATA --arch transformer_lm --optimizer adam ...`. */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "common_options.h"
+#include "moelm/errors.h"
+#include "moelm/log.h"
+#include "tasks/trainer.h"
+#include "train_task.h"
+
+typedef struct {
+  char *task, *criterion, *optimizer, *lr_scheduler, *lr, *adam_betas, *log_format, *break_mode;
+  char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune;
+  double adam_eps, weight_decay, clip_norm, warmup_init_lr, min_lr, stop_min_lr, lr_period_updates, t_mult, lr_shrink;
+  double end_lr, power, total_num_update;
+  gint64 tokens_per_sample, max_tokens, max_tokens_valid, max_update, warmup_updates, save_interval_updates;
+  gint64 validate_interval_updates, force_anneal;
+  int batch_size, batch_size_valid, required_multiple, update_freq, max_epoch, validate_interval, save_interval;
+  int keep_last_epochs, keep_interval_updates, keep_best, patience, log_interval, threads;
+  gint64 seed;
+  gboolean disable_validation, no_save, no_epoch_checkpoints, no_last_checkpoints, no_save_optimizer_state;
+  gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters, skip_invalid, reference;
+  MoelmModelOptions model;
+  MoelmTaskOptions task_opts;
+} TrainOptions;
+
+static void options_init(TrainOptions *o)
+{
+  memset(o, 0, sizeof *o);
+  o->task = g_strdup("language_modeling");
+  o->criterion = g_strdup("cross_entropy");
+  o->optimizer = g_strdup("adam");
+  o->lr_scheduler = g_strdup("fixed");
+  o->lr = g_strdup("0.25");
+  o->adam_betas = g_strdup("(0.9, 0.999)");
+  o->log_format = g_strdup("simple");
+  o->break_mode = g_strdup("none");
+  o->train_subset = g_strdup("train");
+  o->valid_subset = g_strdup("valid");
+  o->save_dir = g_strdup("checkpoints");
+  o->restore_file = g_strdup("checkpoint_last.pt");
+  o->adam_eps = 1e-8;
+  o->warmup_init_lr = -1;
+  o->stop_min_lr = -1;
+  o->t_mult = 1.0;
+  o->lr_shrink = 0.1;
+  o->power = 1.0;
+  o->tokens_per_sample = 1024;
+  o->warmup_updates = -1;
+  o->force_anneal = -1;
+  o->required_multiple = 8;
+  o->update_freq = 1;
+  o->validate_interval = 1;
+  o->save_interval = 1;
+  o->keep_last_epochs = o->keep_interval_updates = o->keep_best = o->patience = -1;
+  o->log_interval = 100;
+  o->seed = 1;
+  o->threads = moelm_cli_threads_default();
+  moelm_model_options_init(&o->model);
+  moelm_task_options_init(&o->task_opts);
+}
+
+static const MoelmArgSpec *train_table(TrainOptions *o)
+{
+  static MoelmArgSpec t[96];
+  const MoelmArgSpec spec[] = {
+    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling|language_model_moe", "task", NULL},
+    {"--criterion", NULL, MOELM_ARG_CHOICE, &o->criterion, "cross_entropy|moe_cross_entropy", "criterion", NULL},
+    {"--seed", NULL, MOELM_ARG_INT64, &o->seed, NULL, "random seed (1)", NULL},
+    {"--threads", NULL, MOELM_ARG_INT, &o->threads, NULL, "CPU threads (default: all cores)", NULL},
+    {"--reference-backend", NULL, MOELM_ARG_FLAG, &o->reference, NULL, "use the plain reference loops (slow)", NULL},
+    {"--log-interval", NULL, MOELM_ARG_INT, &o->log_interval, NULL, "log every N updates (100)", NULL},
+    {"--log-format", NULL, MOELM_ARG_CHOICE, &o->log_format, "simple|json|none|tqdm", "log format", NULL},
+    {"--tokens-per-sample", NULL, MOELM_ARG_INT64, &o->tokens_per_sample, NULL, "tokens per block (1024)", NULL},
+    {"--sample-break-mode", NULL, MOELM_ARG_CHOICE, &o->break_mode, "none|complete|complete_doc|eos", "block boundaries", NULL},
+    {"--max-tokens", NULL, MOELM_ARG_INT64, &o->max_tokens, NULL, "max tokens per batch", NULL},
+    {"--batch-size", "--max-sentences", MOELM_ARG_INT, &o->batch_size, NULL, "max sequences per batch", NULL},
+    {"--max-tokens-valid", NULL, MOELM_ARG_INT64, &o->max_tokens_valid, NULL, "max tokens per validation batch", NULL},
+    {"--batch-size-valid", "--max-sentences-valid", MOELM_ARG_INT, &o->batch_size_valid, NULL, "validation batch size", NULL},
+    {"--required-batch-size-multiple", NULL, MOELM_ARG_INT, &o->required_multiple, NULL, "batch size multiple (8)", NULL},
+    {"--skip-invalid-size-inputs-valid-test", NULL, MOELM_ARG_FLAG, &o->skip_invalid, NULL, "drop too-long blocks", NULL},
+    {"--train-subset", NULL, MOELM_ARG_STRING, &o->train_subset, NULL, "training split (train)", NULL},
+    {"--valid-subset", NULL, MOELM_ARG_STRING, &o->valid_subset, NULL, "validation splits, comma separated (valid)", NULL},
+    {"--validate-interval", NULL, MOELM_ARG_INT, &o->validate_interval, NULL, "validate every N epochs", NULL},
+    {"--validate-interval-updates", NULL, MOELM_ARG_INT64, &o->validate_interval_updates, NULL, "validate every N updates", NULL},
+    {"--disable-validation", NULL, MOELM_ARG_FLAG, &o->disable_validation, NULL, "no validation", NULL},
+    {"--max-epoch", NULL, MOELM_ARG_INT, &o->max_epoch, NULL, "stop after N epochs", NULL},
+    {"--max-update", NULL, MOELM_ARG_INT64, &o->max_update, NULL, "stop after N updates", NULL},
+    {"--update-freq", NULL, MOELM_ARG_INT, &o->update_freq, NULL, "accumulate N batches per update", NULL},
+    {"--clip-norm", NULL, MOELM_ARG_DOUBLE, &o->clip_norm, NULL, "clip gradient norm (0 = off)", NULL},
+    {"--stop-min-lr", NULL, MOELM_ARG_DOUBLE, &o->stop_min_lr, NULL, "stop when lr falls to this", NULL},
+    {"--optimizer", NULL, MOELM_ARG_STRING, &o->optimizer, NULL, "adam", NULL},
+    {"--adam-betas", NULL, MOELM_ARG_STRING, &o->adam_betas, NULL, "'(0.9, 0.999)'", NULL},
+    {"--adam-eps", NULL, MOELM_ARG_DOUBLE, &o->adam_eps, NULL, "1e-8", NULL},
+    {"--weight-decay", "--wd", MOELM_ARG_DOUBLE, &o->weight_decay, NULL, "decoupled weight decay", NULL},
+    {"--lr", NULL, MOELM_ARG_STRING, &o->lr, NULL, "learning rate (or per-epoch list)", NULL},
+    {"--lr-scheduler", NULL, MOELM_ARG_CHOICE, &o->lr_scheduler, "fixed|inverse_sqrt|cosine|polynomial_decay", "schedule", NULL},
+    {"--warmup-updates", NULL, MOELM_ARG_INT64, &o->warmup_updates, NULL, "linear warmup updates", NULL},
+    {"--warmup-init-lr", NULL, MOELM_ARG_DOUBLE, &o->warmup_init_lr, NULL, "lr at the start of warmup", NULL},
+    {"--min-lr", NULL, MOELM_ARG_DOUBLE, &o->min_lr, NULL, "cosine floor", NULL},
+    {"--lr-period-updates", NULL, MOELM_ARG_DOUBLE, &o->lr_period_updates, NULL, "cosine period", NULL},
+    {"--t-mult", NULL, MOELM_ARG_DOUBLE, &o->t_mult, NULL, "cosine period multiplier", NULL},
+    {"--lr-shrink", NULL, MOELM_ARG_DOUBLE, &o->lr_shrink, NULL, "shrink factor", NULL},
+    {"--force-anneal", NULL, MOELM_ARG_INT64, &o->force_anneal, NULL, "force annealing at epoch N", NULL},
+    {"--end-learning-rate", NULL, MOELM_ARG_DOUBLE, &o->end_lr, NULL, "polynomial_decay end lr", NULL},
+    {"--power", NULL, MOELM_ARG_DOUBLE, &o->power, NULL, "polynomial_decay power", NULL},
+    {"--total-num-update", NULL, MOELM_ARG_DOUBLE, &o->total_num_update, NULL, "polynomial_decay total", NULL},
+    {"--save-dir", NULL, MOELM_ARG_STRING, &o->save_dir, NULL, "checkpoint directory (checkpoints)", NULL},
+    {"--restore-file", NULL, MOELM_ARG_STRING, &o->restore_file, NULL, "checkpoint to resume (checkpoint_last.pt)", NULL},
+    {"--finetune-from-model", NULL, MOELM_ARG_STRING, &o->finetune, NULL, "initialise from this checkpoint", NULL},
+    {"--reset-optimizer", NULL, MOELM_ARG_FLAG, &o->reset_optimizer, NULL, "", NULL},
+    {"--reset-lr-scheduler", NULL, MOELM_ARG_FLAG, &o->reset_lr_scheduler, NULL, "", NULL},
+    {"--reset-dataloader", NULL, MOELM_ARG_FLAG, &o->reset_dataloader, NULL, "", NULL},
+    {"--reset-meters", NULL, MOELM_ARG_FLAG, &o->reset_meters, NULL, "", NULL},
+    {"--save-interval", NULL, MOELM_ARG_INT, &o->save_interval, NULL, "save every N epochs", NULL},
+    {"--save-interval-updates", NULL, MOELM_ARG_INT64, &o->save_interval_updates, NULL, "save every N updates", NULL},
+    {"--keep-last-epochs", NULL, MOELM_ARG_INT, &o->keep_last_epochs, NULL, "keep the last N epoch checkpoints", NULL},
+    {"--keep-interval-updates", NULL, MOELM_ARG_INT, &o->keep_interval_updates, NULL, "keep the last N update checkpoints", NULL},
+    {"--keep-best-checkpoints", NULL, MOELM_ARG_INT, &o->keep_best, NULL, "accepted", NULL},
+    {"--no-save", NULL, MOELM_ARG_FLAG, &o->no_save, NULL, "write no checkpoints", NULL},
+    {"--no-epoch-checkpoints", NULL, MOELM_ARG_FLAG, &o->no_epoch_checkpoints, NULL, "only best and last", NULL},
+    {"--no-last-checkpoints", NULL, MOELM_ARG_FLAG, &o->no_last_checkpoints, NULL, "no checkpoint_last.pt", NULL},
+    {"--no-save-optimizer-state", NULL, MOELM_ARG_FLAG, &o->no_save_optimizer_state, NULL, "leave Adam moments out", NULL},
+    {"--patience", NULL, MOELM_ARG_INT, &o->patience, NULL, "stop after N validations without improvement", NULL},
+    {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+  };
+  memcpy(t, spec, sizeof spec);
+  return t;
+}
+
+static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainConfig *c, GError **error)
+{
+  c->data_dir = g_strdup(data_dir);
+  g_free(c->train_subset);
+  c->train_subset = g_strdup(o->train_subset);
+  g_free(c->valid_subset);
+  c->valid_subset = g_strdup(o->valid_subset);
+  g_free(c->save_dir);
+  c->save_dir = g_strdup(o->save_dir);
+  g_free(c->restore_file);
+  c->restore_file = g_strdup(o->restore_file);
+  c->finetune_from_model = g_strdup(o->finetune);
+  c->tokens_per_sample = o->tokens_per_sample;
+  if (!moelm_break_mode_parse(o->break_mode, &c->break_mode, error))
+    return FALSE;
+  c->max_tokens = o->max_tokens;
+  c->batch_size = o->batch_size;
+  if (c->max_tokens <= 0 && c->batch_size <= 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "you must specify a batch size, either --max-tokens or --batch-size");
+    return FALSE;
+  }
+  c->max_tokens_valid = o->max_tokens_valid;
+  c->batch_size_valid = o->batch_size_valid;
+  c->required_multiple = o->required_multiple;
+  c->skip_invalid = o->skip_invalid;
+  c->update_freq = o->update_freq > 0 ? o->update_freq : 1;
+  c->max_update = o->max_update;
+  c->max_epoch = o->max_epoch;
+  c->seed = (uint64_t)o->seed;
+  c->clip_norm = o->clip_norm;
+  c->stop_min_lr = o->stop_min_lr;
+  if (!moelm_optimizer_check_name(o->optimizer, error))
+    return FALSE;
+  c->adam.eps = o->adam_eps;
+  c->adam.weight_decay = o->weight_decay;
+  if (!moelm_parse_adam_betas(o->adam_betas, &c->adam.beta1, &c->adam.beta2, error) ||
+      !moelm_adam_config_validate(&c->adam, error))
+    return FALSE;
+  c->lr.name = o->lr_scheduler;
+  if (!moelm_parse_lr_list(o->lr, c->lr.lr, MOELM_LR_MAX, &c->lr.n_lr, error))
+    return FALSE;
+  c->lr.warmup_updates = o->warmup_updates;
+  c->lr.warmup_init_lr = o->warmup_init_lr;
+  c->lr.min_lr = o->min_lr;
+  c->lr.lr_period_updates = o->lr_period_updates;
+  c->lr.t_mult = o->t_mult;
+  c->lr.lr_shrink = o->lr_shrink;
+  c->lr.force_anneal = o->force_anneal;
+  c->lr.end_learning_rate = o->end_lr;
+  c->lr.power = o->power;
+  c->lr.total_num_update = o->total_num_update;
+  c->validate_interval = o->validate_interval;
+  c->validate_interval_updates = o->validate_interval_updates;
+  c->disable_validation = o->disable_validation;
+  c->patience = o->patience;
+  c->save_interval = o->save_interval > 0 ? o->save_interval : 1;
+  c->save_interval_updates = o->save_interval_updates;
+  c->keep_last_epochs = o->keep_last_epochs;
+  c->keep_interval_updates = o->keep_interval_updates;
+  c->keep_best_checkpoints = o->keep_best;
+  c->no_save = o->no_save;
+  c->no_epoch_checkpoints = o->no_epoch_checkpoints;
+  c->no_last_checkpoints = o->no_last_checkpoints;
+  c->no_save_optimizer_state = o->no_save_optimizer_state;
+  c->reset_optimizer = o->reset_optimizer;
+  c->reset_lr_scheduler = o->reset_lr_scheduler;
+  c->reset_dataloader = o->reset_dataloader;
+  c->reset_meters = o->reset_meters;
+  c->log_interval = o->log_interval;
+  c->log_json = strcmp(o->log_format, "json") == 0;
+  c->progress_bar = isatty(STDERR_FILENO) && strcmp(o->log_format, "none") != 0;
+  c->threads = o->threads;
+  c->reference_backend = o->reference;
+  if (!moelm_model_options_apply(&o->model, (int)o->tokens_per_sample, &c->model, error))
+    return FALSE;
+  if (c->tokens_per_sample > c->model.max_positions) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--tokens-per-sample %" G_GINT64_FORMAT " exceeds --max-target-positions %d", c->tokens_per_sample,
+                c->model.max_positions);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+int moelm_cmd_train(int argc, char **argv)
+{
+  TrainOptions o;
+  options_init(&o);
+  const MoelmArgSpec *tables[] = {train_table(&o), moelm_model_options_table(&o.model),
+                                  moelm_task_options_table(&o.task_opts), moelm_ignored_options, NULL};
+  GPtrArray *pos = g_ptr_array_new();
+  gboolean help = FALSE;
+  GError *error = NULL;
+  int rc = 0;
+  MoelmTrainConfig cfg;
+  moelm_train_config_init(&cfg);
+  MoelmTrainTask *task = NULL;
+  if (!moelm_args_parse("moelm train", tables, argc, argv, 1, pos, &help, &error)) {
+    rc = moelm_cli_fail("train", error, 2);
+    goto out;
+  }
+  if (help) {
+    moelm_args_print_help(stdout, "moelm train", "DATA [options]", tables);
+    goto out;
+  }
+  if (pos->len != 1) {
+    error = g_error_new(MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "expected exactly one DATA directory, got %u", pos->len);
+    rc = moelm_cli_fail("train", error, 2);
+    goto out;
+  }
+  const char *data = g_ptr_array_index(pos, 0);
+  task = moelm_train_task_open(o.task, &o.task_opts, data, &error);
+  if (task == NULL || !build_config(&o, data, &cfg, &error) || !moelm_train_task_configure(task, &cfg, &error)) {
+    rc = moelm_cli_fail("train", error, 1);
+    goto out;
+  }
+  MoelmTrainResult result;
+  if (!moelm_train(&cfg, moelm_train_task_dictionary(task), moelm_train_task_objective(task), &result, &error)) {
+    rc = moelm_cli_fail("train", error, 1);
+    goto out;
+  }
+out:
+  g_clear_error(&error);
+  moelm_train_task_free(task);
+  if (cfg.task_meta)
+    json_node_unref(cfg.task_meta);
+  moelm_train_config_clear(&cfg);
+  moelm_args_free_strings(tables);
+  moelm_model_options_clear(&o.model);
+  moelm_task_options_clear(&o.task_opts);
+  g_ptr_array_unref(pos);
+  return rc;
+}

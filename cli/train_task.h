@@ -1,0 +1,35 @@
+/* moelm — the CLI's view of a task: its options, dictionary and objective. */
+#ifndef MOELM_CLI_TRAIN_TASK_H
+#define MOELM_CLI_TRAIN_TASK_H
+
+#include "args.h"
+#include "moelm/dictionary.h"
+#include "tasks/objective.h"
+#include "tasks/trainer.h"
+
+/* Task-specific options: those of --task language_model_moe. */
+typedef struct {
+  char *method;                /* --method hMoEup|hMoElp|sMoEup|sMoElp */
+  int num_experts;             /* --num-experts (3) */
+  gboolean mean_pool_gating;   /* --mean-pool-gating-network */
+  int gating_encoder_dim;      /* --mean-pool-gating-network-encoder-dim (-1: the embed dim) */
+  double gating_dropout;       /* --mean-pool-gating-network-dropout (-1: --dropout) */
+  int gating_context;          /* --gating-context (256) */
+} MoelmTaskOptions;
+
+void moelm_task_options_init(MoelmTaskOptions *o);
+const MoelmArgSpec *moelm_task_options_table(MoelmTaskOptions *o);
+void moelm_task_options_clear(MoelmTaskOptions *o);
+
+typedef struct MoelmTrainTask MoelmTrainTask;
+
+/* Load DATA/dict.txt and set the task up; errors name the file. */
+MoelmTrainTask *moelm_train_task_open(const char *name, const MoelmTaskOptions *o, const char *data_dir,
+                                      GError **error);
+/* Fill what the task decides in the trainer config: vocab size, checkpoint "task" metadata. */
+gboolean moelm_train_task_configure(MoelmTrainTask *task, MoelmTrainConfig *cfg, GError **error);
+const MoelmDictionary *moelm_train_task_dictionary(const MoelmTrainTask *task);
+MoelmObjective *moelm_train_task_objective(MoelmTrainTask *task);
+void moelm_train_task_free(MoelmTrainTask *task);
+
+#endif

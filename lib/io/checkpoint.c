@@ -1,0 +1,221 @@
+/* moelm — checkpoints as safetensors with JSON metadata. */
+#include "config.h"
+
+#include <string.h>
+
+#include "moelm/checkpoint.h"
+#include "moelm/errors.h"
+#include "moelm/json.h"
+
+static gboolean add_tensor(MoelmSafetensorsWriter *w, const char *name, const MoelmParam *p, const float *data,
+                           GError **error)
+{
+  return moelm_safetensors_writer_add(w, name, MOELM_DT_F32, p->ndim, p->shape, data, error);
+}
+
+gboolean moelm_checkpoint_save(const char *path, MoelmModel *model, const float *exp_avg, const float *exp_avg_sq,
+                               JsonObject *meta, GError **error)
+{
+  MoelmBackend *be = moelm_model_backend(model);
+  const size_t n = moelm_model_num_params(model);
+  float *host = g_try_new(float, n);
+  if (host == NULL) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "%s: out of memory staging %zu parameters", path, n);
+    return FALSE;
+  }
+  be->ops->to_host(be, host, moelm_model_params(model), n * sizeof(float));
+
+  MoelmSafetensorsWriter *w = moelm_safetensors_writer_new();
+  gboolean ok = TRUE;
+  for (guint i = 0; ok && i < moelm_model_n_tensors(model); i++) {
+    const MoelmParam *p = moelm_model_tensor(model, i);
+    ok = add_tensor(w, p->name, p, host + p->offset, error);
+  }
+  for (int which = 0; ok && exp_avg && exp_avg_sq && which < 2; which++) {
+    const float *buf = which == 0 ? exp_avg : exp_avg_sq;
+    for (guint i = 0; ok && i < moelm_model_n_tensors(model); i++) {
+      const MoelmParam *p = moelm_model_tensor(model, i);
+      char *name = g_strdup_printf("optimizer.%s.%s", which == 0 ? "exp_avg" : "exp_avg_sq", p->name);
+      ok = add_tensor(w, name, p, buf + p->offset, error);
+      g_free(name);
+    }
+  }
+  if (ok) {
+    moelm_safetensors_writer_set_metadata(w, "format", MOELM_CHECKPOINT_FORMAT);
+    JsonNode *cfg = moelm_model_config_to_json(moelm_model_get_config(model));
+    char *text = moelm_json_to_string(cfg);
+    moelm_safetensors_writer_set_metadata(w, "model", text);
+    g_free(text);
+    json_node_unref(cfg);
+    if (meta) {
+      GList *keys = json_object_get_members(meta);
+      for (GList *k = keys; k; k = k->next) {
+        char *t = moelm_json_to_string(json_object_get_member(meta, k->data));
+        moelm_safetensors_writer_set_metadata(w, k->data, t);
+        g_free(t);
+      }
+      g_list_free(keys);
+    }
+    ok = moelm_safetensors_writer_write(w, path, error);
+  }
+  moelm_safetensors_writer_free(w);
+  g_free(host);
+  return ok;
+}
+
+void moelm_checkpoint_close(MoelmCheckpoint *ckpt)
+{
+  if (ckpt == NULL)
+    return;
+  moelm_safetensors_close(ckpt->st);
+  if (ckpt->meta)
+    json_object_unref(ckpt->meta);
+  moelm_model_config_clear(&ckpt->model);
+  g_free(ckpt->path);
+  g_free(ckpt);
+}
+
+static gboolean check_tensor(const MoelmCheckpoint *ckpt, const char *name, const MoelmParam *p,
+                             const MoelmTensorInfo **out, GError **error)
+{
+  const MoelmTensorInfo *t = moelm_safetensors_find(ckpt->st, name);
+  if (t == NULL) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: missing tensor '%s'", ckpt->path, name);
+    return FALSE;
+  }
+  gboolean same = t->dtype == MOELM_DT_F32 && t->ndim == p->ndim;
+  for (int d = 0; same && d < p->ndim; d++)
+    same = t->shape[d] == p->shape[d];
+  if (!same) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_MISMATCH,
+                "%s: tensor '%s' has the wrong dtype or shape for the model config", ckpt->path, name);
+    return FALSE;
+  }
+  *out = t;
+  return TRUE;
+}
+
+MoelmCheckpoint *moelm_checkpoint_open(const char *path, GError **error)
+{
+  MoelmCheckpoint *ckpt = g_new0(MoelmCheckpoint, 1);
+  ckpt->path = g_strdup(path);
+  ckpt->st = moelm_safetensors_open(path, error);
+  if (ckpt->st == NULL)
+    goto fail;
+  const char *format = moelm_safetensors_metadata(ckpt->st, "format");
+  if (format == NULL || strcmp(format, MOELM_CHECKPOINT_FORMAT) != 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_FORMAT, "%s: not a moelm checkpoint (metadata format is %s)", path,
+                format ? format : "missing");
+    goto fail;
+  }
+  ckpt->meta = json_object_new();
+  for (const char *const *k = moelm_safetensors_metadata_keys(ckpt->st); *k; k++) {
+    if (strcmp(*k, "format") == 0)
+      continue;
+    JsonParser *parser = json_parser_new();
+    GError *perr = NULL;
+    if (!json_parser_load_from_data(parser, moelm_safetensors_metadata(ckpt->st, *k), -1, &perr)) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: metadata '%s' is not valid JSON: %s", path, *k,
+                  perr->message);
+      g_error_free(perr);
+      g_object_unref(parser);
+      goto fail;
+    }
+    json_object_set_member(ckpt->meta, *k, json_node_copy(json_parser_get_root(parser)));
+    g_object_unref(parser);
+  }
+  if (!moelm_model_config_from_json(&ckpt->model, json_object_get_member(ckpt->meta, "model"), error)) {
+    moelm_error_prefix(error, "%s", path);
+    goto fail;
+  }
+  return ckpt;
+fail:
+  moelm_checkpoint_close(ckpt);
+  return NULL;
+}
+
+JsonNode *moelm_checkpoint_meta(const MoelmCheckpoint *ckpt, const char *key)
+{
+  return ckpt->meta && json_object_has_member(ckpt->meta, key) ? json_object_get_member(ckpt->meta, key) : NULL;
+}
+
+/* Copy tensors named PREFIX<param name> into a host arena of num_params floats. */
+static gboolean gather(const MoelmCheckpoint *ckpt, MoelmModel *model, const char *prefix, float *dst,
+                       GError **error)
+{
+  for (guint i = 0; i < moelm_model_n_tensors(model); i++) {
+    const MoelmParam *p = moelm_model_tensor(model, i);
+    char *name = g_strconcat(prefix, p->name, NULL);
+    const MoelmTensorInfo *t = NULL;
+    gboolean ok = check_tensor(ckpt, name, p, &t, error);
+    g_free(name);
+    if (!ok)
+      return FALSE;
+    memcpy(dst + p->offset, moelm_safetensors_data(ckpt->st, t), p->numel * sizeof(float));
+  }
+  return TRUE;
+}
+
+gboolean moelm_checkpoint_load_params(const MoelmCheckpoint *ckpt, MoelmModel *model, GError **error)
+{
+  const size_t n = moelm_model_num_params(model);
+  float *host = g_try_new(float, n);
+  if (host == NULL) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "%s: out of memory", ckpt->path);
+    return FALSE;
+  }
+  gboolean ok = gather(ckpt, model, "", host, error);
+  if (ok) {
+    MoelmBackend *be = moelm_model_backend(model);
+    be->ops->to_device(be, moelm_model_params(model), host, n * sizeof(float));
+  }
+  g_free(host);
+  return ok;
+}
+
+gboolean moelm_checkpoint_load_moments(const MoelmCheckpoint *ckpt, MoelmModel *model, float *exp_avg,
+                                       float *exp_avg_sq, GError **error)
+{
+  const MoelmParam *first = moelm_model_tensor(model, 0);
+  char *probe = g_strconcat("optimizer.exp_avg.", first->name, NULL);
+  gboolean present = moelm_safetensors_find(ckpt->st, probe) != NULL;
+  g_free(probe);
+  if (!present) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_MISMATCH,
+                "%s: has no optimizer state (saved with --no-save-optimizer-state?); use --reset-optimizer",
+                ckpt->path);
+    return FALSE;
+  }
+  return gather(ckpt, model, "optimizer.exp_avg.", exp_avg, error) &&
+         gather(ckpt, model, "optimizer.exp_avg_sq.", exp_avg_sq, error);
+}
+
+JsonNode *moelm_dictionary_fingerprint(const MoelmDictionary *dict)
+{
+  JsonObject *o = json_object_new();
+  json_object_set_int_member(o, "size", moelm_dictionary_size(dict));
+  char *hex = g_strdup_printf("%016" G_GINT64_MODIFIER "x", (guint64)moelm_dictionary_hash(dict));
+  json_object_set_string_member(o, "hash", hex);
+  g_free(hex);
+  JsonNode *node = json_node_new(JSON_NODE_OBJECT);
+  json_node_take_object(node, o);
+  return node;
+}
+
+gboolean moelm_checkpoint_check_dictionary(const MoelmCheckpoint *ckpt, const MoelmDictionary *dict,
+                                           const char *dict_path, GError **error)
+{
+  JsonNode *saved = moelm_checkpoint_meta(ckpt, "dictionary");
+  JsonNode *now = moelm_dictionary_fingerprint(dict);
+  gboolean same = saved && JSON_NODE_HOLDS_OBJECT(saved) &&
+                  json_object_get_int_member_with_default(json_node_get_object(saved), "size", -1) ==
+                      json_object_get_int_member(json_node_get_object(now), "size") &&
+                  g_strcmp0(json_object_get_string_member_with_default(json_node_get_object(saved), "hash", ""),
+                            json_object_get_string_member(json_node_get_object(now), "hash")) == 0;
+  if (!same)
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_MISMATCH,
+                "%s: vocabulary does not match %s (%u symbols): the checkpoint was trained on another dictionary",
+                ckpt->path, dict_path, moelm_dictionary_size(dict));
+  json_node_unref(now);
+  return same;
+}

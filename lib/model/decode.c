@@ -1,0 +1,203 @@
+/* moelm — incremental decoding with a per-layer key/value cache (generation). Forward
+ * only, no dropout; matches a full forward over the same prefix to rounding. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "model-private.h"
+#include "moelm/dictionary.h"
+#include "moelm/errors.h"
+
+struct MoelmKvCache {
+  MoelmModel *m;
+  int rows, capacity, len;
+  float **k, **v;        /* per layer (rows, capacity, C) backend memory */
+  int scratch_tokens;    /* rows*Tq the scratch below holds */
+  float *x, *h, *q, *kv, *att, *tmp, *ffn; /* (n,C) ×6 and (n,F) */
+  int32_t *d_tok, *d_pos;
+  float *logits;         /* (rows, V) */
+};
+
+static void free_scratch(MoelmKvCache *kc)
+{
+  MoelmBackend *be = kc->m->be;
+  void *bufs[] = {kc->x, kc->h, kc->q, kc->kv, kc->att, kc->tmp, kc->ffn, kc->d_tok, kc->d_pos};
+  for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
+    be->ops->free(be, bufs[i]);
+  kc->x = kc->h = kc->q = kc->kv = kc->att = kc->tmp = kc->ffn = NULL;
+  kc->d_tok = kc->d_pos = NULL;
+  kc->scratch_tokens = 0;
+}
+
+static gboolean ensure_scratch(MoelmKvCache *kc, int n, GError **error)
+{
+  if (n <= kc->scratch_tokens)
+    return TRUE;
+  free_scratch(kc);
+  MoelmBackend *be = kc->m->be;
+  const size_t C = kc->m->cfg.embed_dim, F = kc->m->cfg.ffn_dim;
+  float **cbufs[] = {&kc->x, &kc->h, &kc->q, &kc->kv, &kc->att, &kc->tmp};
+  for (gsize i = 0; i < G_N_ELEMENTS(cbufs); i++)
+    if ((*cbufs[i] = be->ops->alloc(be, (size_t)n * C * sizeof(float), error)) == NULL)
+      goto fail;
+  if ((kc->ffn = be->ops->alloc(be, (size_t)n * F * sizeof(float), error)) == NULL ||
+      (kc->d_tok = be->ops->alloc(be, (size_t)n * sizeof(int32_t), error)) == NULL ||
+      (kc->d_pos = be->ops->alloc(be, (size_t)n * sizeof(int32_t), error)) == NULL)
+    goto fail;
+  kc->scratch_tokens = n;
+  return TRUE;
+fail:
+  free_scratch(kc);
+  return FALSE;
+}
+
+MoelmKvCache *moelm_kv_cache_new(MoelmModel *m, int rows, int capacity, GError **error)
+{
+  if (capacity > m->cfg.max_positions) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "a decoding length of %d exceeds the model's %d positions", capacity, m->cfg.max_positions);
+    return NULL;
+  }
+  MoelmBackend *be = m->be;
+  MoelmKvCache *kc = g_new0(MoelmKvCache, 1);
+  kc->m = m;
+  kc->rows = rows;
+  kc->capacity = capacity;
+  const int L = m->cfg.layers;
+  kc->k = g_new0(float *, L > 0 ? L : 1);
+  kc->v = g_new0(float *, L > 0 ? L : 1);
+  const size_t bytes = (size_t)rows * capacity * m->cfg.embed_dim * sizeof(float);
+  for (int l = 0; l < L; l++)
+    if ((kc->k[l] = be->ops->alloc(be, bytes, error)) == NULL || (kc->v[l] = be->ops->alloc(be, bytes, error)) == NULL) {
+      moelm_kv_cache_free(kc);
+      return NULL;
+    }
+  kc->logits = be->ops->alloc(be, (size_t)rows * m->cfg.vocab_size * sizeof(float), error);
+  if (kc->logits == NULL) {
+    moelm_kv_cache_free(kc);
+    return NULL;
+  }
+  return kc;
+}
+
+void moelm_kv_cache_free(MoelmKvCache *kc)
+{
+  if (kc == NULL)
+    return;
+  MoelmBackend *be = kc->m->be;
+  for (int l = 0; l < kc->m->cfg.layers; l++) {
+    be->ops->free(be, kc->k[l]);
+    be->ops->free(be, kc->v[l]);
+  }
+  g_free(kc->k);
+  g_free(kc->v);
+  be->ops->free(be, kc->logits);
+  free_scratch(kc);
+  g_free(kc);
+}
+
+int moelm_kv_cache_len(const MoelmKvCache *kc) { return kc->len; }
+void moelm_kv_cache_reset(MoelmKvCache *kc) { kc->len = 0; }
+
+gboolean moelm_kv_cache_reorder(MoelmKvCache *kc, const int32_t *order, GError **error)
+{
+  MoelmBackend *be = kc->m->be;
+  const int row_floats = kc->capacity * kc->m->cfg.embed_dim;
+  const size_t bytes = (size_t)kc->rows * row_floats * sizeof(float);
+  float *tmp = be->ops->alloc(be, bytes, error);
+  int32_t *d_order = tmp ? be->ops->alloc(be, (size_t)kc->rows * sizeof(int32_t), error) : NULL;
+  if (d_order == NULL) {
+    be->ops->free(be, tmp);
+    return FALSE;
+  }
+  be->ops->to_device(be, d_order, order, (size_t)kc->rows * sizeof(int32_t));
+  for (int l = 0; l < kc->m->cfg.layers; l++) {
+    float **caches[2] = {&kc->k[l], &kc->v[l]};
+    for (int i = 0; i < 2; i++) {
+      be->ops->gather_rows(be, tmp, *caches[i], d_order, kc->rows, row_floats);
+      be->ops->copy(be, *caches[i], tmp, bytes);
+    }
+  }
+  be->ops->free(be, tmp);
+  be->ops->free(be, d_order);
+  return TRUE;
+}
+
+/* Copy rows×Tq new keys or values (n,C) into the cache at positions [len, len+Tq). */
+static void append(MoelmKvCache *kc, float *cache, const float *src, int Tq)
+{
+  MoelmBackend *be = kc->m->be;
+  const int C = kc->m->cfg.embed_dim;
+  for (int r = 0; r < kc->rows; r++)
+    be->ops->copy(be, cache + ((size_t)r * kc->capacity + kc->len) * C, src + (size_t)r * Tq * C,
+                  (size_t)Tq * C * sizeof(float));
+}
+
+gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *tokens, int Tq, float *lprobs,
+                            GError **error)
+{
+  if (kc->len + Tq > kc->capacity) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "decoding past the cache's %d positions",
+                kc->capacity);
+    return FALSE;
+  }
+  const int R = kc->rows, n = R * Tq;
+  if (!ensure_scratch(kc, n, error))
+    return FALSE;
+  MoelmBackend *be = m->be;
+  const struct moelm_backend_ops *o = be->ops;
+  const MoelmModelConfig *c = &m->cfg;
+  const int C = c->embed_dim, F = c->ffn_dim, V = c->vocab_size, Tk = kc->len + Tq;
+  const size_t nC = (size_t)n * C;
+
+  int32_t *pos = g_new(int32_t, n);
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < Tq; t++)
+      pos[r * Tq + t] = MOELM_PAD + 1 + kc->len + t;
+  o->to_device(be, kc->d_tok, tokens, (size_t)n * sizeof(int32_t));
+  o->to_device(be, kc->d_pos, pos, (size_t)n * sizeof(int32_t));
+  g_free(pos);
+  moelm_model_embed(m, kc->x, kc->d_tok, kc->d_pos, n);
+
+  const gboolean pre = c->normalize_before;
+  for (int l = 0; l < c->layers; l++) {
+    const LayerParams *L = &m->layers[l];
+    const float *in = kc->x;
+    if (pre) {
+      o->layernorm_forward(be, kc->h, NULL, NULL, kc->x, W_PARAM(m, L->ln1_w), W_PARAM(m, L->ln1_b), n, C, 1e-5f);
+      in = kc->h;
+    }
+    o->linear_forward(be, kc->q, in, W_PARAM(m, L->qkv_w), W_PARAM(m, L->qkv_b), n, C, C);
+    o->linear_forward(be, kc->kv, in, W_PARAM(m, L->qkv_w) + (size_t)C * C, W_PARAM(m, L->qkv_b) + C, n, C, C);
+    append(kc, kc->k[l], kc->kv, Tq);
+    o->linear_forward(be, kc->kv, in, W_PARAM(m, L->qkv_w) + (size_t)2 * C * C, W_PARAM(m, L->qkv_b) + 2 * C, n, C, C);
+    append(kc, kc->v[l], kc->kv, Tq);
+    o->attention_decode(be, kc->att, kc->q, kc->k[l], kc->v[l], NULL, R, Tq, Tk, kc->capacity, C, c->heads);
+    o->linear_forward(be, kc->tmp, kc->att, W_PARAM(m, L->out_w), W_PARAM(m, L->out_b), n, C, C);
+    o->add(be, kc->x, kc->x, kc->tmp, nC);
+    if (!pre)
+      o->layernorm_forward(be, kc->x, NULL, NULL, kc->x, W_PARAM(m, L->ln1_w), W_PARAM(m, L->ln1_b), n, C, 1e-5f);
+    in = kc->x;
+    if (pre) {
+      o->layernorm_forward(be, kc->h, NULL, NULL, kc->x, W_PARAM(m, L->ln2_w), W_PARAM(m, L->ln2_b), n, C, 1e-5f);
+      in = kc->h;
+    }
+    o->linear_forward(be, kc->ffn, in, W_PARAM(m, L->fc1_w), W_PARAM(m, L->fc1_b), n, C, F);
+    o->activation_forward(be, c->activation, kc->ffn, kc->ffn, (size_t)n * F);
+    o->linear_forward(be, kc->tmp, kc->ffn, W_PARAM(m, L->fc2_w), W_PARAM(m, L->fc2_b), n, F, C);
+    o->add(be, kc->x, kc->x, kc->tmp, nC);
+    if (!pre)
+      o->layernorm_forward(be, kc->x, NULL, NULL, kc->x, W_PARAM(m, L->ln2_w), W_PARAM(m, L->ln2_b), n, C, 1e-5f);
+  }
+  kc->len = Tk;
+  /* only the last position of each row is projected to the vocabulary */
+  for (int r = 0; r < R; r++)
+    o->copy(be, kc->h + (size_t)r * C, kc->x + ((size_t)r * Tq + Tq - 1) * C, (size_t)C * sizeof(float));
+  if (m->has_final_norm)
+    o->layernorm_forward(be, kc->h, NULL, NULL, kc->h, W_PARAM(m, m->lnf_w), W_PARAM(m, m->lnf_b), R, C, 1e-5f);
+  o->linear_forward(be, kc->logits, kc->h, W_PARAM(m, m->out_proj), NULL, R, C, V);
+  o->log_softmax_forward(be, kc->logits, kc->logits, R, V);
+  o->to_host(be, lprobs, kc->logits, (size_t)R * V * sizeof(float));
+  return TRUE;
+}

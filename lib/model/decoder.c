@@ -1,0 +1,297 @@
+/* moelm — transformer_lm forward and backward (fairseq's TransformerDecoder, no encoder).
+ * Backward mirrors the forward in reverse; parameter gradients accumulate (+=). */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "model-private.h"
+#include "moelm/dictionary.h"
+#include "moelm/errors.h"
+
+/* Dropout sites inside a layer; the embedding dropout uses layer EMBED_LAYER. */
+enum { SITE_ATTN_PROBS = 0, SITE_ATTN_OUT = 1, SITE_ACT = 2, SITE_FFN_OUT = 3 };
+#define EMBED_LAYER 0xFFFFu
+
+#define W(off) (m->params + (off))
+#define G(off) (m->grads + (off))
+
+static MoelmDropoutIds drop_ids(const MoelmStepIds *ids, int layer, int site)
+{
+  MoelmDropoutIds d = {ids ? ids->seed : 0, ids ? ids->update : 0, (uint16_t)layer, (uint16_t)site};
+  return d;
+}
+
+void moelm_model_upload_batch(MoelmModel *m, const MoelmBatch *batch)
+{
+  const int B = batch->B, T = batch->T, N = B * T;
+  int32_t *pos = g_new(int32_t, N);
+  uint8_t *pad = g_new(uint8_t, N);
+  gboolean any_pad = FALSE;
+  for (int b = 0; b < B; b++) {
+    int32_t count = 0;
+    for (int t = 0; t < T; t++) {
+      const int i = b * T + t;
+      const gboolean is_pad = batch->src[i] == MOELM_PAD;
+      pad[i] = is_pad;
+      any_pad |= is_pad;
+      if (!is_pad)
+        count++;
+      pos[i] = is_pad ? MOELM_PAD : MOELM_PAD + count;
+    }
+  }
+  MoelmBackend *be = m->be;
+  be->ops->to_device(be, m->d_src, batch->src, (size_t)N * sizeof(int32_t));
+  be->ops->to_device(be, m->d_tgt, batch->tgt, (size_t)N * sizeof(int32_t));
+  be->ops->to_device(be, m->d_pos, pos, (size_t)N * sizeof(int32_t));
+  be->ops->to_device(be, m->d_pad, pad, (size_t)N);
+  m->any_pad = any_pad;
+  g_free(pos);
+  g_free(pad);
+}
+
+void moelm_model_embed(MoelmModel *m, float *x, const int32_t *d_tokens, const int32_t *d_pos, int N)
+{
+  const MoelmModelConfig *c = &m->cfg;
+  const float scale = c->scale_embedding ? sqrtf((float)c->embed_dim) : 1.0f;
+  const float *wpe = c->learned_pos ? W(m->wpe) : m->sinusoid;
+  m->be->ops->embedding_forward(m->be, x, d_tokens, d_pos, W(m->wte), wpe, N, c->embed_dim, scale);
+}
+
+/* One layer forward; returns the layer output (N,C). */
+static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B, int T, const MoelmStepIds *ids)
+{
+  MoelmBackend *be = m->be;
+  const struct moelm_backend_ops *o = be->ops;
+  const MoelmModelConfig *c = &m->cfg;
+  const LayerParams *L = &m->layers[l];
+  LayerActs *a = &m->acts[l];
+  const int N = B * T, C = c->embed_dim, F = c->ffn_dim;
+  const float eps = 1e-5f;
+  const float p = ids ? (float)c->dropout : 0.0f;
+  const float pa = ids ? (float)c->attention_dropout : 0.0f;
+  const float pact = ids ? (float)c->activation_dropout : 0.0f;
+  MoelmDropoutIds d_att = drop_ids(ids, l, SITE_ATTN_PROBS), d_out = drop_ids(ids, l, SITE_ATTN_OUT),
+                  d_act = drop_ids(ids, l, SITE_ACT), d_ffn = drop_ids(ids, l, SITE_FFN_OUT);
+  const uint8_t *mask = m->any_pad ? m->d_pad : NULL;
+  const gboolean pre = c->normalize_before;
+  a->x_in = (float *)x_in;
+
+  /* self-attention block */
+  const float *attn_in = x_in;
+  if (pre) {
+    o->layernorm_forward(be, a->n1, a->mean1, a->rstd1, x_in, W(L->ln1_w), W(L->ln1_b), N, C, eps);
+    attn_in = a->n1;
+  }
+  o->linear_forward(be, a->qkv, attn_in, W(L->qkv_w), W(L->qkv_b), N, C, 3 * C);
+  o->attention_forward(be, a->atty, a->att_saved, a->qkv, mask, B, T, C, c->heads, pa, &d_att);
+  o->linear_forward(be, a->r1, a->atty, W(L->out_w), W(L->out_b), N, C, C);
+  o->dropout_forward(be, a->r1, a->r1, (size_t)N * C, p, &d_out);
+  o->add(be, a->r1, a->r1, x_in, (size_t)N * C);
+  const float *ffn_res = a->r1;
+  if (!pre) {
+    o->layernorm_forward(be, a->n1, a->mean1, a->rstd1, a->r1, W(L->ln1_w), W(L->ln1_b), N, C, eps);
+    ffn_res = a->n1;
+  }
+
+  /* feed-forward block */
+  const float *ffn_in = ffn_res;
+  if (pre) {
+    o->layernorm_forward(be, a->n2, a->mean2, a->rstd2, a->r1, W(L->ln2_w), W(L->ln2_b), N, C, eps);
+    ffn_in = a->n2;
+  }
+  o->linear_forward(be, a->fc1, ffn_in, W(L->fc1_w), W(L->fc1_b), N, C, F);
+  o->activation_forward(be, c->activation, a->fcact, a->fc1, (size_t)N * F);
+  o->dropout_forward(be, a->fcact, a->fcact, (size_t)N * F, pact, &d_act);
+  o->linear_forward(be, a->r2, a->fcact, W(L->fc2_w), W(L->fc2_b), N, F, C);
+  o->dropout_forward(be, a->r2, a->r2, (size_t)N * C, p, &d_ffn);
+  o->add(be, a->r2, a->r2, ffn_res, (size_t)N * C);
+  if (!pre) {
+    o->layernorm_forward(be, a->n2, a->mean2, a->rstd2, a->r2, W(L->ln2_w), W(L->ln2_b), N, C, eps);
+    return a->n2;
+  }
+  return a->r2;
+}
+
+/* Backward of one layer: on entry m->dx holds dL/d(layer output); on exit dL/d(x_in). */
+static void layer_backward(MoelmModel *m, int l, int B, int T, const MoelmStepIds *ids)
+{
+  MoelmBackend *be = m->be;
+  const struct moelm_backend_ops *o = be->ops;
+  const MoelmModelConfig *c = &m->cfg;
+  const LayerParams *L = &m->layers[l];
+  const LayerActs *a = &m->acts[l];
+  const int N = B * T, C = c->embed_dim, F = c->ffn_dim;
+  const size_t NC = (size_t)N * C, NF = (size_t)N * F;
+  const float p = ids ? (float)c->dropout : 0.0f;
+  const float pa = ids ? (float)c->attention_dropout : 0.0f;
+  const float pact = ids ? (float)c->activation_dropout : 0.0f;
+  MoelmDropoutIds d_att = drop_ids(ids, l, SITE_ATTN_PROBS), d_out = drop_ids(ids, l, SITE_ATTN_OUT),
+                  d_act = drop_ids(ids, l, SITE_ACT), d_ffn = drop_ids(ids, l, SITE_FFN_OUT);
+  const uint8_t *mask = m->any_pad ? m->d_pad : NULL;
+  const gboolean pre = c->normalize_before;
+  float *dx = m->dx, *dtmp = m->dtmp;
+
+  if (!pre) { /* out = LN2(r2): dx becomes dL/dr2 */
+    o->zero(be, dtmp, NC * sizeof(float));
+    o->layernorm_backward(be, dtmp, G(L->ln2_w), G(L->ln2_b), dx, a->r2, W(L->ln2_w), a->mean2, a->rstd2, N, C);
+    o->copy(be, dx, dtmp, NC * sizeof(float));
+  }
+  /* r2 = ffn_res + dropout(fc2(fcact)): dx (= dL/dr2) flows to ffn_res unchanged. */
+  o->zero(be, dtmp, NC * sizeof(float));
+  o->dropout_backward(be, dtmp, dx, NC, p, &d_ffn);
+  o->zero(be, m->dbig, NF * sizeof(float));
+  o->linear_backward(be, m->dbig, G(L->fc2_w), G(L->fc2_b), dtmp, a->fcact, W(L->fc2_w), N, F, C);
+  o->zero(be, m->dbig2, NF * sizeof(float));
+  o->dropout_backward(be, m->dbig2, m->dbig, NF, pact, &d_act);
+  o->zero(be, m->dbig, NF * sizeof(float));
+  o->activation_backward(be, c->activation, m->dbig, a->fc1, m->dbig2, NF);
+  if (pre) {
+    /* fc1 input is n2 = LN2(r1); its gradient joins dx (the residual) through LN2's backward. */
+    o->zero(be, dtmp, NC * sizeof(float));
+    o->linear_backward(be, dtmp, G(L->fc1_w), G(L->fc1_b), m->dbig, a->n2, W(L->fc1_w), N, C, F);
+    o->layernorm_backward(be, dx, G(L->ln2_w), G(L->ln2_b), dtmp, a->r1, W(L->ln2_w), a->mean2, a->rstd2, N, C);
+  } else {
+    /* fc1 input is n1 (= ffn_res): add straight into dx = dL/dn1, then through LN1 to r1. */
+    o->linear_backward(be, dx, G(L->fc1_w), G(L->fc1_b), m->dbig, a->n1, W(L->fc1_w), N, C, F);
+    o->zero(be, dtmp, NC * sizeof(float));
+    o->layernorm_backward(be, dtmp, G(L->ln1_w), G(L->ln1_b), dx, a->r1, W(L->ln1_w), a->mean1, a->rstd1, N, C);
+    o->copy(be, dx, dtmp, NC * sizeof(float));
+  }
+  /* dx = dL/dr1; r1 = x_in + dropout(out_proj(atty)). */
+  o->zero(be, dtmp, NC * sizeof(float));
+  o->dropout_backward(be, dtmp, dx, NC, p, &d_out);
+  o->zero(be, m->datt, NC * sizeof(float));
+  o->linear_backward(be, m->datt, G(L->out_w), G(L->out_b), dtmp, a->atty, W(L->out_w), N, C, C);
+  o->zero(be, m->dqkv, 3 * NC * sizeof(float));
+  o->attention_backward(be, m->dqkv, m->datt, a->qkv, a->att_saved, mask, B, T, C, c->heads, pa, &d_att);
+  if (pre) {
+    o->zero(be, dtmp, NC * sizeof(float));
+    o->linear_backward(be, dtmp, G(L->qkv_w), G(L->qkv_b), m->dqkv, a->n1, W(L->qkv_w), N, C, 3 * C);
+    o->layernorm_backward(be, dx, G(L->ln1_w), G(L->ln1_b), dtmp, a->x_in, W(L->ln1_w), a->mean1, a->rstd1, N, C);
+  } else {
+    o->linear_backward(be, dx, G(L->qkv_w), G(L->qkv_b), m->dqkv, a->x_in, W(L->qkv_w), N, C, 3 * C);
+  }
+}
+
+/* Embedding → layers → final norm → logits. Leaves logits (N,V) in m->logits. */
+static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids, GError **error)
+{
+  const MoelmModelConfig *c = &m->cfg;
+  const int B = batch->B, T = batch->T, N = B * T, C = c->embed_dim;
+  if (T > c->max_positions) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "sequence of %d tokens exceeds the model's %d positions (--tokens-per-sample/--max-target-positions)",
+                T, c->max_positions);
+    return FALSE;
+  }
+  if (!moelm_model_ensure_workspace(m, N, error) || !moelm_model_ensure_attention(m, B, T, error))
+    return FALSE;
+  MoelmBackend *be = m->be;
+  moelm_model_upload_batch(m, batch);
+  moelm_model_embed(m, m->x0, m->d_src, m->d_pos, N);
+  MoelmDropoutIds d_emb = drop_ids(ids, EMBED_LAYER, 0);
+  be->ops->dropout_forward(be, m->x0, m->x0, (size_t)N * C, ids ? (float)c->dropout : 0.0f, &d_emb);
+  const float *x = m->x0;
+  for (int l = 0; l < c->layers; l++)
+    x = layer_forward(m, l, x, B, T, ids);
+  if (m->has_final_norm) {
+    be->ops->layernorm_forward(be, m->xf, m->meanf, m->rstdf, x, W(m->lnf_w), W(m->lnf_b), N, C, 1e-5f);
+  } else {
+    be->ops->copy(be, m->xf, x, (size_t)N * C * sizeof(float));
+  }
+  be->ops->linear_forward(be, m->logits, m->xf, W(m->out_proj), NULL, N, C, c->vocab_size);
+  return TRUE;
+}
+
+/* Turn per-token losses (backend, N) into host log-probs and row sums. */
+static void collect(MoelmModel *m, const MoelmBatch *batch, float *tok_lprobs, float *row_lprobs)
+{
+  const int B = batch->B, T = batch->T, N = B * T;
+  float *host = tok_lprobs ? tok_lprobs : g_new(float, N);
+  m->be->ops->to_host(m->be, host, m->losses, (size_t)N * sizeof(float));
+  for (int i = 0; i < N; i++)
+    host[i] = batch->tgt[i] == MOELM_PAD ? 0.0f : -host[i];
+  if (row_lprobs)
+    for (int b = 0; b < B; b++) {
+      double s = 0.0; /* row sums in double: long rows of small terms */
+      for (int t = 0; t < T; t++)
+        s += host[b * T + t];
+      row_lprobs[b] = (float)s;
+    }
+  if (host != tok_lprobs)
+    g_free(host);
+}
+
+gboolean moelm_model_score(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids, float *tok_lprobs,
+                           float *row_lprobs, GError **error)
+{
+  if (!forward(m, batch, ids, error))
+    return FALSE;
+  const int N = batch->B * batch->T;
+  m->be->ops->cross_entropy(m->be, m->losses, m->logits, m->d_tgt, NULL, N, m->cfg.vocab_size, MOELM_PAD);
+  collect(m, batch, tok_lprobs, row_lprobs);
+  return TRUE;
+}
+
+/* Keep row `row` of a gradient table untouched by the embedding lookup's backward (fairseq's
+ * nn.Embedding(padding_idx) gives the pad row no gradient from the lookup). */
+static void embedding_backward_skip_pad(MoelmModel *m, float *dwte, float *dwpe, int N, float scale)
+{
+  MoelmBackend *be = m->be;
+  const int C = m->cfg.embed_dim;
+  const size_t row = (size_t)MOELM_PAD * C, bytes = (size_t)C * sizeof(float);
+  float *saved_pe = NULL;
+  be->ops->copy(be, m->save_row, dwte + row, bytes);
+  if (dwpe) {
+    saved_pe = m->dtmp; /* free at this point of the backward */
+    be->ops->copy(be, saved_pe, dwpe + row, bytes);
+  }
+  be->ops->embedding_backward(be, dwte, dwpe, m->dx, m->d_src, m->d_pos, N, C, scale);
+  be->ops->copy(be, dwte + row, m->save_row, bytes);
+  if (dwpe)
+    be->ops->copy(be, dwpe + row, saved_pe, bytes);
+}
+
+gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids,
+                                const float *row_weights, float *tok_lprobs, float *row_lprobs, GError **error)
+{
+  if (!forward(m, batch, ids, error))
+    return FALSE;
+  MoelmBackend *be = m->be;
+  const struct moelm_backend_ops *o = be->ops;
+  const MoelmModelConfig *c = &m->cfg;
+  const int B = batch->B, T = batch->T, N = B * T, C = c->embed_dim, V = c->vocab_size;
+
+  /* dL/dlogp(token) = -w_row; the fused op wants dL/dloss = +w_row (loss = -logp). */
+  float *dloss = g_new(float, N);
+  for (int b = 0; b < B; b++)
+    for (int t = 0; t < T; t++)
+      dloss[b * T + t] = batch->tgt[b * T + t] == MOELM_PAD ? 0.0f : row_weights[b];
+  o->to_device(be, m->dloss, dloss, (size_t)N * sizeof(float));
+  g_free(dloss);
+  o->cross_entropy(be, m->losses, m->logits, m->d_tgt, m->dloss, N, V, MOELM_PAD); /* logits := dlogits */
+  collect(m, batch, tok_lprobs, row_lprobs);
+
+  const size_t NC = (size_t)N * C;
+  o->zero(be, m->dx, NC * sizeof(float));
+  o->linear_backward(be, m->dx, G(m->out_proj), NULL, m->logits, m->xf, W(m->out_proj), N, C, V);
+  const float *x_last = c->layers > 0 ? (c->normalize_before ? m->acts[c->layers - 1].r2 : m->acts[c->layers - 1].n2)
+                                      : m->x0;
+  if (m->has_final_norm) {
+    o->zero(be, m->dtmp, NC * sizeof(float));
+    o->layernorm_backward(be, m->dtmp, G(m->lnf_w), G(m->lnf_b), m->dx, x_last, W(m->lnf_w), m->meanf, m->rstdf, N,
+                          C);
+    o->copy(be, m->dx, m->dtmp, NC * sizeof(float));
+  }
+  for (int l = c->layers - 1; l >= 0; l--)
+    layer_backward(m, l, B, T, ids);
+  /* embedding dropout, then the lookup */
+  MoelmDropoutIds d_emb = drop_ids(ids, EMBED_LAYER, 0);
+  o->zero(be, m->dtmp, NC * sizeof(float));
+  o->dropout_backward(be, m->dtmp, m->dx, NC, ids ? (float)c->dropout : 0.0f, &d_emb);
+  o->copy(be, m->dx, m->dtmp, NC * sizeof(float));
+  const float scale = c->scale_embedding ? sqrtf((float)C) : 1.0f;
+  embedding_backward_skip_pad(m, G(m->wte), c->learned_pos ? G(m->wpe) : NULL, N, scale);
+  return TRUE;
+}

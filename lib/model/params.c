@@ -1,0 +1,312 @@
+/* moelm — the decoder's parameter arena: fairseq names, layout, initialisation. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "model-private.h"
+#include "moelm/dictionary.h"
+#include "moelm/errors.h"
+#include "moelm/rng.h"
+
+static size_t add_param(MoelmModel *m, const char *name, int64_t d0, int64_t d1)
+{
+  MoelmParam *p = g_new0(MoelmParam, 1);
+  p->name = g_strdup(name);
+  p->offset = m->n_params;
+  p->ndim = d1 > 0 ? 2 : 1;
+  p->shape[0] = d0;
+  p->shape[1] = d1 > 0 ? d1 : 0;
+  p->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+  m->n_params += p->numel;
+  g_ptr_array_add(m->tensors, p);
+  g_hash_table_insert(m->by_name, p->name, p);
+  return p->offset;
+}
+
+static void free_param(gpointer data)
+{
+  MoelmParam *p = data;
+  g_free(p->name);
+  g_free(p);
+}
+
+static void layout(MoelmModel *m)
+{
+  const MoelmModelConfig *c = &m->cfg;
+  const int C = c->embed_dim, F = c->ffn_dim, V = c->vocab_size;
+  char name[128];
+  m->wte = add_param(m, "decoder.embed_tokens.weight", V, C);
+  if (c->learned_pos)
+    m->wpe = add_param(m, "decoder.embed_positions.weight", c->max_positions + MOELM_PAD + 1, C);
+  m->layers = g_new0(LayerParams, c->layers > 0 ? c->layers : 1);
+  for (int l = 0; l < c->layers; l++) {
+    LayerParams *L = &m->layers[l];
+#define P(field, suffix, d0, d1)                                                   \
+  do {                                                                             \
+    g_snprintf(name, sizeof name, "decoder.layers.%d.%s", l, suffix);              \
+    L->field = add_param(m, name, d0, d1);                                         \
+  } while (0)
+    P(qkv_w, "self_attn.q_proj.weight", C, C);
+    g_snprintf(name, sizeof name, "decoder.layers.%d.self_attn.k_proj.weight", l);
+    add_param(m, name, C, C);
+    g_snprintf(name, sizeof name, "decoder.layers.%d.self_attn.v_proj.weight", l);
+    add_param(m, name, C, C);
+    P(qkv_b, "self_attn.q_proj.bias", C, 0);
+    g_snprintf(name, sizeof name, "decoder.layers.%d.self_attn.k_proj.bias", l);
+    add_param(m, name, C, 0);
+    g_snprintf(name, sizeof name, "decoder.layers.%d.self_attn.v_proj.bias", l);
+    add_param(m, name, C, 0);
+    P(out_w, "self_attn.out_proj.weight", C, C);
+    P(out_b, "self_attn.out_proj.bias", C, 0);
+    P(ln1_w, "self_attn_layer_norm.weight", C, 0);
+    P(ln1_b, "self_attn_layer_norm.bias", C, 0);
+    P(fc1_w, "fc1.weight", F, C);
+    P(fc1_b, "fc1.bias", F, 0);
+    P(fc2_w, "fc2.weight", C, F);
+    P(fc2_b, "fc2.bias", C, 0);
+    P(ln2_w, "final_layer_norm.weight", C, 0);
+    P(ln2_b, "final_layer_norm.bias", C, 0);
+#undef P
+  }
+  m->has_final_norm = c->normalize_before && c->final_norm;
+  if (m->has_final_norm) {
+    m->lnf_w = add_param(m, "decoder.layer_norm.weight", C, 0);
+    m->lnf_b = add_param(m, "decoder.layer_norm.bias", C, 0);
+  }
+  m->out_proj = c->share_embed ? m->wte : add_param(m, "decoder.output_projection.weight", V, C);
+  if (c->gate_experts > 0) { /* fairseq's MeanPoolGatingNetwork, outside the decoder */
+    m->gate_fc1_w = add_param(m, "gating_network.fc1.weight", C, C);
+    m->gate_fc1_b = add_param(m, "gating_network.fc1.bias", C, 0);
+    m->gate_fc2_w = add_param(m, "gating_network.fc2.weight", c->gate_experts, C);
+    m->gate_fc2_b = add_param(m, "gating_network.fc2.bias", c->gate_experts, 0);
+  }
+}
+
+MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GError **error)
+{
+  if (!moelm_model_config_validate(cfg, error))
+    return NULL;
+  MoelmModel *m = g_new0(MoelmModel, 1);
+  moelm_model_config_copy(&m->cfg, cfg);
+  m->be = be;
+  m->tensors = g_ptr_array_new_with_free_func(free_param);
+  m->by_name = g_hash_table_new(g_str_hash, g_str_equal);
+  layout(m);
+  const size_t bytes = m->n_params * sizeof(float);
+  m->params = be->ops->alloc(be, bytes, error);
+  m->grads = m->params ? be->ops->alloc(be, bytes, error) : NULL;
+  if (m->grads == NULL) {
+    moelm_model_free(m);
+    return NULL;
+  }
+  be->ops->zero(be, m->params, bytes);
+  be->ops->zero(be, m->grads, bytes);
+  if (!cfg->learned_pos) {
+    const int P = cfg->max_positions + MOELM_PAD + 1;
+    float *host = g_new(float, (size_t)P * cfg->embed_dim);
+    gboolean ok = moelm_sinusoidal_positions(host, cfg->max_positions, cfg->embed_dim, MOELM_PAD, error);
+    m->sinusoid = ok ? be->ops->alloc(be, (size_t)P * cfg->embed_dim * sizeof(float), error) : NULL;
+    if (m->sinusoid)
+      be->ops->to_device(be, m->sinusoid, host, (size_t)P * cfg->embed_dim * sizeof(float));
+    g_free(host);
+    if (m->sinusoid == NULL) {
+      moelm_model_free(m);
+      return NULL;
+    }
+  }
+  return m;
+}
+
+static void free_workspace(MoelmModel *m)
+{
+  MoelmBackend *be = m->be;
+  if (m->acts) {
+    for (int l = 0; l < m->cfg.layers; l++) {
+      LayerActs *a = &m->acts[l];
+      float *bufs[] = {a->n1, a->mean1, a->rstd1, a->qkv, a->att_saved, a->atty, a->r1,
+                       a->n2, a->mean2, a->rstd2, a->fc1, a->fcact, a->r2};
+      for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
+        be->ops->free(be, bufs[i]);
+    }
+    g_free(m->acts);
+    m->acts = NULL;
+  }
+  void *bufs[] = {m->d_src, m->d_tgt, m->d_pos, m->d_pad, m->x0, m->xf, m->meanf, m->rstdf, m->logits, m->losses,
+                  m->dloss, m->dx, m->dtmp, m->dbig, m->dbig2, m->dqkv, m->datt, m->save_row};
+  for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
+    be->ops->free(be, bufs[i]);
+  m->max_rows = 0;
+  m->att_cap = 0;
+}
+
+void moelm_model_free(MoelmModel *m)
+{
+  if (m == NULL)
+    return;
+  free_workspace(m);
+  if (m->be) {
+    m->be->ops->free(m->be, m->params);
+    m->be->ops->free(m->be, m->grads);
+    m->be->ops->free(m->be, m->sinusoid);
+  }
+  g_free(m->layers);
+  if (m->by_name)
+    g_hash_table_destroy(m->by_name);
+  if (m->tensors)
+    g_ptr_array_free(m->tensors, TRUE);
+  moelm_model_config_clear(&m->cfg);
+  g_free(m);
+}
+
+gboolean moelm_model_ensure_workspace(MoelmModel *m, int N, GError **error)
+{
+  if (N <= m->max_rows)
+    return TRUE;
+  free_workspace(m);
+  MoelmBackend *be = m->be;
+  const MoelmModelConfig *c = &m->cfg;
+  const size_t C = c->embed_dim, F = c->ffn_dim, V = c->vocab_size, n = (size_t)N;
+  gboolean ok = TRUE;
+#define ALLOC(ptr, count)                                                          \
+  do {                                                                             \
+    if (ok) {                                                                      \
+      (ptr) = be->ops->alloc(be, (count) * sizeof(*(ptr)), error);                 \
+      ok = (ptr) != NULL;                                                          \
+    }                                                                              \
+  } while (0)
+  ALLOC(m->d_src, n);
+  ALLOC(m->d_tgt, n);
+  ALLOC(m->d_pos, n);
+  ALLOC(m->d_pad, n);
+  ALLOC(m->x0, n * C);
+  ALLOC(m->xf, n * C);
+  ALLOC(m->meanf, n);
+  ALLOC(m->rstdf, n);
+  ALLOC(m->logits, n * V);
+  ALLOC(m->losses, n);
+  ALLOC(m->dloss, n);
+  ALLOC(m->dx, n * C);
+  ALLOC(m->dtmp, n * C);
+  ALLOC(m->dbig, n * F);
+  ALLOC(m->dbig2, n * F);
+  ALLOC(m->dqkv, n * 3 * C);
+  ALLOC(m->datt, n * C);
+  ALLOC(m->save_row, C);
+  m->acts = g_new0(LayerActs, c->layers > 0 ? c->layers : 1); /* att_saved: ensure_attention */
+  for (int l = 0; l < c->layers; l++) {
+    LayerActs *a = &m->acts[l];
+    ALLOC(a->n1, n * C);
+    ALLOC(a->mean1, n);
+    ALLOC(a->rstd1, n);
+    ALLOC(a->qkv, n * 3 * C);
+    ALLOC(a->atty, n * C);
+    ALLOC(a->r1, n * C);
+    ALLOC(a->n2, n * C);
+    ALLOC(a->mean2, n);
+    ALLOC(a->rstd2, n);
+    ALLOC(a->fc1, n * F);
+    ALLOC(a->fcact, n * F);
+    ALLOC(a->r2, n * C);
+  }
+#undef ALLOC
+  if (!ok) {
+    free_workspace(m);
+    return FALSE;
+  }
+  m->max_rows = N;
+  return TRUE;
+}
+
+/* ---- accessors ---------------------------------------------------------------------- */
+const MoelmModelConfig *moelm_model_get_config(const MoelmModel *m) { return &m->cfg; }
+MoelmBackend *moelm_model_backend(const MoelmModel *m) { return m->be; }
+size_t moelm_model_num_params(const MoelmModel *m) { return m->n_params; }
+guint moelm_model_n_tensors(const MoelmModel *m) { return m->tensors->len; }
+const MoelmParam *moelm_model_tensor(const MoelmModel *m, guint i) { return g_ptr_array_index(m->tensors, i); }
+const MoelmParam *moelm_model_find(const MoelmModel *m, const char *name) { return g_hash_table_lookup(m->by_name, name); }
+float *moelm_model_params(MoelmModel *m) { return m->params; }
+float *moelm_model_grads(MoelmModel *m) { return m->grads; }
+
+void moelm_model_zero_grad(MoelmModel *m) { m->be->ops->zero(m->be, m->grads, m->n_params * sizeof(float)); }
+
+/* ---- initialisation (fairseq's, with Philox draws) ----------------------------------- */
+static void init_normal(float *w, size_t n, float std, MoelmRng *rng)
+{
+  for (size_t i = 0; i < n; i++)
+    w[i] = std * moelm_rng_next_normal(rng);
+}
+
+static void init_uniform(float *w, size_t n, float bound, MoelmRng *rng)
+{
+  for (size_t i = 0; i < n; i++)
+    w[i] = bound * (2.0f * moelm_rng_next_float(rng) - 1.0f);
+}
+
+static void init_xavier(float *w, int fan_out, int fan_in, float gain, MoelmRng *rng)
+{
+  init_uniform(w, (size_t)fan_out * fan_in, gain * sqrtf(6.0f / (float)(fan_in + fan_out)), rng);
+}
+
+void moelm_model_init_params(MoelmModel *m, uint64_t seed)
+{
+  const MoelmModelConfig *c = &m->cfg;
+  const int C = c->embed_dim, F = c->ffn_dim, V = c->vocab_size;
+  float *h = g_new0(float, m->n_params); /* host staging, uploaded once */
+  MoelmRng rng;
+  moelm_rng_init(&rng, seed, 0x696e6974u /* "init" */, 0);
+  const float emb_std = 1.0f / sqrtf((float)C);
+  init_normal(h + m->wte, (size_t)V * C, emb_std, &rng);
+  memset(h + m->wte + (size_t)MOELM_PAD * C, 0, C * sizeof(float));
+  if (c->learned_pos) {
+    init_normal(h + m->wpe, (size_t)(c->max_positions + MOELM_PAD + 1) * C, emb_std, &rng);
+    memset(h + m->wpe + (size_t)MOELM_PAD * C, 0, C * sizeof(float));
+  }
+  for (int l = 0; l < c->layers; l++) {
+    const LayerParams *L = &m->layers[l];
+    for (int k = 0; k < 3; k++) /* q, k, v: xavier with gain 1/sqrt(2) (fairseq qkv_same_dim) */
+      init_xavier(h + L->qkv_w + (size_t)k * C * C, C, C, (float)M_SQRT1_2, &rng);
+    init_uniform(h + L->qkv_b, 3 * (size_t)C, 1.0f / sqrtf((float)C), &rng); /* nn.Linear default */
+    init_xavier(h + L->out_w, C, C, 1.0f, &rng);
+    init_xavier(h + L->fc1_w, F, C, 1.0f, &rng);
+    init_xavier(h + L->fc2_w, C, F, 1.0f, &rng);
+    for (int i = 0; i < C; i++)
+      h[L->ln1_w + i] = h[L->ln2_w + i] = 1.0f;
+  }
+  if (m->has_final_norm)
+    for (int i = 0; i < C; i++)
+      h[m->lnf_w + i] = 1.0f;
+  if (!c->share_embed)
+    init_normal(h + m->out_proj, (size_t)V * C, emb_std, &rng);
+  if (c->gate_experts > 0) { /* nn.Linear's default init: uniform(+-1/sqrt(fan_in)) */
+    const float bound = 1.0f / sqrtf((float)C);
+    init_uniform(h + m->gate_fc1_w, (size_t)C * C, bound, &rng);
+    init_uniform(h + m->gate_fc1_b, (size_t)C, bound, &rng);
+    init_uniform(h + m->gate_fc2_w, (size_t)c->gate_experts * C, bound, &rng);
+    init_uniform(h + m->gate_fc2_b, (size_t)c->gate_experts, bound, &rng);
+  }
+  m->be->ops->to_device(m->be, m->params, h, m->n_params * sizeof(float));
+  g_free(h);
+}
+
+gboolean moelm_model_ensure_attention(MoelmModel *m, int B, int T, GError **error)
+{
+  MoelmBackend *be = m->be;
+  size_t need = be->ops->attention_saved_floats(be, B, T, m->cfg.embed_dim, m->cfg.heads);
+  if (need <= m->att_cap)
+    return TRUE;
+  for (int l = 0; l < m->cfg.layers; l++) {
+    be->ops->free(be, m->acts[l].att_saved);
+    m->acts[l].att_saved = be->ops->alloc(be, need * sizeof(float), error);
+    if (m->acts[l].att_saved == NULL) {
+      m->att_cap = 0;
+      for (int k = 0; k < l; k++) {
+        be->ops->free(be, m->acts[k].att_saved);
+        m->acts[k].att_saved = NULL;
+      }
+      return FALSE;
+    }
+  }
+  m->att_cap = need;
+  return TRUE;
+}

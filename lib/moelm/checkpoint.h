@@ -1,0 +1,63 @@
+/* moelm — checkpoints: one safetensors file (despite fairseq's ".pt" names).
+ *
+ * Tensors: every model parameter under its fairseq name (F32), and unless the optimizer
+ * state is left out, optimizer.exp_avg.<name> and optimizer.exp_avg_sq.<name>.
+ * __metadata__ (string → string, values are JSON texts):
+ *   "format"          "moelm-checkpoint-1"
+ *   "model"           the model config (moelm_model_config_to_json)
+ *   "task"            the task config (written by the task: name, tokens_per_sample, ...)
+ *   "dictionary"      {"size": V, "hash": "<16 hex>"} of the data-bin's dict.txt
+ *   "optimizer"       optimizer state (step, hyper-parameters) or absent
+ *   "lr_scheduler"    scheduler state or absent
+ *   "train_state"     {"epoch", "iterations_in_epoch", "num_updates", "best_loss", "seed", ...}
+ * Written to a temp file, fsynced and renamed: a crash never leaves a torn checkpoint. */
+#ifndef MOELM_CHECKPOINT_H
+#define MOELM_CHECKPOINT_H
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "moelm/dictionary.h"
+#include "moelm/model.h"
+#include "moelm/safetensors.h"
+
+G_BEGIN_DECLS
+
+#define MOELM_CHECKPOINT_FORMAT "moelm-checkpoint-1"
+
+/* Save `model` (and the Adam moments when exp_avg/exp_avg_sq are not NULL, each
+ * moelm_model_num_params floats, host memory) with `meta`: an object whose members are
+ * stored as JSON texts under the same keys ("format" and "model" are added). */
+gboolean moelm_checkpoint_save(const char *path, MoelmModel *model, const float *exp_avg, const float *exp_avg_sq,
+                               JsonObject *meta, GError **error);
+
+typedef struct {
+  char *path;
+  MoelmSafetensors *st;
+  JsonObject *meta;        /* parsed metadata: each key's JSON value */
+  MoelmModelConfig model;  /* from "model" */
+} MoelmCheckpoint;
+
+/* Open and validate a checkpoint: a valid safetensors file, our format tag, a model config,
+ * and a tensor of the right shape for every parameter of that config. Errors name the file. */
+MoelmCheckpoint *moelm_checkpoint_open(const char *path, GError **error);
+void moelm_checkpoint_close(MoelmCheckpoint *ckpt);
+
+/* A metadata member (NULL when absent). */
+JsonNode *moelm_checkpoint_meta(const MoelmCheckpoint *ckpt, const char *key);
+
+/* Copy the parameters into a model built from ckpt->model (names and shapes checked). */
+gboolean moelm_checkpoint_load_params(const MoelmCheckpoint *ckpt, MoelmModel *model, GError **error);
+/* Copy the Adam moments (host arrays of num_params floats); FALSE with an error naming the
+ * file when the checkpoint has no optimizer state. */
+gboolean moelm_checkpoint_load_moments(const MoelmCheckpoint *ckpt, MoelmModel *model, float *exp_avg,
+                                       float *exp_avg_sq, GError **error);
+
+/* {"size": V, "hash": "hex"} for a dictionary, and the check against a checkpoint. */
+JsonNode *moelm_dictionary_fingerprint(const MoelmDictionary *dict);
+gboolean moelm_checkpoint_check_dictionary(const MoelmCheckpoint *ckpt, const MoelmDictionary *dict,
+                                           const char *dict_path, GError **error);
+
+G_END_DECLS
+
+#endif

@@ -1,0 +1,91 @@
+/* moelm — fairseq's transformer_lm decoder on a backend.
+ *
+ * Parameters live in ONE contiguous buffer (the arena) with fairseq's names and
+ * [out, in] Linear layout; gradients mirror it. The per-layer attention projections are laid
+ * out q_proj.weight, k_proj.weight, v_proj.weight (then the three biases) back to back, so
+ * they act as one fused (3C, C) projection.
+ *
+ * The training API is "weighted NLL over rows": for a batch of B rows the loss is
+ *   L = -sum_b w_b * sum_t log p(tgt[b,t] | src[b,<=t])      (pad targets excluded)
+ * which serves plain LM training (w_b = 1/ntokens), hard mixtures (winner rows) and soft
+ * mixtures (posterior-weighted rows) alike. */
+#ifndef MOELM_MODEL_H
+#define MOELM_MODEL_H
+
+#include <stdint.h>
+#include <glib.h>
+
+#include "moelm/backend.h"
+#include "moelm/model_config.h"
+
+G_BEGIN_DECLS
+
+typedef struct {
+  char *name;    /* fairseq name, e.g. "decoder.layers.0.fc1.weight" */
+  size_t offset; /* in floats, into the arena */
+  size_t numel;
+  int ndim;
+  int64_t shape[2];
+} MoelmParam;
+
+typedef struct MoelmModel MoelmModel;
+
+MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GError **error);
+void moelm_model_free(MoelmModel *m);
+
+const MoelmModelConfig *moelm_model_get_config(const MoelmModel *m);
+MoelmBackend *moelm_model_backend(const MoelmModel *m);
+
+size_t moelm_model_num_params(const MoelmModel *m); /* floats in the arena */
+guint moelm_model_n_tensors(const MoelmModel *m);
+const MoelmParam *moelm_model_tensor(const MoelmModel *m, guint i);
+const MoelmParam *moelm_model_find(const MoelmModel *m, const char *name);
+float *moelm_model_params(MoelmModel *m); /* arena (backend memory) */
+float *moelm_model_grads(MoelmModel *m);  /* gradient arena (backend memory) */
+
+/* fairseq's initialisation (normal embeddings, Xavier-uniform projections, zero biases
+ * and pad rows), drawn from Philox(seed). */
+void moelm_model_init_params(MoelmModel *m, uint64_t seed);
+void moelm_model_zero_grad(MoelmModel *m);
+
+typedef struct {
+  int B, T;
+  const int32_t *src; /* (B,T) host: input tokens (target shifted right) */
+  const int32_t *tgt; /* (B,T) host: targets; MOELM_PAD = not scored */
+} MoelmBatch;
+
+/* Dropout stream of a training step. */
+typedef struct {
+  uint64_t seed;
+  uint32_t update;
+} MoelmStepIds;
+
+/* Forward only (no dropout unless `ids` is given): per-token target log-probs (B,T) (0 at pad)
+ * and per-row sums (B); either output may be NULL. */
+gboolean moelm_model_score(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids, float *tok_lprobs,
+                           float *row_lprobs, GError **error);
+
+/* Forward with dropout (ids; NULL = no dropout) and backward of the weighted NLL: grads += dL/dθ
+ * for L = -Σ_b row_weights[b]·Σ_t lprob[b,t]. Outputs as score(); may be NULL. */
+gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids,
+                                const float *row_weights, float *tok_lprobs, float *row_lprobs, GError **error);
+
+/* ---- incremental decoding ------------------------------------------------------------ */
+typedef struct MoelmKvCache MoelmKvCache;
+
+/* A cache for `rows` sequences of up to `capacity` positions. */
+MoelmKvCache *moelm_kv_cache_new(MoelmModel *m, int rows, int capacity, GError **error);
+void moelm_kv_cache_free(MoelmKvCache *cache);
+int moelm_kv_cache_len(const MoelmKvCache *cache);
+void moelm_kv_cache_reset(MoelmKvCache *cache);
+/* Reorder rows (beam search): new row i = old row order[i]. */
+gboolean moelm_kv_cache_reorder(MoelmKvCache *cache, const int32_t *order, GError **error);
+
+/* Feed Tq new tokens per row (tokens (rows, Tq) host), appending to the cache; write the
+ * log-probabilities of the next token after the last fed position to lprobs (rows, V) host. */
+gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *cache, const int32_t *tokens, int Tq, float *lprobs,
+                            GError **error);
+
+G_END_DECLS
+
+#endif

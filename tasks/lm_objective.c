@@ -1,0 +1,54 @@
+/* moelm — the plain language-modelling objective (fairseq's cross_entropy criterion). */
+#include "config.h"
+
+#include "objective.h"
+
+static gboolean lm_train(MoelmObjective *obj, MoelmModel *model, const MoelmLmBatch *b, const MoelmStepIds *ids,
+                         double *loss_sum, double *sample_size, GError **error)
+{
+  const int B = b->batch.B;
+  float *w = g_new(float, B), *rows = g_new(float, B);
+  for (int i = 0; i < B; i++)
+    w[i] = 1.0f; /* sum of token NLLs; the trainer divides by the sample size */
+  gboolean ok = moelm_model_train_step(model, &b->batch, ids, w, NULL, rows, error);
+  double s = 0;
+  for (int i = 0; ok && i < B; i++)
+    s -= rows[i];
+  *loss_sum = s;
+  *sample_size = (double)b->ntokens;
+  g_free(w);
+  g_free(rows);
+  return ok;
+}
+
+static gboolean lm_valid(MoelmObjective *obj, MoelmModel *model, const MoelmLmBatch *b, double *loss_sum,
+                         GError **error)
+{
+  const int B = b->batch.B;
+  float *rows = g_new(float, B);
+  gboolean ok = moelm_model_score(model, &b->batch, NULL, NULL, rows, error);
+  double s = 0;
+  for (int i = 0; ok && i < B; i++)
+    s -= rows[i];
+  *loss_sum = s;
+  g_free(rows);
+  return ok;
+}
+
+MoelmObjective *moelm_lm_objective_new(void)
+{
+  MoelmObjective *obj = g_new0(MoelmObjective, 1);
+  obj->name = "language_modeling";
+  obj->train_batch = lm_train;
+  obj->valid_batch = lm_valid;
+  return obj;
+}
+
+void moelm_objective_free(MoelmObjective *obj)
+{
+  if (obj == NULL)
+    return;
+  if (obj->free)
+    obj->free(obj);
+  g_free(obj);
+}

@@ -1,0 +1,51 @@
+/* moelm — what a task trains and validates: given a collated batch, a task's objective runs
+ * the model (forward/backward through the weighted-row API) and reports the loss. The plain
+ * LM (cross_entropy) and the sequence-level mixtures implement this; the trainer, eval-lm and
+ * logging are written once against it. */
+#ifndef MOELM_TASKS_OBJECTIVE_H
+#define MOELM_TASKS_OBJECTIVE_H
+
+#include <stdint.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#include "lm_data.h"
+#include "train_meters.h"
+#include "moelm/model.h"
+
+G_BEGIN_DECLS
+
+/* A collated batch with where it came from (mixtures read the gating context from the split). */
+typedef struct {
+  MoelmBatch batch;                 /* (B, T) src/tgt */
+  int64_t ntokens;                  /* non-pad targets */
+  const MoelmLmSplit *split;
+  const MoelmBatchIndices *indices; /* block indices of the rows */
+} MoelmLmBatch;
+
+typedef struct MoelmObjective MoelmObjective;
+
+struct MoelmObjective {
+  const char *name;
+  /* Forward + backward for one sub-batch of an update: grads += d(loss_sum)/dθ (not yet
+   * divided by the sample size). *loss_sum: the summed NLL in nats; *sample_size: what the
+   * gradient will be divided by (fairseq's sample_size: the target tokens). */
+  gboolean (*train_batch)(MoelmObjective *obj, MoelmModel *model, const MoelmLmBatch *b, const MoelmStepIds *ids,
+                          double *loss_sum, double *sample_size, GError **error);
+  /* Exact validation NLL (nats, summed) of a batch; no dropout, no gradient. */
+  gboolean (*valid_batch)(MoelmObjective *obj, MoelmModel *model, const MoelmLmBatch *b, double *loss_sum,
+                          GError **error);
+  /* Append the objective's own log fields (e.g. expert utilisation) accumulated since the
+   * last call with moelm_log_field, then reset them. NULL: none. */
+  void (*log_fields)(MoelmObjective *obj, GString *line, const MoelmLogStyle *style);
+  void (*free)(MoelmObjective *obj);
+  void *priv;
+};
+
+/* fairseq's language_modeling + cross_entropy: every row weight 1, sample size = tokens. */
+MoelmObjective *moelm_lm_objective_new(void);
+void moelm_objective_free(MoelmObjective *obj);
+
+G_END_DECLS
+
+#endif

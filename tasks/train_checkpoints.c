@@ -1,0 +1,231 @@
+/* moelm — writing, pruning and restoring the trainer's checkpoints. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <glib/gstdio.h>
+
+#include "moelm/checkpoint.h"
+#include "moelm/errors.h"
+#include "moelm/fileio.h"
+#include "moelm/log.h"
+#include "train_checkpoints.h"
+#include "trainer.h"
+
+#define CFG(ctx) ((const MoelmTrainConfig *)(ctx)->cfg)
+
+static JsonNode *train_state_json(const MoelmTrainState *st, uint64_t seed)
+{
+  JsonObject *o = json_object_new();
+  json_object_set_int_member(o, "epoch", st->epoch);
+  json_object_set_int_member(o, "iterations_in_epoch", st->iterations_in_epoch);
+  json_object_set_int_member(o, "num_updates", st->num_updates);
+  json_object_set_boolean_member(o, "end_of_epoch", st->end_of_epoch);
+  if (st->has_best)
+    json_object_set_double_member(o, "best_loss", st->best_loss);
+  else
+    json_object_set_null_member(o, "best_loss");
+  json_object_set_int_member(o, "num_bad_validations", st->num_bad_validations);
+  json_object_set_int_member(o, "seed", (gint64)seed);
+  JsonNode *n = json_node_new(JSON_NODE_OBJECT);
+  json_node_take_object(n, o);
+  return n;
+}
+
+static JsonObject *build_meta(const MoelmTrainerCkptCtx *ctx)
+{
+  const MoelmTrainConfig *cfg = CFG(ctx);
+  JsonObject *meta = json_object_new();
+  if (cfg->task_meta)
+    json_object_set_member(meta, "task", json_node_copy(cfg->task_meta));
+  json_object_set_member(meta, "dictionary", moelm_dictionary_fingerprint(ctx->dict));
+  json_object_set_member(meta, "optimizer", moelm_adam_state_to_json(ctx->adam));
+  json_object_set_member(meta, "lr_scheduler", moelm_lr_scheduler_state_to_json(ctx->sched));
+  json_object_set_member(meta, "train_state", train_state_json(ctx->st, cfg->seed));
+  return meta;
+}
+
+/* Copy a finished checkpoint to another name, atomically. */
+static gboolean copy_checkpoint(const char *from, const char *to, GError **error)
+{
+  char *data = NULL;
+  gsize len = 0;
+  GError *local = NULL;
+  if (!g_file_get_contents(from, &data, &len, &local)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_IO, "%s: %s", from, local->message);
+    g_error_free(local);
+    return FALSE;
+  }
+  gboolean ok = moelm_write_file_atomic(to, data, len, error);
+  g_free(data);
+  return ok;
+}
+
+/* Remove checkpoints matching "checkpointN.pt" (epochs) or "checkpoint_E_U.pt" (updates)
+ * beyond the newest `keep`. */
+static void prune(const char *dir, gboolean updates, int keep)
+{
+  if (keep < 0)
+    return;
+  GDir *d = g_dir_open(dir, 0, NULL);
+  if (d == NULL)
+    return;
+  GArray *found = g_array_new(FALSE, FALSE, sizeof(gint64));
+  GPtrArray *names = g_ptr_array_new_with_free_func(g_free);
+  const char *name;
+  while ((name = g_dir_read_name(d)) != NULL) {
+    gint64 key = -1, e = 0, u = 0;
+    char tail[8];
+    if (updates && sscanf(name, "checkpoint_%" G_GINT64_FORMAT "_%" G_GINT64_FORMAT "%7s", &e, &u, tail) == 3 &&
+        strcmp(tail, ".pt") == 0)
+      key = u;
+    else if (!updates && sscanf(name, "checkpoint%" G_GINT64_FORMAT "%7s", &e, tail) == 2 && strcmp(tail, ".pt") == 0)
+      key = e;
+    if (key >= 0) {
+      g_array_append_val(found, key);
+      g_ptr_array_add(names, g_strdup(name));
+    }
+  }
+  g_dir_close(d);
+  /* drop all but the `keep` largest keys */
+  for (guint i = 0; i < found->len; i++) {
+    guint newer = 0;
+    for (guint j = 0; j < found->len; j++)
+      newer += g_array_index(found, gint64, j) > g_array_index(found, gint64, i);
+    if ((int)newer >= keep) {
+      char *path = g_build_filename(dir, g_ptr_array_index(names, i), NULL);
+      g_unlink(path);
+      g_free(path);
+    }
+  }
+  g_array_free(found, TRUE);
+  g_ptr_array_unref(names);
+}
+
+gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const MoelmCheckpointRequest *req,
+                                        GError **error)
+{
+  const MoelmTrainConfig *cfg = CFG(ctx);
+  if (g_mkdir_with_parents(cfg->save_dir, 0755) != 0) {
+    moelm_set_error_errno(error, errno, cfg->save_dir, "cannot create --save-dir");
+    return FALSE;
+  }
+  GPtrArray *targets = g_ptr_array_new_with_free_func(g_free);
+  if (req->epoch_file)
+    g_ptr_array_add(targets, g_strdup_printf("checkpoint%d.pt", ctx->st->epoch));
+  if (req->updates_file)
+    g_ptr_array_add(targets, g_strdup_printf("checkpoint_%d_%" G_GINT64_FORMAT ".pt", ctx->st->epoch,
+                                             ctx->st->num_updates));
+  if (req->best_file)
+    g_ptr_array_add(targets, g_strdup("checkpoint_best.pt"));
+  if (req->last_file)
+    g_ptr_array_add(targets, g_strdup("checkpoint_last.pt"));
+  gboolean ok = TRUE;
+  if (targets->len > 0) {
+    JsonObject *meta = build_meta(ctx);
+    char *first = g_build_filename(cfg->save_dir, g_ptr_array_index(targets, 0), NULL);
+    const gboolean moments = !cfg->no_save_optimizer_state;
+    ok = moelm_checkpoint_save(first, ctx->model, moments ? ctx->adam->exp_avg : NULL,
+                               moments ? ctx->adam->exp_avg_sq : NULL, meta, error);
+    for (guint i = 1; ok && i < targets->len; i++) {
+      char *path = g_build_filename(cfg->save_dir, g_ptr_array_index(targets, i), NULL);
+      ok = copy_checkpoint(first, path, error);
+      g_free(path);
+    }
+    if (ok)
+      moelm_info("moelm.checkpoint", "saved checkpoint %s (epoch %d @ %" G_GINT64_FORMAT " updates)", first,
+                 ctx->st->epoch, ctx->st->num_updates);
+    g_free(first);
+    json_object_unref(meta);
+  }
+  g_ptr_array_unref(targets);
+  if (ok) {
+    prune(cfg->save_dir, FALSE, cfg->keep_last_epochs);
+    prune(cfg->save_dir, TRUE, cfg->keep_interval_updates);
+  }
+  return ok;
+}
+
+static gboolean restore_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error)
+{
+  JsonNode *n = moelm_checkpoint_meta(ckpt, "train_state");
+  if (n == NULL || !JSON_NODE_HOLDS_OBJECT(n)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: no train_state metadata", ckpt->path);
+    return FALSE;
+  }
+  JsonObject *o = json_node_get_object(n);
+  st->epoch = (int)json_object_get_int_member_with_default(o, "epoch", 1);
+  st->iterations_in_epoch = json_object_get_int_member_with_default(o, "iterations_in_epoch", 0);
+  st->end_of_epoch = json_object_get_boolean_member_with_default(o, "end_of_epoch", FALSE);
+  st->num_bad_validations = (int)json_object_get_int_member_with_default(o, "num_bad_validations", 0);
+  JsonNode *best = json_object_get_member(o, "best_loss");
+  st->has_best = best && !JSON_NODE_HOLDS_NULL(best);
+  st->best_loss = st->has_best ? json_node_get_double(best) : NAN;
+  if (st->end_of_epoch) { /* the next epoch starts from its beginning */
+    st->epoch++;
+    st->iterations_in_epoch = 0;
+  }
+  return TRUE;
+}
+
+gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
+{
+  const MoelmTrainConfig *cfg = CFG(ctx);
+  char *path = g_path_is_absolute(cfg->restore_file) || strchr(cfg->restore_file, '/')
+                   ? g_strdup(cfg->restore_file)
+                   : g_build_filename(cfg->save_dir, cfg->restore_file, NULL);
+  const gboolean exists = g_file_test(path, G_FILE_TEST_EXISTS);
+  const gboolean finetune = !exists && cfg->finetune_from_model != NULL;
+  if (!exists && !finetune) {
+    if (strcmp(cfg->restore_file, "checkpoint_last.pt") != 0) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_IO, "%s: --restore-file not found", path);
+      g_free(path);
+      return FALSE;
+    }
+    g_free(path);
+    return TRUE; /* a fresh run */
+  }
+  if (finetune) {
+    g_free(path);
+    path = g_strdup(cfg->finetune_from_model);
+  }
+  MoelmCheckpoint *ckpt = moelm_checkpoint_open(path, error);
+  gboolean ok = ckpt != NULL;
+  if (ok)
+    ok = moelm_checkpoint_check_dictionary(ckpt, ctx->dict, "the data-bin's dict.txt", error);
+  if (ok)
+    ok = moelm_checkpoint_load_params(ckpt, ctx->model, error);
+  const gboolean reset_opt = finetune || cfg->reset_optimizer;
+  if (ok && !reset_opt) {
+    ok = moelm_checkpoint_load_moments(ckpt, ctx->model, ctx->adam->exp_avg, ctx->adam->exp_avg_sq, error);
+    JsonNode *opt = moelm_checkpoint_meta(ckpt, "optimizer");
+    if (ok && opt)
+      ok = moelm_adam_state_from_json(ctx->adam, opt, error);
+    if (ok) {
+      JsonNode *ts = moelm_checkpoint_meta(ckpt, "train_state");
+      ctx->st->num_updates = ts && JSON_NODE_HOLDS_OBJECT(ts)
+                                 ? json_object_get_int_member_with_default(json_node_get_object(ts), "num_updates", 0)
+                                 : 0;
+    }
+    JsonNode *lr = moelm_checkpoint_meta(ckpt, "lr_scheduler");
+    if (ok && lr && !cfg->reset_lr_scheduler)
+      ok = moelm_lr_scheduler_state_from_json(ctx->sched, lr, error);
+  }
+  if (ok && !finetune && !cfg->reset_dataloader)
+    ok = restore_train_state(ckpt, ctx->st, error);
+  if (ok && (finetune || cfg->reset_meters)) {
+    ctx->st->has_best = FALSE;
+    ctx->st->num_bad_validations = 0;
+  }
+  if (ok) {
+    moelm_lr_step_update(ctx->sched, ctx->st->num_updates);
+    moelm_info("moelm.checkpoint", "loaded checkpoint %s (epoch %d @ %" G_GINT64_FORMAT " updates)%s", path,
+               ctx->st->epoch, ctx->st->num_updates, finetune ? " for fine-tuning" : "");
+  }
+  moelm_checkpoint_close(ckpt);
+  g_free(path);
+  return ok;
+}

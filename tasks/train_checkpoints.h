@@ -1,0 +1,53 @@
+/* moelm — the trainer's checkpoint files: which to write (epoch, updates, best, last),
+ * pruning (--keep-*), and restoring a run (--restore-file, --reset-*, --finetune-from-model). */
+#ifndef MOELM_TASKS_TRAIN_CHECKPOINTS_H
+#define MOELM_TASKS_TRAIN_CHECKPOINTS_H
+
+#include <stdint.h>
+#include <glib.h>
+
+#include "moelm/dictionary.h"
+#include "moelm/lr_scheduler.h"
+#include "moelm/model.h"
+#include "moelm/optim.h"
+
+G_BEGIN_DECLS
+
+struct MoelmTrainConfig_;
+
+/* The loop's position and history: what "train_state" holds in a checkpoint. */
+typedef struct {
+  int epoch;                   /* 1-based, the epoch in progress */
+  int64_t iterations_in_epoch; /* updates done in this epoch */
+  int64_t num_updates;
+  gboolean end_of_epoch;       /* saved at the end of `epoch` */
+  double best_loss;            /* base 2 */
+  gboolean has_best;
+  double last_valid_loss;
+  int num_bad_validations;     /* for --patience */
+} MoelmTrainState;
+
+typedef struct {
+  gboolean epoch_file;   /* checkpoint{epoch}.pt */
+  gboolean updates_file; /* checkpoint_{epoch}_{updates}.pt */
+  gboolean best_file;    /* checkpoint_best.pt */
+  gboolean last_file;    /* checkpoint_last.pt */
+} MoelmCheckpointRequest;
+
+typedef struct {
+  const void *cfg; /* const MoelmTrainConfig * (trainer.h includes this header) */
+  const MoelmDictionary *dict;
+  MoelmModel *model;
+  MoelmAdam *adam;
+  MoelmLrScheduler *sched;
+  MoelmTrainState *st;
+} MoelmTrainerCkptCtx;
+
+gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const MoelmCheckpointRequest *req,
+                                        GError **error);
+/* Load save_dir/restore_file if it exists (or --finetune-from-model when no checkpoint exists). */
+gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error);
+
+G_END_DECLS
+
+#endif

@@ -1,0 +1,471 @@
+/* moelm — the training loop. One update = update_freq sub-batches whose gradients add up,
+ * divided by the summed sample size, clipped, then one Adam step and a schedule step. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <glib/gstdio.h>
+
+#include "moelm/checkpoint.h"
+#include "moelm/errors.h"
+#include "moelm/log.h"
+#include "moelm/timer.h"
+#include "train_checkpoints.h"
+#include "train_meters.h"
+#include "trainer.h"
+
+void moelm_train_config_init(MoelmTrainConfig *c)
+{
+  memset(c, 0, sizeof *c);
+  c->train_subset = g_strdup("train");
+  c->valid_subset = g_strdup("valid");
+  c->tokens_per_sample = 1024;
+  c->break_mode = MOELM_BREAK_NONE;
+  c->required_multiple = 8;
+  c->update_freq = 1;
+  c->seed = 1;
+  c->stop_min_lr = -1;
+  moelm_adam_config_init(&c->adam);
+  moelm_lr_scheduler_config_init(&c->lr);
+  c->validate_interval = 1;
+  c->patience = -1;
+  c->save_dir = g_strdup("checkpoints");
+  c->save_interval = 1;
+  c->keep_last_epochs = -1;
+  c->keep_interval_updates = -1;
+  c->keep_best_checkpoints = -1;
+  c->restore_file = g_strdup("checkpoint_last.pt");
+  c->log_interval = 100;
+}
+
+void moelm_train_config_clear(MoelmTrainConfig *c)
+{
+  g_free(c->data_dir);
+  g_free(c->train_subset);
+  g_free(c->valid_subset);
+  g_free(c->save_dir);
+  g_free(c->restore_file);
+  g_free(c->finetune_from_model);
+  moelm_model_config_clear(&c->model);
+  memset(c, 0, sizeof *c);
+}
+
+/* Everything the loop carries. */
+typedef struct {
+  const MoelmTrainConfig *cfg;
+  const MoelmDictionary *dict;
+  MoelmObjective *obj;
+  MoelmBackend *be;
+  MoelmModel *model;
+  MoelmAdam adam;
+  MoelmLrScheduler *sched;
+  MoelmLmSplit *train;
+  GPtrArray *valid;          /* MoelmLmSplit* */
+  GPtrArray *train_batches;  /* the fixed batch list; shuffled per epoch */
+  MoelmTrainState st;
+  double start_time;
+  MoelmStopwatch train_wall;
+} Run;
+
+static int64_t updates_per_epoch(const Run *r)
+{
+  return (r->train_batches->len + r->cfg->update_freq - 1) / r->cfg->update_freq;
+}
+
+static double base2(double nats_per_token) { return nats_per_token / M_LN2; }
+
+/* ---- validation --------------------------------------------------------------------- */
+static gboolean validate(Run *r, double *loss_out, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  double first = NAN;
+  for (guint v = 0; v < r->valid->len; v++) {
+    MoelmLmSplit *split = g_ptr_array_index(r->valid, v);
+    int64_t mt = cfg->max_tokens_valid > 0 ? cfg->max_tokens_valid : cfg->max_tokens;
+    int bs = cfg->batch_size_valid > 0 ? cfg->batch_size_valid : cfg->batch_size;
+    GPtrArray *batches = moelm_lm_batches(split, mt, bs, cfg->required_multiple, FALSE, cfg->seed,
+                                          r->cfg->model.max_positions, TRUE, error);
+    if (batches == NULL)
+      return FALSE;
+    double loss = 0, ntok = 0, nsent = 0, t0 = moelm_time_now();
+    const double nbatches = batches->len;
+    gboolean ok = TRUE;
+    for (guint i = 0; ok && i < batches->len; i++) {
+      MoelmLmBatch b = {.split = split, .indices = g_ptr_array_index(batches, i)};
+      int32_t *src, *tgt;
+      b.ntokens = moelm_lm_collate(split, b.indices, &src, &tgt, &b.batch.B, &b.batch.T);
+      b.batch.src = src;
+      b.batch.tgt = tgt;
+      double l = 0;
+      ok = r->obj->valid_batch(r->obj, r->model, &b, &l, error);
+      loss += l;
+      ntok += (double)b.ntokens;
+      nsent += b.batch.B;
+      g_free(src);
+      g_free(tgt);
+    }
+    g_ptr_array_unref(batches);
+    if (!ok)
+      return FALSE;
+    const double vloss = ntok > 0 ? base2(loss / ntok) : NAN;
+    if (v == 0) {
+      first = vloss;
+      if (isfinite(vloss) && (!r->st.has_best || vloss < r->st.best_loss)) {
+        r->st.best_loss = vloss;
+        r->st.has_best = TRUE;
+      }
+    }
+    const double secs = moelm_time_now() - t0;
+    char *vprefix = g_strdup_printf("%s_", split->name);
+    MoelmLogStyle style = {" ", cfg->log_json ? ", " : " | ", cfg->log_json ? vprefix : NULL};
+    GString *line = g_string_new(NULL);
+    moelm_log_field(line, &style, "loss", vloss, 3);
+    moelm_log_field(line, &style, "ppl", pow(2.0, vloss), 2);
+    moelm_log_field(line, &style, "wps", secs > 0 ? ntok / secs : 0, 1);
+    moelm_log_field(line, &style, "wpb", nbatches > 0 ? ntok / nbatches : 0, 1);
+    moelm_log_field(line, &style, "bsz", nbatches > 0 ? nsent / nbatches : 0, 1);
+    moelm_log_field(line, &style, "num_updates", (double)r->st.num_updates, 0);
+    if (r->st.has_best)
+      moelm_log_field(line, &style, "best_loss", r->st.best_loss, 3);
+    if (cfg->log_json)
+      moelm_info("valid", "{%s, \"%sepoch\": %d}", line->str, vprefix, r->st.epoch);
+    else
+      moelm_info("valid", "epoch %03d | valid on '%s' subset | %s", r->st.epoch, split->name, line->str);
+    g_string_free(line, TRUE);
+    g_free(vprefix);
+  }
+  *loss_out = first;
+  return TRUE;
+}
+
+/* ---- logging ------------------------------------------------------------------------ */
+static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_t iter, gboolean inner)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  MoelmLogStyle style = inner ? (MoelmLogStyle){"=", ", ", NULL} : (MoelmLogStyle){" ", " | ", NULL};
+  if (cfg->log_json)
+    style = (MoelmLogStyle){"", ", ", inner ? "" : "train_"};
+  GString *line = g_string_new(NULL);
+  const double loss = m->sample_size > 0 ? base2(m->loss_sum / m->sample_size) : NAN;
+  const double ups = m->seconds > 0 ? m->updates / m->seconds : 0;
+  moelm_log_field(line, &style, "loss", loss, 3);
+  moelm_log_field(line, &style, "ppl", pow(2.0, loss), 2);
+  moelm_log_field(line, &style, "wps", m->seconds > 0 ? m->ntokens / m->seconds : 0, 0);
+  moelm_log_field(line, &style, "ups", ups, 2);
+  moelm_log_field(line, &style, "wpb", m->updates ? m->ntokens / m->updates : 0, 1);
+  moelm_log_field(line, &style, "bsz", m->updates ? m->nsentences / m->updates : 0, 1);
+  moelm_log_field(line, &style, "num_updates", (double)r->st.num_updates, 0);
+  moelm_log_field(line, &style, "lr", moelm_lr_get(r->sched), -1);
+  moelm_log_field(line, &style, "gnorm", m->updates ? m->gnorm_sum / m->updates : 0, 3);
+  if (cfg->clip_norm > 0)
+    moelm_log_field(line, &style, "clip", m->updates ? 100.0 * m->clipped / m->updates : 0, 1);
+  moelm_log_field(line, &style, "train_wall", moelm_stopwatch_elapsed(&r->train_wall), 0);
+  if (r->obj->log_fields)
+    r->obj->log_fields(r->obj, line, &style);
+  moelm_log_field(line, &style, "wall", moelm_time_now() - r->start_time, 0);
+  if (cfg->log_json && inner)
+    moelm_info(tag, "{%s, \"epoch\": %d, \"update\": %.3f}", line->str, r->st.epoch,
+               (r->st.epoch - 1) + (double)iter / (double)MAX(1, updates_per_epoch(r)));
+  else if (cfg->log_json)
+    moelm_info(tag, "{%s, \"train_epoch\": %d}", line->str, r->st.epoch);
+  else if (inner)
+    moelm_info(tag, "epoch %03d: %6" G_GINT64_FORMAT " / %" G_GINT64_FORMAT " %s", r->st.epoch, iter,
+               updates_per_epoch(r), line->str);
+  else
+    moelm_info(tag, "epoch %03d | %s", r->st.epoch, line->str);
+  g_string_free(line, TRUE);
+}
+
+static void progress(Run *r, int64_t iter, double loss)
+{
+  if (!r->cfg->progress_bar)
+    return;
+  g_printerr("\repoch %03d: %3d%% %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " loss=%.3f num_updates=%" G_GINT64_FORMAT
+             "   ",
+             r->st.epoch, (int)(100 * iter / MAX(1, updates_per_epoch(r))), iter, updates_per_epoch(r), loss,
+             r->st.num_updates);
+  if (iter == updates_per_epoch(r))
+    g_printerr("\n");
+}
+
+/* ---- one update ----------------------------------------------------------------------- */
+static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count, MoelmTrainMeters *m,
+                             GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  const size_t n = moelm_model_num_params(r->model);
+  float *grads = moelm_model_grads(r->model);
+  moelm_stopwatch_start(&r->train_wall);
+  const double t0 = moelm_time_now();
+  moelm_model_zero_grad(r->model);
+  MoelmTrainMeters step;
+  moelm_meters_reset(&step);
+  for (guint k = 0; k < count; k++) {
+    MoelmLmBatch b = {.split = r->train, .indices = g_ptr_array_index(order, first + k)};
+    int32_t *src, *tgt;
+    b.ntokens = moelm_lm_collate(r->train, b.indices, &src, &tgt, &b.batch.B, &b.batch.T);
+    b.batch.src = src;
+    b.batch.tgt = tgt;
+    MoelmStepIds ids = {cfg->seed, (uint32_t)(r->st.num_updates * cfg->update_freq + k)};
+    double loss = 0, sample = 0;
+    gboolean ok = r->obj->train_batch(r->obj, r->model, &b, &ids, &loss, &sample, error);
+    g_free(src);
+    g_free(tgt);
+    if (!ok)
+      return FALSE;
+    step.loss_sum += loss;
+    step.sample_size += sample;
+    step.ntokens += (double)b.ntokens;
+    step.nsentences += b.batch.B;
+  }
+  if (step.sample_size > 0)
+    moelm_multiply_grads(grads, n, 1.0 / step.sample_size);
+  const double gnorm = moelm_clip_grad_norm(grads, n, cfg->clip_norm);
+  if (!isfinite(gnorm)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_FAILED,
+                "gradient norm is %g at update %" G_GINT64_FORMAT ": training diverged (lower --lr or set --clip-norm)",
+                gnorm, r->st.num_updates + 1);
+    return FALSE;
+  }
+  if (!moelm_adam_step(&r->adam, moelm_model_params(r->model), grads, n, moelm_lr_get(r->sched), error))
+    return FALSE;
+  r->st.num_updates++;
+  moelm_lr_step_update(r->sched, r->st.num_updates);
+  step.gnorm_sum = gnorm;
+  step.clipped = cfg->clip_norm > 0 && gnorm > cfg->clip_norm;
+  step.updates = 1;
+  step.seconds = moelm_time_now() - t0;
+  moelm_stopwatch_stop(&r->train_wall);
+  moelm_meters_add(m, &step);
+  return TRUE;
+}
+
+/* ---- setup ---------------------------------------------------------------------------- */
+static gboolean open_data(Run *r, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  const guint V = (guint)cfg->model.vocab_size;
+  r->train = moelm_lm_split_open(cfg->data_dir, cfg->train_subset, cfg->tokens_per_sample, cfg->break_mode, V, error);
+  if (r->train == NULL)
+    return FALSE;
+  r->valid = g_ptr_array_new_with_free_func((GDestroyNotify)moelm_lm_split_free);
+  if (!cfg->disable_validation) {
+    gchar **names = g_strsplit(cfg->valid_subset, ",", -1);
+    for (gchar **n = names; *n; n++) {
+      MoelmLmSplit *s = moelm_lm_split_open(cfg->data_dir, *n, cfg->tokens_per_sample, cfg->break_mode, V, error);
+      if (s == NULL) {
+        g_strfreev(names);
+        return FALSE;
+      }
+      g_ptr_array_add(r->valid, s);
+    }
+    g_strfreev(names);
+  }
+  r->train_batches = moelm_lm_batches(r->train, cfg->max_tokens, cfg->batch_size, cfg->required_multiple, TRUE,
+                                      cfg->seed, cfg->model.max_positions, cfg->skip_invalid, error);
+  if (r->train_batches == NULL)
+    return FALSE;
+  if (r->train_batches->len == 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: no training batches (empty split?)",
+                r->train->prefix);
+    return FALSE;
+  }
+  moelm_info("moelm.train", "loaded %zu blocks from %s (%u batches)", moelm_lm_split_n_blocks(r->train),
+             r->train->prefix, r->train_batches->len);
+  return TRUE;
+}
+
+static gboolean setup(Run *r, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  r->be = moelm_backend_cpu_new(cfg->reference_backend, cfg->threads, error);
+  if (r->be == NULL)
+    return FALSE;
+  r->model = moelm_model_new(&cfg->model, r->be, error);
+  if (r->model == NULL)
+    return FALSE;
+  moelm_model_init_params(r->model, cfg->seed);
+  if (!moelm_adam_init(&r->adam, &cfg->adam, moelm_model_num_params(r->model), error))
+    return FALSE;
+  r->adam.n_threads = r->be->n_threads;
+  MoelmLrSchedulerConfig lr = cfg->lr;
+  lr.max_update = cfg->max_update;
+  r->sched = moelm_lr_scheduler_new(&lr, error);
+  if (r->sched == NULL)
+    return FALSE;
+  moelm_lr_step_update(r->sched, 0);
+  return open_data(r, error);
+}
+
+static void teardown(Run *r)
+{
+  if (r->train_batches)
+    g_ptr_array_unref(r->train_batches);
+  if (r->valid)
+    g_ptr_array_unref(r->valid);
+  moelm_lm_split_free(r->train);
+  moelm_lr_scheduler_free(r->sched);
+  moelm_adam_free(&r->adam);
+  moelm_model_free(r->model);
+  moelm_backend_free(r->be);
+}
+
+/* ---- the loop --------------------------------------------------------------------------- */
+static gboolean should_stop_updates(const Run *r)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  if (cfg->max_update > 0 && r->st.num_updates >= cfg->max_update)
+    return TRUE;
+  if (cfg->stop_min_lr >= 0 && moelm_lr_get(r->sched) <= cfg->stop_min_lr) {
+    moelm_info("moelm.train", "stopping: learning rate %g reached --stop-min-lr %g", moelm_lr_get(r->sched),
+               cfg->stop_min_lr);
+    return TRUE;
+  }
+  return FALSE;
+}
+
+/* Validate (when due) and save (when due); sets *stop when patience ran out. */
+static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stopping, gboolean *stop, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  const int64_t u = r->st.num_updates;
+  const gboolean save_updates = cfg->save_interval_updates > 0 && u > 0 && u % cfg->save_interval_updates == 0;
+  const gboolean save_epoch = end_of_epoch && r->st.epoch % cfg->save_interval == 0;
+  const gboolean do_save = !cfg->no_save && (save_epoch || save_updates || stopping);
+  const gboolean do_validate =
+      !cfg->disable_validation && r->valid->len > 0 &&
+      ((!end_of_epoch && save_updates) || (end_of_epoch && r->st.epoch % cfg->validate_interval == 0) || stopping ||
+       (cfg->validate_interval_updates > 0 && u > 0 && u % cfg->validate_interval_updates == 0));
+  double vloss = NAN;
+  gboolean improved = FALSE;
+  if (do_validate) {
+    const double prev_best = r->st.has_best ? r->st.best_loss : INFINITY;
+    if (!validate(r, &vloss, error))
+      return FALSE;
+    r->st.last_valid_loss = vloss;
+    improved = vloss < prev_best;
+    if (improved)
+      r->st.num_bad_validations = 0;
+    else
+      r->st.num_bad_validations++;
+    if (cfg->patience > 0 && r->st.num_bad_validations >= cfg->patience) {
+      moelm_info("moelm.train", "early stop since valid performance hasn't improved for last %d runs",
+                 cfg->patience);
+      *stop = TRUE;
+    }
+  }
+  r->st.end_of_epoch = end_of_epoch;
+  if (do_save) {
+    MoelmCheckpointRequest req = {.epoch_file = end_of_epoch && save_epoch && !cfg->no_epoch_checkpoints,
+                                  .updates_file = !end_of_epoch && save_updates,
+                                  .best_file = improved,
+                                  .last_file = !cfg->no_last_checkpoints};
+    MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
+    if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  gboolean stop = should_stop_updates(r);
+  while (!stop && (cfg->max_epoch <= 0 || r->st.epoch <= cfg->max_epoch)) {
+    moelm_lr_step_begin_epoch(r->sched, r->st.epoch);
+    moelm_lr_step_update(r->sched, r->st.num_updates);
+    GPtrArray *order = g_ptr_array_new();
+    for (guint i = 0; i < r->train_batches->len; i++)
+      g_ptr_array_add(order, g_ptr_array_index(r->train_batches, i));
+    moelm_shuffle_batches(order, cfg->seed + (uint64_t)r->st.epoch);
+    const int64_t n_updates = updates_per_epoch(r);
+    if (r->st.iterations_in_epoch == 0)
+      moelm_info("moelm.train", "begin training epoch %d", r->st.epoch);
+    else
+      moelm_info("moelm.train", "resuming epoch %d at update %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT, r->st.epoch,
+                 r->st.iterations_in_epoch, n_updates);
+    MoelmTrainMeters interval, epoch_m;
+    moelm_meters_reset(&interval);
+    moelm_meters_reset(&epoch_m);
+    gboolean ok = TRUE;
+    while (ok && !stop && r->st.iterations_in_epoch < n_updates) {
+      const guint first = (guint)(r->st.iterations_in_epoch * cfg->update_freq);
+      const guint count = MIN((guint)cfg->update_freq, order->len - first);
+      MoelmTrainMeters before = interval;
+      ok = train_update(r, order, first, count, &interval, error);
+      if (!ok)
+        break;
+      MoelmTrainMeters step = interval;
+      step.loss_sum -= before.loss_sum;
+      step.sample_size -= before.sample_size;
+      r->st.iterations_in_epoch++;
+      progress(r, r->st.iterations_in_epoch, step.sample_size > 0 ? base2(step.loss_sum / step.sample_size) : 0);
+      if (cfg->log_interval > 0 && r->st.num_updates % cfg->log_interval == 0) {
+        log_stats(r, "train_inner", &interval, r->st.iterations_in_epoch, TRUE);
+        moelm_meters_add(&epoch_m, &interval);
+        moelm_meters_reset(&interval);
+      }
+      const gboolean stopping = should_stop_updates(r);
+      const gboolean end = r->st.iterations_in_epoch >= n_updates;
+      if (!end || stopping) {
+        ok = validate_and_save(r, FALSE, stopping, &stop, error);
+        stop |= stopping;
+      }
+    }
+    g_ptr_array_unref(order);
+    if (!ok)
+      return FALSE;
+    moelm_meters_add(&epoch_m, &interval);
+    if (r->st.iterations_in_epoch >= n_updates) {
+      moelm_info("moelm.train", "end of epoch %d (average epoch stats below)", r->st.epoch);
+      log_stats(r, "train", &epoch_m, n_updates, FALSE);
+      result->last_train_loss = epoch_m.sample_size > 0 ? base2(epoch_m.loss_sum / epoch_m.sample_size) : NAN;
+      gboolean stopping = should_stop_updates(r) || (cfg->max_epoch > 0 && r->st.epoch >= cfg->max_epoch);
+      if (!validate_and_save(r, TRUE, stopping, &stop, error))
+        return FALSE;
+      moelm_lr_step_epoch(r->sched, r->st.epoch, r->st.last_valid_loss);
+      r->st.epoch++;
+      r->st.iterations_in_epoch = 0;
+      stop |= stopping;
+    } else if (epoch_m.updates > 0) {
+      result->last_train_loss = base2(epoch_m.loss_sum / epoch_m.sample_size);
+    }
+  }
+  return TRUE;
+}
+
+gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, MoelmObjective *objective,
+                     MoelmTrainResult *result, GError **error)
+{
+  Run r = {.cfg = cfg, .dict = dict, .obj = objective};
+  MoelmTrainResult local;
+  if (result == NULL)
+    result = &local;
+  memset(result, 0, sizeof *result);
+  result->best_valid_loss = result->last_valid_loss = result->last_train_loss = NAN;
+  moelm_stopwatch_reset(&r.train_wall);
+  r.start_time = moelm_time_now();
+  r.st.epoch = 1;
+  r.st.last_valid_loss = NAN;
+  gboolean ok = setup(&r, error);
+  if (ok) {
+    MoelmTrainerCkptCtx ctx = {cfg, dict, r.model, &r.adam, r.sched, &r.st};
+    ok = moelm_trainer_restore(&ctx, error);
+  }
+  if (ok) {
+    moelm_info("moelm.train", "model %s, %zu parameters, %s backend with %d threads", cfg->model.arch,
+               moelm_model_num_params(r.model), r.be->ops->name, r.be->n_threads);
+    moelm_info("moelm.train", "task: %s, max tokens per batch = %" G_GINT64_FORMAT ", max sentences = %d, update freq = %d",
+               objective->name, cfg->max_tokens, cfg->batch_size, cfg->update_freq);
+    ok = run_epochs(&r, result, error);
+  }
+  if (ok)
+    moelm_info("moelm.train", "done training in %.1f seconds", moelm_time_now() - r.start_time);
+  result->num_updates = r.st.num_updates;
+  result->epoch = r.st.epoch;
+  result->best_valid_loss = r.st.has_best ? r.st.best_loss : NAN;
+  result->last_valid_loss = r.st.last_valid_loss;
+  teardown(&r);
+  return ok;
+}

@@ -1,0 +1,89 @@
+/* moelm — the training loop (fairseq-train): epochs of shuffled batches, gradient
+ * accumulation (--update-freq), clipping, Adam, the LR schedule, fairseq-style logs,
+ * validation, checkpoints and exact resumption. */
+#ifndef MOELM_TASKS_TRAINER_H
+#define MOELM_TASKS_TRAINER_H
+
+#include <stdint.h>
+#include <glib.h>
+
+#include "moelm/backend.h"
+#include "moelm/lr_scheduler.h"
+#include "moelm/model_config.h"
+#include "moelm/optim.h"
+#include "moelm/token_blocks.h"
+#include "objective.h"
+
+G_BEGIN_DECLS
+
+typedef struct {
+  /* data */
+  char *data_dir;
+  char *train_subset;          /* --train-subset (train) */
+  char *valid_subset;          /* --valid-subset (valid; comma list) */
+  int64_t tokens_per_sample;   /* --tokens-per-sample 1024 */
+  MoelmBreakMode break_mode;   /* --sample-break-mode none */
+  int64_t max_tokens;          /* --max-tokens (0: none) */
+  int batch_size;              /* --batch-size/--max-sentences (0: none) */
+  int batch_size_valid;        /* --batch-size-valid (0: batch_size) */
+  int64_t max_tokens_valid;    /* --max-tokens-valid (0: max_tokens) */
+  int required_multiple;       /* --required-batch-size-multiple 8 */
+  gboolean skip_invalid;       /* --skip-invalid-size-inputs-valid-test */
+  /* schedule */
+  int update_freq;             /* --update-freq 1 */
+  int64_t max_update;          /* --max-update (0: none) */
+  int max_epoch;               /* --max-epoch (0: none) */
+  uint64_t seed;               /* --seed 1 */
+  double clip_norm;            /* --clip-norm 0 */
+  double stop_min_lr;          /* --stop-min-lr -1 */
+  MoelmAdamConfig adam;
+  MoelmLrSchedulerConfig lr;
+  /* validation and checkpoints */
+  int validate_interval;             /* --validate-interval 1 (epochs) */
+  int64_t validate_interval_updates; /* 0 */
+  gboolean disable_validation;
+  int patience;                      /* --patience -1 */
+  char *save_dir;                    /* --save-dir checkpoints */
+  int save_interval;                 /* --save-interval 1 (epochs) */
+  int64_t save_interval_updates;     /* 0 */
+  int keep_last_epochs;              /* -1 */
+  int keep_interval_updates;         /* -1 */
+  int keep_best_checkpoints;         /* -1 (accepted) */
+  gboolean no_epoch_checkpoints, no_last_checkpoints, no_save, no_save_optimizer_state;
+  char *restore_file;                /* --restore-file checkpoint_last.pt */
+  char *finetune_from_model;
+  gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters;
+  /* logging */
+  int log_interval;                  /* --log-interval 100 */
+  gboolean log_json;                 /* --log-format json */
+  gboolean progress_bar;             /* a \r progress line on a terminal */
+  /* model and compute */
+  MoelmModelConfig model;
+  int threads;                       /* CPU threads (0: all cores) */
+  gboolean reference_backend;        /* use the reference loops (tests) */
+  /* the task's metadata written into checkpoints ("task"), owned by the caller */
+  JsonNode *task_meta;
+} MoelmTrainConfig;
+
+/* fairseq's defaults for everything above (model left zeroed; the caller sets the arch). */
+void moelm_train_config_init(MoelmTrainConfig *cfg);
+void moelm_train_config_clear(MoelmTrainConfig *cfg);
+
+/* Summary of a finished run (for tests and the CLI's last line). */
+typedef struct {
+  int64_t num_updates;
+  int epoch;
+  double last_train_loss;  /* base 2, the last epoch's average */
+  double best_valid_loss;  /* base 2; NAN when never validated */
+  double last_valid_loss;  /* base 2; NAN when never validated */
+} MoelmTrainResult;
+
+/* Train with `objective` (the task's). The dictionary at data_dir/dict.txt must already be
+ * loaded by the caller (its size is cfg->model.vocab_size; extra symbols like expert tokens
+ * are the task's business): `dict` is used for the checkpoint fingerprint. */
+gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, MoelmObjective *objective,
+                     MoelmTrainResult *result, GError **error);
+
+G_END_DECLS
+
+#endif

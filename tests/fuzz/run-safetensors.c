@@ -1,0 +1,3 @@
+/* The safetensors harness under its CUnit name (see fuzz.h). */
+#define LLVMFuzzerTestOneInput moelm_fuzz_safetensors
+#include "fuzz-safetensors.c"
