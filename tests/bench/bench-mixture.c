@@ -1,0 +1,234 @@
+/* moelm benchmark helper: does a sequence-level mixture specialise by domain?
+ *
+ * Loads a checkpoint (dense or language_model_moe), scores the held-out split, and for a
+ * mixture assigns every document to the expert with the highest posterior given the
+ * document's opening tokens (log π_k + log p(opening | expert k); the gate, if any, sees an
+ * empty context). Prints, per domain, the share of its documents sent to each expert, the
+ * domain accuracy under the best one-to-one matching of experts to domains, and the exact
+ * valid loss (mixture NLL for a mixture).
+ * usage: bench-mixture DATA CHECKPOINT DOMAINS [--split valid] [--opening 64] [--threads N] */
+#include "config.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gating/mean_pool.h"
+#include "moelm/checkpoint.h"
+#include "moelm/dictionary.h"
+#include "moelm/indexed_dataset.h"
+#include "tasks/lm_data.h"
+#include "tasks/mixture.h"
+#include "tasks/objective.h"
+
+#define MAX_DOMAINS 8
+
+static int die(const char *what, GError *error)
+{
+  fprintf(stderr, "bench-mixture: %s: %s\n", what, error ? error->message : "failed");
+  return 1;
+}
+
+/* Documents of a split: runs of sequences between 1-token (</s>) separators. */
+typedef struct {
+  gsize first, count; /* sequence range */
+} Doc;
+
+static GArray *documents(const MoelmIndexedDataset *ds)
+{
+  GArray *docs = g_array_new(FALSE, FALSE, sizeof(Doc));
+  const int32_t *sizes = moelm_indexed_dataset_sizes(ds);
+  gsize n = moelm_indexed_dataset_len(ds), i = 0;
+  while (i < n) {
+    while (i < n && sizes[i] == 1)
+      i++;
+    if (i >= n)
+      break;
+    Doc d = {i, 0};
+    while (i < n && sizes[i] != 1) {
+      d.count++;
+      i++;
+    }
+    g_array_append_val(docs, d);
+  }
+  return docs;
+}
+
+/* Best one-to-one matching of experts to domains (exhaustive over permutations, K <= 8). */
+static int best_matching(const int counts[MAX_DOMAINS][MAX_DOMAINS], int D, int K, int *perm, int depth, int used)
+{
+  if (depth == D)
+    return 0;
+  int best = -1;
+  for (int k = 0; k < K; k++) {
+    if (used & (1 << k))
+      continue;
+    perm[depth] = k;
+    int rest = best_matching(counts, D, K, perm, depth + 1, used | (1 << k));
+    best = MAX(best, counts[depth][k] + rest);
+  }
+  if (best < 0) /* more domains than experts: this domain gets none */
+    best = best_matching(counts, D, K, perm, depth + 1, used);
+  return best;
+}
+
+int main(int argc, char **argv)
+{
+  if (argc < 4) {
+    fprintf(stderr, "usage: bench-mixture DATA CHECKPOINT DOMAINS [--split valid] [--opening 64] [--threads N]\n");
+    return 2;
+  }
+  const char *data = argv[1], *ckpt_path = argv[2], *domains_path = argv[3], *split_name = "valid";
+  int opening = 64, threads = 0;
+  for (int i = 4; i + 1 < argc; i += 2) {
+    if (strcmp(argv[i], "--split") == 0)
+      split_name = argv[i + 1];
+    else if (strcmp(argv[i], "--opening") == 0)
+      opening = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--threads") == 0)
+      threads = atoi(argv[i + 1]);
+  }
+  GError *error = NULL;
+  MoelmCheckpoint *ck = moelm_checkpoint_open(ckpt_path, &error);
+  if (ck == NULL)
+    return die(ckpt_path, error);
+  JsonNode *task_node = moelm_checkpoint_meta(ck, "task");
+  JsonObject *task = task_node && JSON_NODE_HOLDS_OBJECT(task_node) ? json_node_get_object(task_node) : NULL;
+  const gboolean mixture = task && g_strcmp0(json_object_get_string_member_with_default(task, "task", ""),
+                                             "language_model_moe") == 0;
+  char *dict_path = g_build_filename(data, "dict.txt", NULL);
+  MoelmDictionary *dict = moelm_dictionary_load(dict_path, &error);
+  if (dict == NULL)
+    return die(dict_path, error);
+  MoelmMixtureConfig mix = {0};
+  if (mixture) {
+    if (!moelm_mixture_method_parse(json_object_get_string_member(task, "method"), &mix.hard, &mix.learned_prior,
+                                    &error))
+      return die(ckpt_path, error);
+    mix.num_experts = (int)json_object_get_int_member(task, "num_experts");
+    mix.gating_context = (int)json_object_get_int_member_with_default(task, "gating_context", 256);
+    mix.expert_token0 = moelm_mixture_add_expert_tokens(dict, mix.num_experts);
+  }
+  if (!moelm_checkpoint_check_dictionary(ck, dict, dict_path, &error))
+    return die(ckpt_path, error);
+  MoelmBackend *be = moelm_backend_cpu_new(FALSE, threads, &error);
+  MoelmModel *model = be ? moelm_model_new(&ck->model, be, &error) : NULL;
+  if (model == NULL || !moelm_checkpoint_load_params(ck, model, &error))
+    return die(ckpt_path, error);
+
+  /* exact valid loss over the split's blocks, as training validates */
+  const int64_t tps = json_object_get_int_member_with_default(task, "tokens_per_sample", 256);
+  MoelmBreakMode mode = MOELM_BREAK_NONE;
+  moelm_break_mode_parse(json_object_get_string_member_with_default(task, "sample_break_mode", "none"), &mode, NULL);
+  MoelmLmSplit *split = moelm_lm_split_open(data, split_name, tps, mode, moelm_dictionary_size(dict), &error);
+  if (split == NULL)
+    return die(split_name, error);
+  MoelmObjective *obj = mixture ? moelm_mixture_objective_new(&mix) : moelm_lm_objective_new();
+  GPtrArray *batches = moelm_lm_batches_sequential(split, 8);
+  double nll = 0, ntok = 0;
+  for (guint i = 0; i < batches->len; i++) {
+    MoelmLmBatch b = {.split = split, .indices = g_ptr_array_index(batches, i)};
+    int32_t *src, *tgt;
+    b.ntokens = moelm_lm_collate(split, b.indices, &src, &tgt, &b.batch.B, &b.batch.T);
+    b.batch.src = src;
+    b.batch.tgt = tgt;
+    double l = 0;
+    if (!obj->valid_batch(obj, model, &b, &l, &error))
+      return die("valid", error);
+    nll += l;
+    ntok += (double)b.ntokens;
+    g_free(src);
+    g_free(tgt);
+  }
+  const double valid_bits = nll / ntok / M_LN2;
+  printf("checkpoint: %s (%s)\n", ckpt_path,
+         mixture ? json_object_get_string_member(task, "method") : "dense language_modeling");
+  printf("valid loss (base 2): %.4f, perplexity: %.2f\n", valid_bits, pow(2.0, valid_bits));
+  if (!mixture)
+    return 0;
+
+  /* domain labels, one per document */
+  char *labels_text = NULL;
+  if (!g_file_get_contents(domains_path, &labels_text, NULL, &error))
+    return die(domains_path, error);
+  gchar **labels = g_strsplit(g_strstrip(labels_text), "\n", -1);
+  GArray *docs = documents(split->ds);
+  if (docs->len != g_strv_length(labels)) {
+    fprintf(stderr, "bench-mixture: %s has %u labels but the split has %u documents\n", domains_path,
+            g_strv_length(labels), docs->len);
+    return 1;
+  }
+  char *names[MAX_DOMAINS];
+  int D = 0, counts[MAX_DOMAINS][MAX_DOMAINS] = {{0}}, totals[MAX_DOMAINS] = {0};
+  const int K = mix.num_experts;
+  if (K > MAX_DOMAINS) {
+    fprintf(stderr, "bench-mixture: at most %d experts\n", MAX_DOMAINS);
+    return 1;
+  }
+  MoelmGate *gate = mix.learned_prior ? moelm_mean_pool_gate_new(model, &error) : NULL;
+  float *log_prior = g_new(float, K);
+  if (gate) { /* the unconditional prior: an empty context */
+    int32_t none = 0;
+    int len0 = 0;
+    if (!moelm_mean_pool_gate_forward(gate, &none, &len0, 1, 1, NULL, log_prior, &error))
+      return die("gate", error);
+  } else {
+    for (int k = 0; k < K; k++)
+      log_prior[k] = (float)-log((double)K);
+  }
+  int32_t *buf = g_new(int32_t, 1 << 16), *src = g_new(int32_t, (size_t)K * opening),
+          *tgt = g_new(int32_t, (size_t)K * opening);
+  float *lprob = g_new(float, K);
+  for (guint d = 0; d < docs->len; d++) {
+    Doc doc = g_array_index(docs, Doc, d);
+    int n = 0; /* the document's opening tokens */
+    for (gsize s = doc.first; s < doc.first + doc.count && n < opening; s++) {
+      int32_t *seq = g_new(int32_t, moelm_indexed_dataset_sizes(split->ds)[s]);
+      moelm_indexed_dataset_get(split->ds, s, seq);
+      for (int t = 0; t < moelm_indexed_dataset_sizes(split->ds)[s] && n < opening; t++)
+        buf[n++] = seq[t];
+      g_free(seq);
+    }
+    for (int k = 0; k < K; k++)
+      for (int t = 0; t < n; t++) {
+        src[k * n + t] = t == 0 ? mix.expert_token0 + k : buf[t - 1];
+        tgt[k * n + t] = buf[t];
+      }
+    MoelmBatch rows = {K, n, src, tgt};
+    if (!moelm_model_score(model, &rows, NULL, NULL, lprob, &error))
+      return die("score", error);
+    int best = 0;
+    for (int k = 1; k < K; k++)
+      if (lprob[k] + log_prior[k] > lprob[best] + log_prior[best])
+        best = k;
+    int di = 0;
+    while (di < D && strcmp(names[di], labels[d]) != 0)
+      di++;
+    if (di == D) {
+      if (D == MAX_DOMAINS)
+        continue;
+      names[D++] = labels[d];
+    }
+    counts[di][best]++;
+    totals[di]++;
+  }
+  int perm[MAX_DOMAINS];
+  const int correct = best_matching(counts, D, K, perm, 0, 0);
+  printf("| domain | documents |");
+  for (int k = 0; k < K; k++)
+    printf(" expert %d |", k);
+  printf("\n|---|---|");
+  for (int k = 0; k < K; k++)
+    printf("---|");
+  printf("\n");
+  for (int di = 0; di < D; di++) {
+    printf("| %s | %d |", names[di], totals[di]);
+    for (int k = 0; k < K; k++)
+      printf(" %.2f |", totals[di] ? (double)counts[di][k] / totals[di] : 0.0);
+    printf("\n");
+  }
+  printf("domain accuracy (best one-to-one matching of experts to domains): %.3f (%d of %u documents)\n",
+         (double)correct / docs->len, correct, docs->len);
+  return 0;
+}
