@@ -35,6 +35,8 @@ void moelm_model_options_init(MoelmModelOptions *o)
   o->arch = g_strdup("transformer_lm");
   o->embed_dim = o->ffn_dim = o->layers = o->heads = o->max_positions = o->input_dim = o->output_dim = -1;
   o->dropout = o->attention_dropout = o->activation_dropout = -1;
+  o->moe_freq = o->moe_expert_count = o->moe_top_k = o->moe_expert_ffn_dim = -1;
+  o->moe_capacity_factor = o->moe_eval_capacity_token_fraction = o->moe_gate_loss_wt = -1;
 }
 
 void moelm_model_options_clear(MoelmModelOptions *o)
@@ -42,12 +44,14 @@ void moelm_model_options_clear(MoelmModelOptions *o)
   g_free(o->arch);
   g_free(o->activation);
   g_free(o->adaptive_softmax_cutoff);
+  g_free(o->moe_second_expert_policy);
+  g_free(o->moe_gate_loss_combine_method);
   memset(o, 0, sizeof *o);
 }
 
 const MoelmArgSpec *moelm_model_options_table(MoelmModelOptions *o)
 {
-  static MoelmArgSpec t[32];
+  static MoelmArgSpec t[48];
   const MoelmArgSpec spec[] = {
     {"--arch", "-a", MOELM_ARG_STRING, &o->arch, NULL, "model architecture (transformer_lm, transformer_lm_gpt, ...)", NULL},
     {"--decoder-embed-dim", NULL, MOELM_ARG_INT, &o->embed_dim, NULL, "decoder embedding dimension", NULL},
@@ -69,10 +73,72 @@ const MoelmArgSpec *moelm_model_options_table(MoelmModelOptions *o)
     {"--activation-dropout", "--relu-dropout", MOELM_ARG_DOUBLE, &o->activation_dropout, NULL, "dropout after the activation", NULL},
     {"--adaptive-softmax-cutoff", NULL, MOELM_ARG_STRING, &o->adaptive_softmax_cutoff, NULL, "not supported", NULL},
     {"--no-token-positional-embeddings", NULL, MOELM_ARG_FLAG, &o->no_token_positional_embeddings, NULL, "not supported", NULL},
+    {"--moe-freq", NULL, MOELM_ARG_INT, &o->moe_freq, NULL, "layer i is an MoE layer when (i+1) % F == 0 (0: none)", NULL},
+    {"--moe-expert-count", "--moe-num-experts", MOELM_ARG_INT, &o->moe_expert_count, NULL, "experts per MoE layer", NULL},
+    {"--moe-top1-expert", NULL, MOELM_ARG_FLAG, &o->moe_top1_expert, NULL, "top-1 gating (default: top-2)", NULL},
+    {"--moe-top-k", NULL, MOELM_ARG_INT, &o->moe_top_k, NULL, "experts per token: 1 or 2 (2)", NULL},
+    {"--moe-gating-use-fp32", NULL, MOELM_ARG_FLAG, &o->moe_gating_use_fp32, NULL, "gate in fp32 (always on the CPU)", NULL},
+    {"--moe-second-expert-policy", NULL, MOELM_ARG_CHOICE, &o->moe_second_expert_policy, "sampling|all|random", "top-2's second expert (sampling)", NULL},
+    {"--moe-normalize-gate-prob-before-dropping", NULL, MOELM_ARG_FLAG, &o->moe_normalize_gate_prob_before_dropping, NULL, "normalise the top-2 gate values before capacity drops", NULL},
+    {"--moe-capacity-factor", "--capacity-factor", MOELM_ARG_DOUBLE, &o->moe_capacity_factor, NULL, "training capacity factor (1.0)", NULL},
+    {"--moe-dropless", NULL, MOELM_ARG_FLAG, &o->moe_dropless, NULL, "no capacity: never drop a token (MegaBlocks-style)", NULL},
+    {"--moe-eval-capacity-token-fraction", NULL, MOELM_ARG_DOUBLE, &o->moe_eval_capacity_token_fraction, NULL, "eval capacity = fraction of the tokens (default: dropless)", NULL},
+    {"--moe-batch-prioritized-routing", NULL, MOELM_ARG_FLAG, &o->moe_batch_prioritized_routing, NULL, "assign capacity by decreasing top-1 gate", NULL},
+    {"--use-moe-pad-mask", NULL, MOELM_ARG_FLAG, &o->use_moe_pad_mask, NULL, "do not route padding tokens", NULL},
+    {"--moe-gate-loss-wt", NULL, MOELM_ARG_DOUBLE, &o->moe_gate_loss_wt, NULL, "weight of the balance loss (0.01)", NULL},
+    {"--moe-gate-loss-combine-method", NULL, MOELM_ARG_CHOICE, &o->moe_gate_loss_combine_method, "sum|average", "combine the layers' balance losses (average)", NULL},
+    {"--moe-expert-ffn-dim", NULL, MOELM_ARG_INT, &o->moe_expert_ffn_dim, NULL, "experts' FFN dimension (default: --decoder-ffn-embed-dim)", NULL},
     {NULL, NULL, 0, NULL, NULL, NULL, NULL},
   };
   memcpy(t, spec, sizeof spec);
   return t;
+}
+
+/* The --moe-* options over the defaults moelm_model_config_set_arch put in cfg. */
+static gboolean apply_moe(const MoelmModelOptions *o, MoelmModelConfig *cfg, GError **error)
+{
+  if (o->moe_freq >= 0)
+    cfg->moe_freq = o->moe_freq;
+  if (o->moe_expert_count >= 0)
+    cfg->moe_experts = o->moe_expert_count;
+  if (o->moe_top_k >= 0)
+    cfg->moe_top_k = o->moe_top_k;
+  if (o->moe_top1_expert) {
+    if (o->moe_top_k >= 0 && o->moe_top_k != 1) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--moe-top1-expert contradicts --moe-top-k %d",
+                  o->moe_top_k);
+      return FALSE;
+    }
+    cfg->moe_top_k = 1;
+  }
+  if (o->moe_expert_ffn_dim >= 0) {
+    if (o->moe_expert_ffn_dim == 0) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--moe-expert-ffn-dim must be positive");
+      return FALSE;
+    }
+    cfg->moe_expert_ffn_dim = o->moe_expert_ffn_dim;
+  }
+  if (o->moe_second_expert_policy &&
+      !moelm_second_expert_policy_parse(o->moe_second_expert_policy, &cfg->moe_second_expert_policy, error))
+    return FALSE;
+  cfg->moe_gating_use_fp32 = o->moe_gating_use_fp32;
+  cfg->moe_normalize_gate_prob_before_dropping = o->moe_normalize_gate_prob_before_dropping;
+  cfg->moe_dropless = o->moe_dropless;
+  cfg->moe_batch_prioritized_routing = o->moe_batch_prioritized_routing;
+  cfg->moe_pad_mask = o->use_moe_pad_mask;
+  if (o->moe_capacity_factor != -1)
+    cfg->moe_capacity_factor = o->moe_capacity_factor;
+  if (o->moe_eval_capacity_token_fraction != -1)
+    cfg->moe_eval_capacity_token_fraction = o->moe_eval_capacity_token_fraction;
+  if (o->moe_gate_loss_wt != -1)
+    cfg->moe_gate_loss_wt = o->moe_gate_loss_wt;
+  if (o->moe_gate_loss_combine_method)
+    cfg->moe_gate_loss_sum = strcmp(o->moe_gate_loss_combine_method, "sum") == 0;
+  if (cfg->moe_freq > 0 && cfg->moe_experts <= 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--moe-freq %d needs --moe-expert-count", cfg->moe_freq);
+    return FALSE;
+  }
+  return TRUE; /* the rest is checked with the whole config by moelm_model_new */
 }
 
 gboolean moelm_model_options_apply(const MoelmModelOptions *o, int max_positions_default, MoelmModelConfig *cfg,
@@ -112,7 +178,7 @@ gboolean moelm_model_options_apply(const MoelmModelOptions *o, int max_positions
     cfg->attention_dropout = o->attention_dropout;
   if (o->activation_dropout >= 0)
     cfg->activation_dropout = o->activation_dropout;
-  return TRUE;
+  return apply_moe(o, cfg, error);
 }
 
 int moelm_cli_threads_default(void)

@@ -1,4 +1,6 @@
 /* moelm eval-lm — fairseq-eval-lm: `moelm eval-lm DATA --path CKPT [--context-window N]`.
+ * A sequence-level mixture checkpoint (--task language_model_moe) is scored with the exact
+ * marginal over its experts (tasks/mixture_scorer.h); --mixture-report adds per-expert lines.
  *
  * Like fairseq's CLI, whose logging goes to stdout, the report is written to stdout as log
  * lines "DATE | INFO | fairseq_cli.eval_lm | ..."; warnings and errors go to stderr. */
@@ -17,6 +19,7 @@
 #include "moelm/log.h"
 #include "tasks/inference.h"
 #include "tasks/lm_data.h"
+#include "tasks/mixture_scorer.h"
 #include "tasks/scorer.h"
 
 /* Without --batch-size, a model call takes about CALL_TOKENS row tokens, and its logits
@@ -27,10 +30,11 @@
 #define LOGITS_BUDGET ((int64_t)1 << 23)
 
 typedef struct {
-  char *path, *gen_subset, *break_mode, *post_process, *task;
-  int context_window, batch_size, threads;
+  char *path, *gen_subset, *break_mode, *post_process, *task, *method;
+  int context_window, batch_size, threads, num_experts, gating_encoder_dim, gating_context;
   gint64 tokens_per_sample, max_tokens;
-  gboolean output_word_probs, output_word_stats;
+  double gating_dropout; /* accepted, unused: no dropout at inference */
+  gboolean output_word_probs, output_word_stats, mixture_report, mean_pool_gating;
   gboolean tps_seen, mode_seen;
 } EvalOptions;
 
@@ -38,17 +42,31 @@ static void options_init(EvalOptions *o)
 {
   memset(o, 0, sizeof *o);
   o->gen_subset = g_strdup("test");
-  o->task = g_strdup("language_modeling");
   o->break_mode = g_strdup("none");
+  o->gating_context = -1;
   o->threads = moelm_cli_threads_default();
 }
 
 static const MoelmArgSpec *eval_table(EvalOptions *o)
 {
-  static MoelmArgSpec t[24];
+  static MoelmArgSpec t[32];
   const MoelmArgSpec spec[] = {
     {"--path", NULL, MOELM_ARG_STRING, &o->path, NULL, "the checkpoint to evaluate (required)", NULL},
-    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling", "task", NULL},
+    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling|language_model_moe",
+     "task (default: the checkpoint's; another is an error)", NULL},
+    {"--method", NULL, MOELM_ARG_CHOICE, &o->method, "hMoEup|hMoElp|sMoEup|sMoElp",
+     "mixture: checked against the checkpoint", NULL},
+    {"--num-experts", NULL, MOELM_ARG_INT, &o->num_experts, NULL, "mixture: checked against the checkpoint", NULL},
+    {"--mean-pool-gating-network", NULL, MOELM_ARG_FLAG, &o->mean_pool_gating, NULL,
+     "mixture: accepted (the checkpoint's --method decides)", NULL},
+    {"--mean-pool-gating-network-encoder-dim", NULL, MOELM_ARG_INT, &o->gating_encoder_dim, NULL,
+     "mixture: checked against a learned prior's embedding dim", NULL},
+    {"--gating-context", NULL, MOELM_ARG_INT, &o->gating_context, NULL, "mixture: checked against the checkpoint",
+     NULL},
+    {"--mixture-report", NULL, MOELM_ARG_FLAG, &o->mixture_report, NULL,
+     "mixture: per-expert perplexities and the best-expert oracle", NULL},
+    {"--mean-pool-gating-network-dropout", NULL, MOELM_ARG_DOUBLE, &o->gating_dropout, NULL,
+     "mixture: accepted (no dropout at inference)", NULL},
     {"--gen-subset", NULL, MOELM_ARG_STRING, &o->gen_subset, NULL, "split to evaluate (test)", NULL},
     {"--context-window", NULL, MOELM_ARG_INT, &o->context_window, NULL,
      "tokens of preceding context per block, not scored (0)", NULL},
@@ -241,10 +259,18 @@ static gboolean check_options(const EvalOptions *o, GError **error)
 static gboolean resolve_blocks(const EvalOptions *o, const MoelmInference *inf, int64_t *tps, MoelmBreakMode *mode,
                                GError **error)
 {
-  const char *task = moelm_inference_task_string(inf, "task", "language_modeling");
-  if (strcmp(task, "language_modeling") != 0) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s: eval-lm does not support task '%s' yet", o->path,
-                task);
+  const char *task = moelm_inference_task_name(inf);
+  if (strcmp(task, "language_modeling") != 0 && !inf->mixture) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s: eval-lm does not support task '%s'", o->path, task);
+    return FALSE;
+  }
+  const MoelmTaskFlags flags = {o->task, o->method, o->num_experts, o->mean_pool_gating, o->gating_encoder_dim,
+                                o->gating_context};
+  if (!moelm_inference_check_task(inf, &flags, error))
+    return FALSE;
+  if (o->mixture_report && !inf->mixture) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--mixture-report needs a --task language_model_moe checkpoint; %s is a %s checkpoint", o->path, task);
     return FALSE;
   }
   *tps = o->tps_seen ? o->tokens_per_sample : moelm_inference_task_int(inf, "tokens_per_sample", 1024);
@@ -267,6 +293,30 @@ static gboolean resolve_blocks(const EvalOptions *o, const MoelmInference *inf, 
   return TRUE;
 }
 
+/* Loss (base 2) and perplexity of a summed NLL over `count` scored tokens. */
+static void loss_ppl(double nll, int64_t count, double *loss, double *ppl)
+{
+  *loss = count > 0 ? nll / (double)count / M_LN2 : 0.0;
+  *ppl = pow(2.0, *loss);
+}
+
+/* --mixture-report: each expert alone, then the best-expert oracle (never the "Loss (base 2):"
+ * wording of the real result, which stays the last line). */
+static void print_mixture_report(const MoelmMixtureReport *r, int64_t count)
+{
+  double loss, ppl;
+  for (int k = 0; k < r->K; k++) {
+    loss_ppl(r->expert_nll[k], count, &loss, &ppl);
+    say("expert %d alone (prior ignored): loss (base 2) %.4f, perplexity %.2f; best expert for %" G_GINT64_FORMAT
+        " of %" G_GINT64_FORMAT " blocks; mean posterior %.4f",
+        k, loss, ppl, r->best_rows[k], r->rows, r->rows > 0 ? r->post_mass[k] / (double)r->rows : 0.0);
+  }
+  loss_ppl(r->oracle_nll, count, &loss, &ppl);
+  say("ORACLE best expert per block (chosen by looking at the scored tokens; not a model's perplexity): "
+      "loss (base 2) %.4f, perplexity %.2f",
+      loss, ppl);
+}
+
 static gboolean run(const EvalOptions *o, const char *data, GError **error)
 {
   MoelmBpeKind bpe;
@@ -283,6 +333,10 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   if (!resolve_blocks(o, inf, &tps, &mode, error))
     goto out;
   say("num. model params: %zu", moelm_model_num_params(inf->model));
+  const int K = inf->mixture ? inf->mix.num_experts : 1;
+  if (inf->mixture)
+    say("mixture of %d experts (--method %s), %s", K, inf->method,
+        inf->gate ? "prior from the gating network" : "uniform prior");
   /* fairseq: the blocks shrink by the context window, which fills the rest of each row */
   split = moelm_lm_split_open(data, o->gen_subset, tps - o->context_window, mode, moelm_dictionary_size(inf->dict),
                               error);
@@ -291,10 +345,12 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   say("%s %s %zu examples", data, o->gen_subset, moelm_lm_split_n_blocks(split));
 
   const int64_t V = moelm_dictionary_size(inf->dict);
+  /* a mixture runs every row K times */
+  const int64_t default_rows = MIN(CALL_TOKENS / (tps * K), LOGITS_BUDGET / (tps * V * K));
   MoelmScoreOptions so = {
     .context_window = o->context_window,
     .tokens_per_sample = tps - o->context_window,
-    .max_sentences = o->batch_size > 0 ? o->batch_size : (int)MAX(1, MIN(CALL_TOKENS / tps, LOGITS_BUDGET / (tps * V))),
+    .max_sentences = o->batch_size > 0 ? o->batch_size : (int)MAX(1, default_rows),
     .max_tokens = o->max_tokens > 0 ? o->max_tokens : 36000,
     .dict = inf->dict,
     .bpe = bpe,
@@ -303,14 +359,23 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
                    g_ptr_array_new_with_free_func(word_stat_free)};
   const gboolean words = o->output_word_probs || o->output_word_stats;
   MoelmScoreResult res;
-  ok = moelm_score_split(inf->model, split, &so, words ? report_row : NULL, &wr, &res, error);
+  MoelmMixtureReport mr;
+  moelm_mixture_report_init(&mr, K);
+  if (inf->mixture)
+    ok = moelm_mixture_score_split(inf->model, inf->gate, &inf->mix, split, &so, LOGITS_BUDGET,
+                                   words ? report_row : NULL, &wr, &res, &mr, error);
+  else
+    ok = moelm_score_split(inf->model, split, &so, words ? report_row : NULL, &wr, &res, error);
   if (ok) {
     say("Evaluated %" G_GINT64_FORMAT " tokens in %.1fs (%.2f tokens/s)", res.ntokens, res.seconds,
         res.seconds > 0 ? (double)res.ntokens / res.seconds : 0.0);
     if (o->output_word_stats)
       print_word_stats(wr.order);
+    if (o->mixture_report)
+      print_mixture_report(&mr, res.count);
     say("Loss (base 2): %.4f, Perplexity: %.2f", moelm_score_loss_base2(&res), moelm_score_perplexity(&res));
   }
+  moelm_mixture_report_clear(&mr);
   g_hash_table_unref(wr.by_word);
   g_ptr_array_unref(wr.order);
 out:

@@ -9,7 +9,13 @@
  *   H-i <tab> score (base 2) <tab> the hypothesis' tokens (prompt + continuation)
  *   D-i <tab> score <tab> the hypothesis detokenized
  *   P-i <tab> each token's score (base 2)
- * Log lines go to stderr; stdout is flushed after each prompt so it can be used live. */
+ * Log lines go to stderr; stdout is flushed after each prompt so it can be used live.
+ *
+ * A sequence-level mixture checkpoint (--task language_model_moe) generates from one expert:
+ * --gen-expert k starts decoding from <expert_k> (the default is expert 0, fairseq's
+ * default), `auto` from the expert with the highest posterior given the prompt, `all` from
+ * each expert in turn; the S- line of `auto` and `all` ends with a field "expert=k". Expert
+ * tokens are never generated. */
 #include "config.h"
 
 #include <errno.h>
@@ -24,22 +30,30 @@
 #include "preprocess.h" /* pp_repr_float: Python's repr() of a float */
 #include "tasks/generator.h"
 #include "tasks/inference.h"
+#include "tasks/mixture_scorer.h"
 
 #define LOG "moelm.generate"
 
+/* --gen-expert: a fixed expert, the most probable one given the prompt, or each in turn. */
+typedef enum { GEN_EXPERT_FIXED, GEN_EXPERT_AUTO, GEN_EXPERT_ALL } GenExpertMode;
+
 typedef struct {
-  char *path, *input, *task, *bpe, *spm_model, *post_process;
+  char *path, *input, *task, *bpe, *spm_model, *post_process, *method, *gen_expert;
   int buffer_size, batch_size, beam, nbest, topk, min_len, max_len_b, no_repeat, threads;
+  int num_experts, gating_encoder_dim, gating_context;
+  double gating_dropout; /* accepted, unused: no dropout at inference */
   gint64 max_tokens, seed, tokens_per_sample;
   double topp, temperature, max_len_a, unkpen, lenpen;
-  gboolean sampling, unnormalized, skip_invalid;
+  gboolean sampling, unnormalized, skip_invalid, mean_pool_gating;
+  GenExpertMode expert_mode; /* from --gen-expert */
+  int expert;                /* the fixed expert (0 when --gen-expert is not given) */
 } GenOptions;
 
 static void options_init(GenOptions *o)
 {
   memset(o, 0, sizeof *o);
   o->input = g_strdup("-");
-  o->task = g_strdup("language_modeling");
+  o->gating_context = -1;
   o->beam = 5;
   o->nbest = 1;
   o->topk = -1;
@@ -54,10 +68,25 @@ static void options_init(GenOptions *o)
 
 static const MoelmArgSpec *gen_table(GenOptions *o)
 {
-  static MoelmArgSpec t[40];
+  static MoelmArgSpec t[48];
   const MoelmArgSpec spec[] = {
     {"--path", NULL, MOELM_ARG_STRING, &o->path, NULL, "the checkpoint to generate from (required)", NULL},
-    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling", "task", NULL},
+    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling|language_model_moe",
+     "task (default: the checkpoint's; another is an error)", NULL},
+    {"--gen-expert", NULL, MOELM_ARG_STRING, &o->gen_expert, NULL,
+     "mixture: generate from expert K, from the most probable one given the prompt (auto), or from each (all); 0",
+     NULL},
+    {"--method", NULL, MOELM_ARG_CHOICE, &o->method, "hMoEup|hMoElp|sMoEup|sMoElp",
+     "mixture: checked against the checkpoint", NULL},
+    {"--num-experts", NULL, MOELM_ARG_INT, &o->num_experts, NULL, "mixture: checked against the checkpoint", NULL},
+    {"--mean-pool-gating-network", NULL, MOELM_ARG_FLAG, &o->mean_pool_gating, NULL,
+     "mixture: accepted (the checkpoint's --method decides)", NULL},
+    {"--mean-pool-gating-network-encoder-dim", NULL, MOELM_ARG_INT, &o->gating_encoder_dim, NULL,
+     "mixture: checked against a learned prior's embedding dim", NULL},
+    {"--gating-context", NULL, MOELM_ARG_INT, &o->gating_context, NULL, "mixture: checked against the checkpoint",
+     NULL},
+    {"--mean-pool-gating-network-dropout", NULL, MOELM_ARG_DOUBLE, &o->gating_dropout, NULL,
+     "mixture: accepted (no dropout at inference)", NULL},
     {"--input", NULL, MOELM_ARG_STRING, &o->input, NULL, "file to read prompts from, one per line ('-' = stdin)", NULL},
     {"--buffer-size", NULL, MOELM_ARG_INT, &o->buffer_size, NULL, "prompts read before generating (accepted)", NULL},
     {"--batch-size", "--max-sentences", MOELM_ARG_INT, &o->batch_size, NULL, "prompts per batch (accepted; 1)", NULL},
@@ -111,6 +140,28 @@ static GPtrArray *expand_bare_remove_bpe(int argc, char **argv)
   return out;
 }
 
+/* --gen-expert auto | all | a non-negative integer. */
+static gboolean parse_gen_expert(GenOptions *o, GError **error)
+{
+  const char *v = o->gen_expert;
+  o->expert_mode = GEN_EXPERT_FIXED;
+  o->expert = 0;
+  if (v == NULL)
+    return TRUE;
+  if (strcmp(v, "auto") == 0 || strcmp(v, "all") == 0) {
+    o->expert_mode = strcmp(v, "auto") == 0 ? GEN_EXPERT_AUTO : GEN_EXPERT_ALL;
+    return TRUE;
+  }
+  guint64 k = 0;
+  if (!g_ascii_string_to_unsigned(v, 10, 0, G_MAXINT, &k, NULL)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--gen-expert must be an expert number (0, 1, ...), auto or all (got '%s')", v);
+    return FALSE;
+  }
+  o->expert = (int)k;
+  return TRUE;
+}
+
 /* The checks fairseq-interactive makes on its command line. */
 static gboolean check_options(GenOptions *o, const MoelmGeneratorConfig *gc, GError **error)
 {
@@ -135,6 +186,8 @@ static gboolean check_options(GenOptions *o, const MoelmGeneratorConfig *gc, GEr
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "--bpe %s is not supported (only sentencepiece)", o->bpe);
     return FALSE;
   }
+  if (!parse_gen_expert(o, error))
+    return FALSE;
   return moelm_generator_config_check(gc, error);
 }
 
@@ -166,6 +219,7 @@ typedef struct {
   const char *input_name;
   gint64 lineno, next_id;
   gint64 gen_us;        /* time spent generating */
+  gboolean label;       /* S- lines end with "\texpert=k" (--gen-expert auto / all) */
 } Run;
 
 /* --bpe sentencepiece, or leniently a data-bin that has its spm.model: prompts are raw text. */
@@ -204,6 +258,32 @@ static void print_hypothesis(const Run *run, gint64 id, const MoelmHypothesis *h
   g_free(hyp);
 }
 
+/* Generate for one prompt from `expert` (-1: the language model's </s> BOS) and print its
+ * S-, W-, H-, D-, P- lines. */
+static gboolean generate_block(Run *run, gint64 id, const int32_t *prompt, int n, int expert, GError **error)
+{
+  if (expert >= 0 && !moelm_generator_set_bos(run->gen, run->inf->mix.expert_token0 + expert, error))
+    return FALSE;
+  const gint64 t0 = g_get_monotonic_time();
+  GPtrArray *hyps = moelm_generator_generate(run->gen, prompt, n, (uint64_t)id, error);
+  const gint64 took = g_get_monotonic_time() - t0;
+  run->gen_us += took;
+  if (hyps == NULL)
+    return FALSE;
+  char *src = gen_text_tokens_string(run->inf->dict, prompt, n, run->o->post_process);
+  if (run->label)
+    printf("S-%" G_GINT64_FORMAT "\t%s\texpert=%d\n", id, src, expert);
+  else
+    printf("S-%" G_GINT64_FORMAT "\t%s\n", id, src);
+  printf("W-%" G_GINT64_FORMAT "\t%.3f\tseconds\n", id, took / 1e6);
+  for (guint i = 0; i < hyps->len && (int)i < run->o->nbest; i++)
+    print_hypothesis(run, id, g_ptr_array_index(hyps, i));
+  fflush(stdout);
+  g_free(src);
+  g_ptr_array_unref(hyps);
+  return TRUE;
+}
+
 static gboolean handle_prompt(Run *run, const char *line, gsize len, GError **error)
 {
   const gint64 id = run->next_id++;
@@ -228,23 +308,28 @@ static gboolean handle_prompt(Run *run, const char *line, gsize len, GError **er
     ok = FALSE;
     goto out;
   }
-  const gint64 t0 = g_get_monotonic_time();
-  GPtrArray *hyps = moelm_generator_generate(run->gen, (const int32_t *)(void *)ids->data, n, (uint64_t)id, error);
-  const gint64 took = g_get_monotonic_time() - t0;
-  run->gen_us += took;
-  if (hyps == NULL) {
-    moelm_error_prefix(error, "%s:%" G_GINT64_FORMAT, run->input_name, run->lineno);
-    ok = FALSE;
-    goto out;
+  const int32_t *prompt = (const int32_t *)(void *)ids->data;
+  const MoelmInference *inf = run->inf;
+  if (!inf->mixture) {
+    ok = generate_block(run, id, prompt, n, -1, error);
+  } else if (run->o->expert_mode == GEN_EXPERT_AUTO) {
+    const int K = inf->mix.num_experts;
+    double *joint = g_new(double, K);
+    ok = moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->mix, prompt, n, joint, error);
+    int best = 0;
+    for (int k = 1; ok && k < K; k++)
+      if (joint[k] > joint[best])
+        best = k;
+    g_free(joint);
+    ok = ok && generate_block(run, id, prompt, n, best, error);
+  } else if (run->o->expert_mode == GEN_EXPERT_ALL) {
+    for (int k = 0; ok && k < inf->mix.num_experts; k++)
+      ok = generate_block(run, id, prompt, n, k, error);
+  } else {
+    ok = generate_block(run, id, prompt, n, run->o->expert, error);
   }
-  char *src = gen_text_tokens_string(run->inf->dict, (const int32_t *)(void *)ids->data, n, run->o->post_process);
-  printf("S-%" G_GINT64_FORMAT "\t%s\n", id, src);
-  printf("W-%" G_GINT64_FORMAT "\t%.3f\tseconds\n", id, took / 1e6);
-  for (guint i = 0; i < hyps->len && (int)i < run->o->nbest; i++)
-    print_hypothesis(run, id, g_ptr_array_index(hyps, i));
-  fflush(stdout);
-  g_free(src);
-  g_ptr_array_unref(hyps);
+  if (!ok)
+    moelm_error_prefix(error, "%s:%" G_GINT64_FORMAT, run->input_name, run->lineno);
 out:
   g_array_unref(ids);
   return ok;
@@ -279,6 +364,42 @@ static gboolean read_prompts(Run *run, FILE *fp, GError **error)
   return ok;
 }
 
+/* The generator, and for a mixture its expert: the task flags checked against the
+ * checkpoint, the expert tokens banned, the BOS of a fixed expert. */
+static gboolean setup_generator(Run *run, const MoelmGeneratorConfig *gc, GError **error)
+{
+  const GenOptions *o = run->o;
+  const MoelmInference *inf = run->inf;
+  const MoelmTaskFlags flags = {o->task, o->method, o->num_experts, o->mean_pool_gating, o->gating_encoder_dim,
+                                o->gating_context};
+  if (!moelm_inference_check_task(inf, &flags, error))
+    return FALSE;
+  MoelmGeneratorConfig cfg = *gc;
+  const int K = inf->mixture ? inf->mix.num_experts : 0;
+  if (o->gen_expert && !inf->mixture) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--gen-expert needs a --task language_model_moe checkpoint; %s is a %s checkpoint", o->path,
+                moelm_inference_task_name(inf));
+    return FALSE;
+  }
+  if (inf->mixture && o->expert_mode == GEN_EXPERT_FIXED && o->expert >= K) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--gen-expert %d: %s has %d experts (0..%d)", o->expert,
+                o->path, K, K - 1);
+    return FALSE;
+  }
+  if (inf->mixture && o->gen_expert == NULL)
+    moelm_info(LOG, "mixture of %d experts: generating from expert 0 (--gen-expert 0, fairseq's default)", K);
+  if (inf->mixture)
+    cfg.bos = inf->mix.expert_token0 + o->expert;
+  run->label = inf->mixture && o->expert_mode != GEN_EXPERT_FIXED;
+  if ((run->gen = moelm_generator_new(inf->model, &cfg, error)) == NULL)
+    return FALSE;
+  for (int k = 0; k < K; k++)
+    if (!moelm_generator_ban_token(run->gen, inf->mix.expert_token0 + k, error))
+      return FALSE;
+  return TRUE;
+}
+
 static int generate(const GenOptions *o, const MoelmGeneratorConfig *gc, const char *data_dir, const char *cmd)
 {
   GError *error = NULL;
@@ -299,9 +420,7 @@ static int generate(const GenOptions *o, const MoelmGeneratorConfig *gc, const c
   }
   moelm_info(LOG, "loading model(s) from %s", o->path);
   run.inf = moelm_inference_open(o->path, data_dir, o->threads, &error);
-  if (run.inf == NULL || !setup_spm(&run, data_dir, &error))
-    goto out;
-  if ((run.gen = moelm_generator_new(run.inf->model, gc, &error)) == NULL)
+  if (run.inf == NULL || !setup_spm(&run, data_dir, &error) || !setup_generator(&run, gc, &error))
     goto out;
   run.max_positions = moelm_model_get_config(run.inf->model)->max_positions;
   if (o->tokens_per_sample > 0 && o->tokens_per_sample < run.max_positions)

@@ -39,6 +39,7 @@ typedef struct {
   char *dict_name;   /* "dict.txt" or "dict.LANG.txt" */
   MoelmDictionary *dict;
   MoelmSpm *spm;
+  PpPieceCache train_pieces; /* --bpe sentencepiece: the train split, encoded once */
   GString *log;      /* preprocess.log lines of this run */
   gboolean created_destdir;
   char *tmpdir;      /* DESTDIR/.moelm-preprocess-XXXXXX */
@@ -288,7 +289,14 @@ static gboolean build_dictionary(Run *run, GError **error)
     return FALSE;
   if (run->dict)
     return TRUE; /* --srcdict: used as it is, as fairseq does (no finalize, no padding) */
-  run->dict = pp_count_words(train_split(run)->input, o->workers, line_tokenizer(run), run->spm, error);
+  const char *train = train_split(run)->input;
+  if (o->spm) {
+    char *cache = tmp_path(run, "train.pieces");
+    run->dict = pp_encode_pieces(train, cache, o->workers, pp_spm_tokenize_line, run->spm, &run->train_pieces, error);
+    g_free(cache);
+  } else {
+    run->dict = pp_count_words(train, o->workers, error);
+  }
   if (run->dict == NULL)
     return FALSE;
   moelm_dictionary_finalize(run->dict, o->thresholdsrc, nwords, o->padding_factor);
@@ -301,8 +309,12 @@ static gboolean binarize_split(Run *run, const Split *split, GError **error)
   pp_log(run, "[%s] Dictionary: %u types", lang_label(run), vocab);
   char *prefix = tmp_path(run, split->output);
   MoelmBinarizeStats stats;
-  gboolean ok = pp_binarize(split->input, prefix, run->opts->workers, run->dict, line_tokenizer(run), run->spm,
-                            &stats, error);
+  gboolean ok;
+  if (split == train_split(run) && run->train_pieces.path)
+    ok = pp_binarize_pieces(&run->train_pieces, prefix, run->opts->workers, run->dict, &stats, error);
+  else
+    ok = pp_binarize(split->input, prefix, run->opts->workers, run->dict, line_tokenizer(run), run->spm, &stats,
+                     error);
   g_free(prefix);
   if (!ok)
     return FALSE;
@@ -385,6 +397,7 @@ int moelm_cmd_preprocess(int argc, char **argv)
     rc = moelm_cli_fail("preprocess", error, 1);
     g_error_free(error);
   }
+  pp_piece_cache_clear(&run.train_pieces);
   remove_tmpdir(&run, rc != 0);
   if (run.dict)
     moelm_dictionary_free(run.dict);

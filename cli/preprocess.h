@@ -3,7 +3,8 @@
  *   preprocess.c          checks, the order of the work, committing the outputs
  *   preprocess_options.c  fairseq-preprocess's command line and its Namespace log line
  *   preprocess_workers.c  the parallel text check and word counts
- *   preprocess_binarize.c the parallel binarizing, written in file order as it goes
+ *   preprocess_pipeline.c the ordered pipeline: steps produced in parallel, consumed in order
+ *   preprocess_binarize.c binarizing on that pipeline; the SentencePiece piece cache
  *   preprocess_progress.c line-aligned steps, the progress line, CPU time
  *   preprocess_spm.c      --bpe sentencepiece: the per-line tokenizer hook, model training
  *   preprocess_format.c   Python's formatting where fairseq's log lines depend on it */
@@ -47,22 +48,55 @@ void pp_options_clear(PpOptions *opts);
  * workers: "PATH:LINE: invalid UTF-8 ..." / "PATH:LINE: NUL byte ...". */
 gboolean pp_check_text(const char *path, int workers, GError **error);
 
-/* Count the words of every line of `path` as fairseq's add_file_to_dictionary (each word
- * once per occurrence, </s> once per line) into a new dictionary: each of `workers` threads
- * counts the line-aligned steps it takes into its own counter, and the counters are merged
- * (the order of the symbols differs with the scheduling; the counts do not, and finalize()
- * sorts by count and text). tokenizer NULL: whitespace split. NULL on error. */
-MoelmDictionary *pp_count_words(const char *path, int workers, MoelmLineTokenizer tokenizer,
-                                gpointer tokenizer_data, GError **error);
+/* Count the whitespace-separated words of every line of `path` as fairseq's
+ * add_file_to_dictionary (each word once per occurrence, </s> once per line) into a new
+ * dictionary: each of `workers` threads counts the line-aligned steps it takes into its own
+ * counter, and the counters are merged (the order of the symbols differs with the
+ * scheduling; the counts do not, and finalize() sorts by count and text). NULL on error. */
+MoelmDictionary *pp_count_words(const char *path, int workers, GError **error);
 
-/* Binarize `path` into OUT_PREFIX.bin/.idx with `dict` (preprocess_binarize.c). The file is
- * cut into line-aligned steps of about a megabyte; `workers` threads encode steps (taken in
- * order, at most a few ahead of the output), and the calling thread appends each step's
- * sequences to the output as soon as all steps before it are in. The output is the same
- * bytes for every `workers`; with 1 the calling thread does everything. */
+/* ---- the ordered pipeline (preprocess_pipeline.c) ---- */
+
+/* Produce step `step` (on a worker thread numbered `worker` in [0, workers)). */
+typedef gboolean (*PpProduceFunc)(guint step, int worker, gpointer user, GError **error);
+/* Consume step `step`, on the calling thread, in step order. */
+typedef gboolean (*PpConsumeFunc)(guint step, gpointer user, GError **error);
+
+/* Run bounds->len - 1 steps: produced by `workers` threads (at most a few steps ahead of the
+ * consumer; with 1 worker, here), consumed here in order. `bounds` (gsize, the steps' byte
+ * boundaries in `path`) drives the progress line "WHAT PATH: x/y MB". The first error wins
+ * and stops the rest. */
+gboolean pp_run_ordered(const char *what, const char *path, const GArray *bounds, int workers,
+                        PpProduceFunc produce, PpConsumeFunc consume, gpointer user, GError **error);
+
+/* ---- binarizing (preprocess_binarize.c) ---- */
+
+/* Binarize `path` into OUT_PREFIX.bin/.idx with `dict`: line-aligned steps of about a
+ * megabyte are turned into ids by `workers` threads and appended in order. The output is
+ * the same bytes for every `workers`; with 1 the calling thread does everything. */
 gboolean pp_binarize(const char *path, const char *out_prefix, int workers, const MoelmDictionary *dict,
                      MoelmLineTokenizer tokenizer, gpointer tokenizer_data, MoelmBinarizeStats *stats,
                      GError **error);
+
+/* A text already cut into pieces (--bpe sentencepiece): the train split is encoded once. */
+typedef struct {
+  char *path;          /* the cache file */
+  char *input;         /* the text it was made from */
+  GArray *bounds;      /* (n_steps + 1,) gsize step boundaries in the cache */
+  GArray *input_bounds; /* (n_steps + 1,) the same steps in the text */
+} PpPieceCache;
+
+/* Cut every line of `path` into pieces with `tokenizer`, write them to CACHE_PATH and count
+ * them as fairseq's add_file_to_dictionary would count the encoded text (each piece once per
+ * occurrence, </s> once per line). Returns the counts (a new dictionary), NULL on error. */
+MoelmDictionary *pp_encode_pieces(const char *path, const char *cache_path, int workers,
+                                  MoelmLineTokenizer tokenizer, gpointer tokenizer_data, PpPieceCache *cache,
+                                  GError **error);
+/* Binarize a piece cache as pp_binarize would binarize its text with the same tokenizer. */
+gboolean pp_binarize_pieces(const PpPieceCache *cache, const char *out_prefix, int workers,
+                            const MoelmDictionary *dict, MoelmBinarizeStats *stats, GError **error);
+/* Remove the cache file and free the struct's contents. */
+void pp_piece_cache_clear(PpPieceCache *cache);
 
 /* ---- shared by the passes (preprocess_progress.c) ---- */
 

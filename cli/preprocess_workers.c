@@ -239,22 +239,18 @@ gboolean pp_check_text(const char *path, int workers, GError **error)
 
 typedef struct {
   const char *path;
-  MoelmLineTokenizer tokenizer;
-  gpointer tokenizer_data;
   MoelmDictionary **counts; /* (workers,) one counter per task */
 } CountJob;
 
 static gboolean count_step(int worker, const char *data, gsize start, gsize end, gpointer user, GError **error)
 {
   CountJob *job = user;
-  return moelm_count_words_tokenized(job->path, start, end, job->tokenizer, job->tokenizer_data,
-                                     job->counts[worker], error);
+  return moelm_count_words(job->path, start, end, job->counts[worker], error);
 }
 
-MoelmDictionary *pp_count_words(const char *path, int workers, MoelmLineTokenizer tokenizer,
-                                gpointer tokenizer_data, GError **error)
+MoelmDictionary *pp_count_words(const char *path, int workers, GError **error)
 {
-  CountJob job = {path, tokenizer, tokenizer_data, g_new(MoelmDictionary *, workers)};
+  CountJob job = {path, g_new(MoelmDictionary *, workers)};
   for (int w = 0; w < workers; w++)
     job.counts[w] = moelm_dictionary_new();
   gboolean ok = run_pass(path, "counting words in", workers, count_step, &job, error);

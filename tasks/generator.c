@@ -110,6 +110,17 @@ gboolean moelm_generator_ban_token(MoelmGenerator *gen, int32_t token, GError **
   return TRUE;
 }
 
+gboolean moelm_generator_set_bos(MoelmGenerator *gen, int32_t bos, GError **error)
+{
+  if (bos < 0 || bos >= gen->V) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "cannot start from token %d (vocabulary of %d)", bos,
+                gen->V);
+    return FALSE;
+  }
+  gen->cfg.bos = bos;
+  return TRUE;
+}
+
 /* fairseq's max_len: min(int(a·src_len + b), max positions - 1), src_len counting the BOS. */
 static int max_len_for(const MoelmGenerator *gen, int prompt_len)
 {

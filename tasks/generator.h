@@ -63,6 +63,10 @@ void moelm_generator_free(MoelmGenerator *gen);
  * </s> and out-of-vocabulary ids are refused. */
 gboolean moelm_generator_ban_token(MoelmGenerator *gen, int32_t token, GError **error);
 
+/* Start the next generations from `bos` instead (a mixture's expert token); out-of-vocabulary
+ * ids are refused. */
+gboolean moelm_generator_set_bos(MoelmGenerator *gen, int32_t bos, GError **error);
+
 /* The maximum number of tokens after the BOS for a prompt of `prompt_len` tokens, the final
  * </s> included (fairseq's max_len + 1). */
 int moelm_generator_max_tokens(const MoelmGenerator *gen, int prompt_len);

@@ -1,5 +1,10 @@
 /* moelm — loading a trained model for eval-lm and generation: the checkpoint, the data-bin's
- * dictionary (checked against the checkpoint's fingerprint), and a backend. */
+ * dictionary (checked against the checkpoint's fingerprint), and a backend.
+ *
+ * A sequence-level mixture checkpoint (task metadata "task": "language_model_moe") trained
+ * with <expert_0> ... <expert_{K-1}> appended to DATA/dict.txt: they are appended again
+ * before the fingerprint check, and the mixture's configuration (and, for a learned prior,
+ * its gating network) come with the model. */
 #ifndef MOELM_TASKS_INFERENCE_H
 #define MOELM_TASKS_INFERENCE_H
 
@@ -10,6 +15,8 @@
 #include "moelm/checkpoint.h"
 #include "moelm/dictionary.h"
 #include "moelm/model.h"
+#include "gating/mean_pool.h"
+#include "tasks/mixture.h"
 
 G_BEGIN_DECLS
 
@@ -19,6 +26,11 @@ typedef struct {
   MoelmModel *model;
   MoelmCheckpoint *ckpt;    /* kept open for its metadata */
   JsonObject *task;         /* the checkpoint's "task" metadata (may be NULL) */
+  char *path;               /* the checkpoint's path, for messages */
+  gboolean mixture;         /* trained with --task language_model_moe */
+  MoelmMixtureConfig mix;   /* its configuration (when `mixture`) */
+  char *method;             /* its --method (when `mixture`) */
+  MoelmGate *gate;          /* its learned prior (NULL: uniform, or not a mixture) */
 } MoelmInference;
 
 /* Open CKPT (`--path`; fairseq's "a:b" ensembles are refused), load DATA/dict.txt, check the
@@ -30,6 +42,29 @@ void moelm_inference_free(MoelmInference *inf);
 /* The checkpoint's task metadata value for `key` as an int, or `fallback`. */
 gint64 moelm_inference_task_int(const MoelmInference *inf, const char *key, gint64 fallback);
 const char *moelm_inference_task_string(const MoelmInference *inf, const char *key, const char *fallback);
+
+/* The task's name: the metadata's "task", else "language_modeling". */
+const char *moelm_inference_task_name(const MoelmInference *inf);
+
+/* fairseq's task flags on an eval-lm / generate command line: --task and the flags of
+ * language_model_moe, which the checkpoint already fixes. Values are "not given" when NULL,
+ * <= 0 or FALSE. */
+typedef struct {
+  const char *task;          /* --task */
+  const char *method;        /* --method */
+  int num_experts;           /* --num-experts */
+  gboolean mean_pool_gating; /* --mean-pool-gating-network */
+  int gating_encoder_dim;    /* --mean-pool-gating-network-encoder-dim */
+  int gating_context;        /* --gating-context (-1: not given) */
+} MoelmTaskFlags;
+
+/* Check the flags against the checkpoint: a --task, --method, --num-experts or
+ * --gating-context that differs from what the checkpoint was trained with, mixture flags on
+ * a language_modeling checkpoint, or an encoder dim other than the embedding dim of a
+ * learned prior are errors naming the checkpoint. On a mixture checkpoint
+ * --mean-pool-gating-network changes nothing (the checkpoint's --method decides whether its
+ * prior is learned; fairseq's seed passes it with hMoEup too). */
+gboolean moelm_inference_check_task(const MoelmInference *inf, const MoelmTaskFlags *flags, GError **error);
 
 G_END_DECLS
 

@@ -44,10 +44,17 @@ MoelmObjective *moelm_lm_objective_new(void)
   return obj;
 }
 
+void moelm_objective_detach(MoelmObjective *obj)
+{
+  if (obj && obj->detach)
+    obj->detach(obj);
+}
+
 void moelm_objective_free(MoelmObjective *obj)
 {
   if (obj == NULL)
     return;
+  moelm_objective_detach(obj);
   if (obj->free)
     obj->free(obj);
   g_free(obj);

@@ -246,10 +246,17 @@ static void mix_log_fields(MoelmObjective *obj, GString *line, const MoelmLogSty
   mx->rows = 0;
 }
 
-static void mix_free(MoelmObjective *obj)
+static void mix_detach(MoelmObjective *obj)
 {
   Mixture *mx = obj->priv;
   moelm_mean_pool_gate_free(mx->gate);
+  mx->gate = NULL;
+  mx->model = NULL;
+}
+
+static void mix_free(MoelmObjective *obj)
+{
+  Mixture *mx = obj->priv;
   g_free(mx->mass);
   g_free(mx);
 }
@@ -264,6 +271,7 @@ MoelmObjective *moelm_mixture_objective_new(const MoelmMixtureConfig *cfg)
   obj->train_batch = mix_train;
   obj->valid_batch = mix_valid;
   obj->log_fields = mix_log_fields;
+  obj->detach = mix_detach;
   obj->free = mix_free;
   obj->priv = mx;
   return obj;

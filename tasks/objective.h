@@ -38,12 +38,16 @@ struct MoelmObjective {
   /* Append the objective's own log fields (e.g. expert utilisation) accumulated since the
    * last call with moelm_log_field, then reset them. NULL: none. */
   void (*log_fields)(MoelmObjective *obj, GString *line, const MoelmLogStyle *style);
+  /* Drop everything tied to the model it was last given (called before that model and its
+   * backend are freed). NULL: nothing to drop. */
+  void (*detach)(MoelmObjective *obj);
   void (*free)(MoelmObjective *obj);
   void *priv;
 };
 
 /* fairseq's language_modeling + cross_entropy: every row weight 1, sample size = tokens. */
 MoelmObjective *moelm_lm_objective_new(void);
+void moelm_objective_detach(MoelmObjective *obj);
 void moelm_objective_free(MoelmObjective *obj);
 
 G_END_DECLS

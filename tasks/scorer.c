@@ -238,26 +238,28 @@ static void build_rows(const MoelmLmSplit *split, MoelmContextWindow *cw, RowBat
 }
 
 /* Pad the rows to (B, W), score them, and hand each row's targets to the accounting. */
-static gboolean score_rows(MoelmModel *m, const MoelmLmSplit *split, const MoelmScoreOptions *opt,
-                           const RowBatch *rb, MoelmScoredRowFunc cb, gpointer cb_data, MoelmScoreResult *out,
-                           GError **error)
+static gboolean score_rows(MoelmRowScorerFunc score, gpointer score_data, const MoelmLmSplit *split,
+                           const MoelmScoreOptions *opt, const RowBatch *rb, MoelmScoredRowFunc cb, gpointer cb_data,
+                           MoelmScoreResult *out, GError **error)
 {
   const int B = (int)rb->n;
   int W = 1;
   for (int r = 0; r < B; r++)
     W = MAX(W, rb->ctx[r] + (int)rb->len[r]);
   int32_t *src = g_new(int32_t, (gsize)B * W), *tgt = g_new(int32_t, (gsize)B * W);
-  float *lp = g_new(float, (gsize)B * W);
+  float *lp = g_new0(float, (gsize)B * W);
+  int64_t *start = g_new(int64_t, B);
   for (gsize i = 0; i < (gsize)B * W; i++)
     src[i] = tgt[i] = MOELM_PAD;
   for (int r = 0; r < B; r++) {
     const gsize w = (gsize)rb->ctx[r] + (gsize)rb->len[r];
     memcpy(src + (gsize)r * W, rb->src + rb->off[r], w * sizeof(int32_t));
     memcpy(tgt + (gsize)r * W, rb->tgt + rb->off[r], w * sizeof(int32_t));
+    start[r] = moelm_token_blocks_slice(split->blocks, rb->block[r]).start;
   }
-  MoelmBatch batch = {.B = B, .T = W, .src = src, .tgt = tgt};
+  const MoelmScoreRows rows = {B, W, src, tgt, rb->ctx, rb->len, start};
   const double t0 = moelm_time_now();
-  gboolean ok = moelm_model_score(m, &batch, NULL, lp, NULL, error);
+  gboolean ok = score(&rows, lp, score_data, error);
   out->seconds += moelm_time_now() - t0;
   if (!ok)
     moelm_error_prefix(error, "%s", split->prefix);
@@ -279,25 +281,26 @@ static gboolean score_rows(MoelmModel *m, const MoelmLmSplit *split, const Moelm
     out->ntokens += n;
     out->rows++;
     if (cb) {
-      MoelmBlockSlice s = moelm_token_blocks_slice(split->blocks, rb->block[r]);
-      const MoelmScoredRow sr = {rb->block[r], s.start, n, rb->ctx[r], targets, row};
+      const MoelmScoredRow sr = {rb->block[r], start[r], n, rb->ctx[r], targets, row};
       ok = cb(&sr, cb_data, error);
     }
   }
   g_free(src);
   g_free(tgt);
   g_free(lp);
+  g_free(start);
   return ok;
 }
 
-gboolean moelm_score_split(MoelmModel *m, const MoelmLmSplit *split, const MoelmScoreOptions *opt,
-                           MoelmScoredRowFunc cb, gpointer cb_data, MoelmScoreResult *out, GError **error)
+gboolean moelm_score_split_with(MoelmRowScorerFunc score, gpointer score_data, const MoelmLmSplit *split,
+                                const MoelmScoreOptions *opt, MoelmScoredRowFunc cb, gpointer cb_data,
+                                MoelmScoreResult *out, GError **error)
 {
   memset(out, 0, sizeof *out);
-  if (opt->context_window < 0 || opt->tokens_per_sample <= 0) {
+  if (opt->context_window < 0 || opt->tokens_per_sample <= 0 || opt->max_positions <= 0) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
-                "%s: bad context window %d / tokens per sample %" G_GINT64_FORMAT, split->prefix,
-                opt->context_window, opt->tokens_per_sample);
+                "%s: bad context window %d / tokens per sample %" G_GINT64_FORMAT " / max positions %" G_GINT64_FORMAT,
+                split->prefix, opt->context_window, opt->tokens_per_sample, opt->max_positions);
     return FALSE;
   }
   if (opt->max_sentences <= 0 && opt->max_tokens <= 0) {
@@ -309,8 +312,6 @@ gboolean moelm_score_split(MoelmModel *m, const MoelmLmSplit *split, const Moelm
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: bpe merging needs the dictionary", split->prefix);
     return FALSE;
   }
-  const int64_t max_positions = opt->max_positions > 0 ? opt->max_positions
-                                                       : moelm_model_get_config(m)->max_positions;
   MoelmContextWindow cw;
   moelm_context_window_init(&cw, opt->context_window, opt->tokens_per_sample + opt->context_window);
   const gsize n = moelm_lm_split_n_blocks(split);
@@ -323,16 +324,32 @@ gboolean moelm_score_split(MoelmModel *m, const MoelmLmSplit *split, const Moelm
   gboolean ok = TRUE;
   gsize next = 0;
   while (ok && next < n) {
-    ok = next_batch(split, opt, max_positions, &next, &rb, &out->skipped_blocks, error);
+    ok = next_batch(split, opt, opt->max_positions, &next, &rb, &out->skipped_blocks, error);
     if (!ok || rb.n == 0)
       break;
     build_rows(split, &cw, &rb);
-    ok = score_rows(m, split, opt, &rb, cb, cb_data, out, error);
+    ok = score_rows(score, score_data, split, opt, &rb, cb, cb_data, out, error);
   }
   if (ok && out->skipped_blocks > 0)
     moelm_warn("moelm.eval", "%s: %" G_GINT64_FORMAT " blocks have invalid sizes and were skipped, max_positions=%"
-               G_GINT64_FORMAT, split->prefix, out->skipped_blocks, max_positions);
+               G_GINT64_FORMAT, split->prefix, out->skipped_blocks, opt->max_positions);
   row_batch_clear(&rb);
   moelm_context_window_clear(&cw);
   return ok;
+}
+
+/* The plain language model: one pass over the rows as they are. */
+static gboolean dense_score(const MoelmScoreRows *rows, float *lprobs, gpointer data, GError **error)
+{
+  const MoelmBatch batch = {.B = rows->B, .T = rows->W, .src = rows->src, .tgt = rows->tgt};
+  return moelm_model_score(data, &batch, NULL, lprobs, NULL, error);
+}
+
+gboolean moelm_score_split(MoelmModel *m, const MoelmLmSplit *split, const MoelmScoreOptions *opt,
+                           MoelmScoredRowFunc cb, gpointer cb_data, MoelmScoreResult *out, GError **error)
+{
+  MoelmScoreOptions o = *opt;
+  if (o.max_positions <= 0)
+    o.max_positions = moelm_model_get_config(m)->max_positions;
+  return moelm_score_split_with(dense_score, m, split, &o, cb, cb_data, out, error);
 }

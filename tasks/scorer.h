@@ -123,6 +123,29 @@ typedef gboolean (*MoelmScoredRowFunc)(const MoelmScoredRow *row, gpointer data,
 gboolean moelm_score_split(MoelmModel *m, const MoelmLmSplit *split, const MoelmScoreOptions *opt,
                            MoelmScoredRowFunc cb, gpointer cb_data, MoelmScoreResult *out, GError **error);
 
+/* ---- the same walk with another way of scoring rows ------------------------------------ */
+
+/* One batch of rows as moelm_score_split lays them out, padded with <pad> to (B, W). */
+typedef struct {
+  int B, W;
+  const int32_t *src;   /* (B, W) [context | block source] */
+  const int32_t *tgt;   /* (B, W) [<pad> x context | block target] */
+  const int *ctx;       /* (B) context tokens of each row */
+  const int64_t *len;   /* (B) block tokens of each row */
+  const int64_t *start; /* (B) stream offset of each block's first target */
+} MoelmScoreRows;
+
+/* Fill lprobs (B, W) with the natural-log score of every block target, at row positions
+ * [ctx, ctx + len); the other positions are not read. */
+typedef gboolean (*MoelmRowScorerFunc)(const MoelmScoreRows *rows, float *lprobs, gpointer data, GError **error);
+
+/* moelm_score_split with the model call replaced by `score` (the sequence-level mixture's
+ * K passes per row). opt->max_positions must be set (> 0). The bpe merging, counting and
+ * callbacks are those of moelm_score_split; `seconds` is the time spent in `score`. */
+gboolean moelm_score_split_with(MoelmRowScorerFunc score, gpointer score_data, const MoelmLmSplit *split,
+                                const MoelmScoreOptions *opt, MoelmScoredRowFunc cb, gpointer cb_data,
+                                MoelmScoreResult *out, GError **error);
+
 /* fairseq's figures: loss in base 2 (-nll_sum / count / ln 2, 0 when count is 0) and 2^loss. */
 double moelm_score_loss_base2(const MoelmScoreResult *r);
 double moelm_score_perplexity(const MoelmScoreResult *r);

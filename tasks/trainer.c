@@ -140,6 +140,42 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
 }
 
 /* ---- logging ------------------------------------------------------------------------ */
+/* Token-level MoE: fairseq's MoECriterion metadata, per MoE layer (layerN_...), averaged over
+ * the updates since the last log line, and moe_gate_loss (the combined l_aux, unweighted). */
+static void log_moe_fields(Run *r, GString *line, const MoelmLogStyle *style)
+{
+  const int n = moelm_model_moe_layers(r->model);
+  if (n == 0)
+    return;
+  MoelmMoeLayerStats *st = g_new0(MoelmMoeLayerStats, n);
+  if (moelm_model_moe_stats_take(r->model, st) > 0) {
+    double total = 0;
+    for (int i = 0; i < n; i++)
+      total += st[i].gate_loss;
+    moelm_log_field(line, style, "moe_gate_loss", r->cfg->model.moe_gate_loss_sum ? total : total / n, 8);
+    for (int i = 0; i < n; i++) {
+      const struct {
+        const char *key;
+        double value;
+      } f[] = {{"moe_gate_loss", st[i].gate_loss},
+               {"overflow_expert1", st[i].overflow_expert1},
+               {"overflow_expert2", st[i].overflow_expert2},
+               {"entropy_gating", st[i].entropy},
+               {"unused_expert1_count", st[i].unused_expert1},
+               {"expert1_balance_top", st[i].expert1_balance_top},
+               {"expert1_balance_bottom", st[i].expert1_balance_bottom}};
+      for (gsize k = 0; k < G_N_ELEMENTS(f); k++) {
+        if (k == 2 && r->cfg->model.moe_top_k == 1)
+          continue;
+        char *key = g_strdup_printf("layer%d_%s", st[i].layer, f[k].key);
+        moelm_log_field(line, style, key, f[k].value, 3);
+        g_free(key);
+      }
+    }
+  }
+  g_free(st);
+}
+
 static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_t iter, gboolean inner)
 {
   const MoelmTrainConfig *cfg = r->cfg;
@@ -163,6 +199,7 @@ static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_
   moelm_log_field(line, &style, "train_wall", moelm_stopwatch_elapsed(&r->train_wall), 0);
   if (r->obj->log_fields)
     r->obj->log_fields(r->obj, line, &style);
+  log_moe_fields(r, line, &style);
   moelm_log_field(line, &style, "wall", moelm_time_now() - r->start_time, 0);
   if (cfg->log_json && inner)
     moelm_info(tag, "{%s, \"epoch\": %d, \"update\": %.3f}", line->str, r->st.epoch,
@@ -300,6 +337,7 @@ static gboolean setup(Run *r, GError **error)
 
 static void teardown(Run *r)
 {
+  moelm_objective_detach(r->obj); /* it may hold backend memory of this run's model */
   if (r->train_batches)
     g_ptr_array_unref(r->train_batches);
   if (r->valid)

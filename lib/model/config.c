@@ -1,4 +1,4 @@
-/* moelm — named architectures (fairseq transformer_lm registry) and config JSON. */
+/* moelm — named architectures (fairseq transformer_lm registry), MoE options and config JSON. */
 #include "config.h"
 
 #include <string.h>
@@ -30,6 +30,27 @@ const char *moelm_model_arch_names(void)
          "transformer_lm_gpt2_tiny|transformer_lm_gpt2_medium|transformer_lm_gpt2_big";
 }
 
+/* fairseq's MoE defaults (transformer_lm --moe-* arguments and MoECriterionConfig), except
+ * the eval capacity: dropless unless --moe-eval-capacity-token-fraction is given, and the
+ * gate loss weight 0.01 of fairseq's MoE recipes. */
+static void set_moe_defaults(MoelmModelConfig *cfg)
+{
+  cfg->moe_freq = 0;
+  cfg->moe_experts = 0;
+  cfg->moe_top_k = 2;
+  cfg->moe_expert_ffn_dim = 0;
+  cfg->moe_second_expert_policy = MOELM_SECOND_EXPERT_SAMPLING;
+  cfg->moe_normalize_gate_prob_before_dropping = FALSE;
+  cfg->moe_capacity_factor = 1.0;
+  cfg->moe_dropless = FALSE;
+  cfg->moe_eval_capacity_token_fraction = -1.0;
+  cfg->moe_batch_prioritized_routing = FALSE;
+  cfg->moe_pad_mask = FALSE;
+  cfg->moe_gating_use_fp32 = FALSE;
+  cfg->moe_gate_loss_wt = 0.01;
+  cfg->moe_gate_loss_sum = FALSE;
+}
+
 gboolean moelm_model_config_set_arch(MoelmModelConfig *cfg, const char *arch, GError **error)
 {
   for (gsize i = 0; i < G_N_ELEMENTS(archs); i++) {
@@ -52,6 +73,7 @@ gboolean moelm_model_config_set_arch(MoelmModelConfig *cfg, const char *arch, GE
     cfg->share_embed = FALSE;
     if (cfg->max_positions <= 0)
       cfg->max_positions = 1024;
+    set_moe_defaults(cfg);
     return TRUE;
   }
   char *names = g_strdup(moelm_model_arch_names());
@@ -80,6 +102,67 @@ const char *moelm_activation_name(MoelmActivation act)
   return (unsigned)act < G_N_ELEMENTS(act_names) ? act_names[act] : "?";
 }
 
+static const char *const policy_names[] = {"sampling", "all", "random"};
+
+gboolean moelm_second_expert_policy_parse(const char *name, MoelmSecondExpertPolicy *policy, GError **error)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS(policy_names); i++)
+    if (strcmp(name, policy_names[i]) == 0) {
+      *policy = (MoelmSecondExpertPolicy)i;
+      return TRUE;
+    }
+  g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+              "unknown --moe-second-expert-policy '%s' (choose from sampling, all, random)", name);
+  return FALSE;
+}
+
+const char *moelm_second_expert_policy_name(MoelmSecondExpertPolicy policy)
+{
+  return (unsigned)policy < G_N_ELEMENTS(policy_names) ? policy_names[policy] : "?";
+}
+
+gboolean moelm_model_config_is_moe_layer(const MoelmModelConfig *cfg, int layer)
+{
+  return cfg->moe_freq > 0 && (layer + 1) % cfg->moe_freq == 0;
+}
+
+int moelm_model_config_moe_layers(const MoelmModelConfig *cfg)
+{
+  int n = 0;
+  for (int l = 0; l < cfg->layers; l++)
+    n += moelm_model_config_is_moe_layer(cfg, l);
+  return n;
+}
+
+int moelm_model_config_expert_ffn_dim(const MoelmModelConfig *cfg)
+{
+  return cfg->moe_expert_ffn_dim > 0 ? cfg->moe_expert_ffn_dim : cfg->ffn_dim;
+}
+
+static const char *moe_problem(const MoelmModelConfig *cfg)
+{
+  if (cfg->moe_freq < 0)
+    return "--moe-freq must not be negative";
+  if (cfg->moe_freq == 0)
+    return NULL;
+  if (cfg->moe_top_k != 1 && cfg->moe_top_k != 2)
+    return "--moe-top-k must be 1 or 2";
+  if (cfg->moe_experts < cfg->moe_top_k)
+    return cfg->moe_top_k == 2 ? "--moe-expert-count must be at least 2 for top-2 gating (or use --moe-top1-expert)"
+                               : "--moe-expert-count must be at least 1";
+  if (cfg->moe_expert_ffn_dim < 0)
+    return "--moe-expert-ffn-dim must be positive";
+  if (!(cfg->moe_capacity_factor > 0))
+    return "--moe-capacity-factor must be positive";
+  if (cfg->moe_eval_capacity_token_fraction > 1)
+    return "--moe-eval-capacity-token-fraction must be at most 1";
+  if (!(cfg->moe_gate_loss_wt >= 0))
+    return "--moe-gate-loss-wt must not be negative";
+  if ((unsigned)cfg->moe_second_expert_policy > MOELM_SECOND_EXPERT_RANDOM)
+    return "unknown --moe-second-expert-policy";
+  return NULL;
+}
+
 gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error)
 {
   const char *bad = NULL;
@@ -97,6 +180,8 @@ gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error
     bad = "dropout probabilities must be in [0, 1)";
   else if (cfg->gate_experts < 0 || cfg->gate_experts == 1)
     bad = "a gating network needs at least 2 experts";
+  else
+    bad = moe_problem(cfg);
   if (bad) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "model config: %s", bad);
     return FALSE;
@@ -145,6 +230,24 @@ JsonNode *moelm_model_config_to_json(const MoelmModelConfig *cfg)
     PUT_INT("gating_network_experts", cfg->gate_experts);
     PUT_DOUBLE("mean_pool_gating_network_dropout", cfg->gate_dropout);
   }
+  PUT_INT("moe_freq", cfg->moe_freq);
+  if (cfg->moe_freq > 0) { /* fairseq's argument names */
+    PUT_INT("moe_expert_count", cfg->moe_experts);
+    PUT_BOOL("moe_top1_expert", cfg->moe_top_k == 1);
+    PUT_INT("moe_expert_ffn_dim", moelm_model_config_expert_ffn_dim(cfg));
+    json_builder_set_member_name(b, "moe_second_expert_policy");
+    json_builder_add_string_value(b, moelm_second_expert_policy_name(cfg->moe_second_expert_policy));
+    PUT_BOOL("moe_normalize_gate_prob_before_dropping", cfg->moe_normalize_gate_prob_before_dropping);
+    PUT_DOUBLE("moe_capacity_factor", cfg->moe_capacity_factor);
+    PUT_BOOL("moe_dropless", cfg->moe_dropless);
+    PUT_DOUBLE("moe_eval_capacity_token_fraction", cfg->moe_eval_capacity_token_fraction);
+    PUT_BOOL("moe_batch_prioritized_routing", cfg->moe_batch_prioritized_routing);
+    PUT_BOOL("use_moe_pad_mask", cfg->moe_pad_mask);
+    PUT_BOOL("moe_gating_use_fp32", cfg->moe_gating_use_fp32);
+    PUT_DOUBLE("moe_gate_loss_wt", cfg->moe_gate_loss_wt);
+    json_builder_set_member_name(b, "moe_gate_loss_combine_method");
+    json_builder_add_string_value(b, cfg->moe_gate_loss_sum ? "sum" : "average");
+  }
 #undef PUT_INT
 #undef PUT_BOOL
 #undef PUT_DOUBLE
@@ -160,6 +263,40 @@ static gboolean need_member(JsonObject *o, const char *key, GError **error)
     return TRUE;
   g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "model config: missing field '%s'", key);
   return FALSE;
+}
+
+/* The MoE members (absent in dense checkpoints: the defaults). */
+static gboolean moe_from_json(MoelmModelConfig *cfg, JsonObject *o, GError **error)
+{
+  set_moe_defaults(cfg);
+  cfg->moe_freq = (int)json_object_get_int_member_with_default(o, "moe_freq", 0);
+  if (cfg->moe_freq <= 0)
+    return TRUE;
+  cfg->moe_experts = (int)json_object_get_int_member_with_default(o, "moe_expert_count", 0);
+  cfg->moe_top_k = json_object_get_boolean_member_with_default(o, "moe_top1_expert", FALSE) ? 1 : 2;
+  cfg->moe_expert_ffn_dim = (int)json_object_get_int_member_with_default(o, "moe_expert_ffn_dim", 0);
+  const char *policy = json_object_get_string_member_with_default(o, "moe_second_expert_policy", "sampling");
+  if (!moelm_second_expert_policy_parse(policy, &cfg->moe_second_expert_policy, error))
+    return FALSE;
+  cfg->moe_normalize_gate_prob_before_dropping =
+      json_object_get_boolean_member_with_default(o, "moe_normalize_gate_prob_before_dropping", FALSE);
+  cfg->moe_capacity_factor = json_object_get_double_member_with_default(o, "moe_capacity_factor", 1.0);
+  cfg->moe_dropless = json_object_get_boolean_member_with_default(o, "moe_dropless", FALSE);
+  cfg->moe_eval_capacity_token_fraction =
+      json_object_get_double_member_with_default(o, "moe_eval_capacity_token_fraction", -1.0);
+  cfg->moe_batch_prioritized_routing =
+      json_object_get_boolean_member_with_default(o, "moe_batch_prioritized_routing", FALSE);
+  cfg->moe_pad_mask = json_object_get_boolean_member_with_default(o, "use_moe_pad_mask", FALSE);
+  cfg->moe_gating_use_fp32 = json_object_get_boolean_member_with_default(o, "moe_gating_use_fp32", FALSE);
+  cfg->moe_gate_loss_wt = json_object_get_double_member_with_default(o, "moe_gate_loss_wt", 0.01);
+  const char *combine = json_object_get_string_member_with_default(o, "moe_gate_loss_combine_method", "average");
+  if (strcmp(combine, "sum") != 0 && strcmp(combine, "average") != 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "model config: moe_gate_loss_combine_method '%s' is not sum or average",
+                combine);
+    return FALSE;
+  }
+  cfg->moe_gate_loss_sum = strcmp(combine, "sum") == 0;
+  return TRUE;
 }
 
 gboolean moelm_model_config_from_json(MoelmModelConfig *cfg, JsonNode *node, GError **error)
@@ -193,6 +330,10 @@ gboolean moelm_model_config_from_json(MoelmModelConfig *cfg, JsonNode *node, GEr
   cfg->activation_dropout = json_object_get_double_member_with_default(o, "activation_dropout", 0.0);
   cfg->gate_experts = (int)json_object_get_int_member_with_default(o, "gating_network_experts", 0);
   cfg->gate_dropout = json_object_get_double_member_with_default(o, "mean_pool_gating_network_dropout", 0.0);
+  if (!moe_from_json(cfg, o, error)) {
+    moelm_model_config_clear(cfg);
+    return FALSE;
+  }
   const char *act = json_object_get_string_member_with_default(o, "activation_fn", "relu");
   if (!moelm_activation_parse(act, &cfg->activation, error) || !moelm_model_config_validate(cfg, error)) {
     moelm_model_config_clear(cfg);

@@ -1,5 +1,6 @@
 /* moelm — incremental decoding with a per-layer key/value cache (generation). Forward
- * only, no dropout; matches a full forward over the same prefix to rounding. */
+ * only, no dropout; MoE layers route with eval semantics. Matches a full forward over the
+ * same prefix to rounding (for MoE layers: when eval routing is dropless, the default). */
 #include "config.h"
 
 #include <math.h>
@@ -16,6 +17,7 @@ struct MoelmKvCache {
   int scratch_tokens;    /* rows*Tq the scratch below holds */
   float *x, *h, *q, *kv, *att, *tmp, *ffn; /* (n,C) ×6 and (n,F) */
   int32_t *d_tok, *d_pos;
+  MoeActs moe;           /* MoE layers' routing scratch (forward only, shared by the layers) */
   float *logits;         /* (rows, V) */
 };
 
@@ -27,6 +29,7 @@ static void free_scratch(MoelmKvCache *kc)
     be->ops->free(be, bufs[i]);
   kc->x = kc->h = kc->q = kc->kv = kc->att = kc->tmp = kc->ffn = NULL;
   kc->d_tok = kc->d_pos = NULL;
+  moelm_moe_acts_free(kc->m, &kc->moe);
   kc->scratch_tokens = 0;
 }
 
@@ -44,6 +47,8 @@ static gboolean ensure_scratch(MoelmKvCache *kc, int n, GError **error)
   if ((kc->ffn = be->ops->alloc(be, (size_t)n * F * sizeof(float), error)) == NULL ||
       (kc->d_tok = be->ops->alloc(be, (size_t)n * sizeof(int32_t), error)) == NULL ||
       (kc->d_pos = be->ops->alloc(be, (size_t)n * sizeof(int32_t), error)) == NULL)
+    goto fail;
+  if (kc->m->n_moe > 0 && !moelm_moe_acts_alloc(kc->m, &kc->moe, n, error))
     goto fail;
   kc->scratch_tokens = n;
   return TRUE;
@@ -183,9 +188,13 @@ gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *toke
       o->layernorm_forward(be, kc->h, NULL, NULL, kc->x, W_PARAM(m, L->ln2_w), W_PARAM(m, L->ln2_b), n, C, 1e-5f);
       in = kc->h;
     }
-    o->linear_forward(be, kc->ffn, in, W_PARAM(m, L->fc1_w), W_PARAM(m, L->fc1_b), n, C, F);
-    o->activation_forward(be, c->activation, kc->ffn, kc->ffn, (size_t)n * F);
-    o->linear_forward(be, kc->tmp, kc->ffn, W_PARAM(m, L->fc2_w), W_PARAM(m, L->fc2_b), n, F, C);
+    if (L->moe) { /* eval routing over the n new tokens (dropless unless an eval capacity is set) */
+      moelm_moe_forward(m, l, &kc->moe, in, kc->tmp, n, FALSE, NULL, NULL);
+    } else {
+      o->linear_forward(be, kc->ffn, in, W_PARAM(m, L->fc1_w), W_PARAM(m, L->fc1_b), n, C, F);
+      o->activation_forward(be, c->activation, kc->ffn, kc->ffn, (size_t)n * F);
+      o->linear_forward(be, kc->tmp, kc->ffn, W_PARAM(m, L->fc2_w), W_PARAM(m, L->fc2_b), n, F, C);
+    }
     o->add(be, kc->x, kc->x, kc->tmp, nC);
     if (!pre)
       o->layernorm_forward(be, kc->x, NULL, NULL, kc->x, W_PARAM(m, L->ln2_w), W_PARAM(m, L->ln2_b), n, C, 1e-5f);

@@ -9,18 +9,8 @@
 #include "moelm/dictionary.h"
 #include "moelm/errors.h"
 
-/* Dropout sites inside a layer; the embedding dropout uses layer EMBED_LAYER. */
-enum { SITE_ATTN_PROBS = 0, SITE_ATTN_OUT = 1, SITE_ACT = 2, SITE_FFN_OUT = 3 };
-#define EMBED_LAYER 0xFFFFu
-
 #define W(off) (m->params + (off))
 #define G(off) (m->grads + (off))
-
-static MoelmDropoutIds drop_ids(const MoelmStepIds *ids, int layer, int site)
-{
-  MoelmDropoutIds d = {ids ? ids->seed : 0, ids ? ids->update : 0, (uint16_t)layer, (uint16_t)site};
-  return d;
-}
 
 void moelm_model_upload_batch(MoelmModel *m, const MoelmBatch *batch)
 {
@@ -46,6 +36,8 @@ void moelm_model_upload_batch(MoelmModel *m, const MoelmBatch *batch)
   be->ops->to_device(be, m->d_pos, pos, (size_t)N * sizeof(int32_t));
   be->ops->to_device(be, m->d_pad, pad, (size_t)N);
   m->any_pad = any_pad;
+  if (m->h_pad)
+    memcpy(m->h_pad, pad, (size_t)N);
   g_free(pos);
   g_free(pad);
 }
@@ -58,8 +50,10 @@ void moelm_model_embed(MoelmModel *m, float *x, const int32_t *d_tokens, const i
   m->be->ops->embedding_forward(m->be, x, d_tokens, d_pos, W(m->wte), wpe, N, c->embed_dim, scale);
 }
 
-/* One layer forward; returns the layer output (N,C). */
-static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B, int T, const MoelmStepIds *ids)
+/* One layer forward; returns the layer output (N,C). training: MoE layers route with the
+ * training capacity and noise. */
+static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B, int T, const MoelmStepIds *ids,
+                                  gboolean training)
 {
   MoelmBackend *be = m->be;
   const struct moelm_backend_ops *o = be->ops;
@@ -71,8 +65,8 @@ static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B
   const float p = ids ? (float)c->dropout : 0.0f;
   const float pa = ids ? (float)c->attention_dropout : 0.0f;
   const float pact = ids ? (float)c->activation_dropout : 0.0f;
-  MoelmDropoutIds d_att = drop_ids(ids, l, SITE_ATTN_PROBS), d_out = drop_ids(ids, l, SITE_ATTN_OUT),
-                  d_act = drop_ids(ids, l, SITE_ACT), d_ffn = drop_ids(ids, l, SITE_FFN_OUT);
+  MoelmDropoutIds d_att = moelm_drop_ids(ids, l, SITE_ATTN_PROBS), d_out = moelm_drop_ids(ids, l, SITE_ATTN_OUT),
+                  d_act = moelm_drop_ids(ids, l, SITE_ACT), d_ffn = moelm_drop_ids(ids, l, SITE_FFN_OUT);
   const uint8_t *mask = m->any_pad ? m->d_pad : NULL;
   const gboolean pre = c->normalize_before;
   a->x_in = (float *)x_in;
@@ -100,11 +94,15 @@ static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B
     o->layernorm_forward(be, a->n2, a->mean2, a->rstd2, a->r1, W(L->ln2_w), W(L->ln2_b), N, C, eps);
     ffn_in = a->n2;
   }
-  o->linear_forward(be, a->fc1, ffn_in, W(L->fc1_w), W(L->fc1_b), N, C, F);
-  o->activation_forward(be, c->activation, a->fcact, a->fc1, (size_t)N * F);
-  o->dropout_forward(be, a->fcact, a->fcact, (size_t)N * F, pact, &d_act);
-  o->linear_forward(be, a->r2, a->fcact, W(L->fc2_w), W(L->fc2_b), N, F, C);
-  o->dropout_forward(be, a->r2, a->r2, (size_t)N * C, p, &d_ffn);
+  if (L->moe) {
+    moelm_moe_forward(m, l, a->moe, ffn_in, a->r2, N, training, ids, m->any_pad ? m->h_pad : NULL);
+  } else {
+    o->linear_forward(be, a->fc1, ffn_in, W(L->fc1_w), W(L->fc1_b), N, C, F);
+    o->activation_forward(be, c->activation, a->fcact, a->fc1, (size_t)N * F);
+    o->dropout_forward(be, a->fcact, a->fcact, (size_t)N * F, pact, &d_act);
+    o->linear_forward(be, a->r2, a->fcact, W(L->fc2_w), W(L->fc2_b), N, F, C);
+    o->dropout_forward(be, a->r2, a->r2, (size_t)N * C, p, &d_ffn);
+  }
   o->add(be, a->r2, a->r2, ffn_res, (size_t)N * C);
   if (!pre) {
     o->layernorm_forward(be, a->n2, a->mean2, a->rstd2, a->r2, W(L->ln2_w), W(L->ln2_b), N, C, eps);
@@ -113,21 +111,47 @@ static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B
   return a->r2;
 }
 
-/* Backward of one layer: on entry m->dx holds dL/d(layer output); on exit dL/d(x_in). */
-static void layer_backward(MoelmModel *m, int l, int B, int T, const MoelmStepIds *ids)
+/* Backward of a dense FFN: dout (N,C) = dL/d dropout(fc2(...)); dffn_in (N,C) += dL/d ffn_in
+ * (may alias dout: it is read first). */
+static void dense_ffn_backward(MoelmModel *m, int l, int N, const MoelmStepIds *ids, const float *ffn_in,
+                               const float *dout, float *dffn_in)
 {
   MoelmBackend *be = m->be;
   const struct moelm_backend_ops *o = be->ops;
   const MoelmModelConfig *c = &m->cfg;
   const LayerParams *L = &m->layers[l];
   const LayerActs *a = &m->acts[l];
-  const int N = B * T, C = c->embed_dim, F = c->ffn_dim;
+  const int C = c->embed_dim, F = c->ffn_dim;
   const size_t NC = (size_t)N * C, NF = (size_t)N * F;
   const float p = ids ? (float)c->dropout : 0.0f;
-  const float pa = ids ? (float)c->attention_dropout : 0.0f;
   const float pact = ids ? (float)c->activation_dropout : 0.0f;
-  MoelmDropoutIds d_att = drop_ids(ids, l, SITE_ATTN_PROBS), d_out = drop_ids(ids, l, SITE_ATTN_OUT),
-                  d_act = drop_ids(ids, l, SITE_ACT), d_ffn = drop_ids(ids, l, SITE_FFN_OUT);
+  MoelmDropoutIds d_act = moelm_drop_ids(ids, l, SITE_ACT), d_ffn = moelm_drop_ids(ids, l, SITE_FFN_OUT);
+  float *dy = m->datt; /* free until the attention backward */
+  o->zero(be, dy, NC * sizeof(float));
+  o->dropout_backward(be, dy, dout, NC, p, &d_ffn);
+  o->zero(be, m->dbig, NF * sizeof(float));
+  o->linear_backward(be, m->dbig, G(L->fc2_w), G(L->fc2_b), dy, a->fcact, W(L->fc2_w), N, F, C);
+  o->zero(be, m->dbig2, NF * sizeof(float));
+  o->dropout_backward(be, m->dbig2, m->dbig, NF, pact, &d_act);
+  o->zero(be, m->dbig, NF * sizeof(float));
+  o->activation_backward(be, c->activation, m->dbig, a->fc1, m->dbig2, NF);
+  o->linear_backward(be, dffn_in, G(L->fc1_w), G(L->fc1_b), m->dbig, ffn_in, W(L->fc1_w), N, C, F);
+}
+
+/* Backward of one layer: on entry m->dx holds dL/d(layer output); on exit dL/d(x_in).
+ * aux_coef: dL/d l_aux for an MoE layer. */
+static void layer_backward(MoelmModel *m, int l, int B, int T, const MoelmStepIds *ids, double aux_coef)
+{
+  MoelmBackend *be = m->be;
+  const struct moelm_backend_ops *o = be->ops;
+  const MoelmModelConfig *c = &m->cfg;
+  const LayerParams *L = &m->layers[l];
+  const LayerActs *a = &m->acts[l];
+  const int N = B * T, C = c->embed_dim;
+  const size_t NC = (size_t)N * C;
+  const float p = ids ? (float)c->dropout : 0.0f;
+  const float pa = ids ? (float)c->attention_dropout : 0.0f;
+  MoelmDropoutIds d_att = moelm_drop_ids(ids, l, SITE_ATTN_PROBS), d_out = moelm_drop_ids(ids, l, SITE_ATTN_OUT);
   const uint8_t *mask = m->any_pad ? m->d_pad : NULL;
   const gboolean pre = c->normalize_before;
   float *dx = m->dx, *dtmp = m->dtmp;
@@ -137,23 +161,20 @@ static void layer_backward(MoelmModel *m, int l, int B, int T, const MoelmStepId
     o->layernorm_backward(be, dtmp, G(L->ln2_w), G(L->ln2_b), dx, a->r2, W(L->ln2_w), a->mean2, a->rstd2, N, C);
     o->copy(be, dx, dtmp, NC * sizeof(float));
   }
-  /* r2 = ffn_res + dropout(fc2(fcact)): dx (= dL/dr2) flows to ffn_res unchanged. */
-  o->zero(be, dtmp, NC * sizeof(float));
-  o->dropout_backward(be, dtmp, dx, NC, p, &d_ffn);
-  o->zero(be, m->dbig, NF * sizeof(float));
-  o->linear_backward(be, m->dbig, G(L->fc2_w), G(L->fc2_b), dtmp, a->fcact, W(L->fc2_w), N, F, C);
-  o->zero(be, m->dbig2, NF * sizeof(float));
-  o->dropout_backward(be, m->dbig2, m->dbig, NF, pact, &d_act);
-  o->zero(be, m->dbig, NF * sizeof(float));
-  o->activation_backward(be, c->activation, m->dbig, a->fc1, m->dbig2, NF);
-  if (pre) {
-    /* fc1 input is n2 = LN2(r1); its gradient joins dx (the residual) through LN2's backward. */
+  /* r2 = ffn_res + ffn(ffn_in): dx (= dL/dr2) flows to ffn_res unchanged. Pre-norm: ffn_in =
+   * LN2(r1), its gradient joins dx through LN2's backward. Post-norm: ffn_in = ffn_res = n1,
+   * its gradient adds straight into dx = dL/dn1, then goes through LN1 to r1. */
+  const float *ffn_in = pre ? a->n2 : a->n1;
+  float *dffn_in = pre ? dtmp : dx;
+  if (pre)
     o->zero(be, dtmp, NC * sizeof(float));
-    o->linear_backward(be, dtmp, G(L->fc1_w), G(L->fc1_b), m->dbig, a->n2, W(L->fc1_w), N, C, F);
+  if (L->moe)
+    moelm_moe_backward(m, l, a->moe, ffn_in, dx, dffn_in, N, ids, aux_coef);
+  else
+    dense_ffn_backward(m, l, N, ids, ffn_in, dx, dffn_in);
+  if (pre) {
     o->layernorm_backward(be, dx, G(L->ln2_w), G(L->ln2_b), dtmp, a->r1, W(L->ln2_w), a->mean2, a->rstd2, N, C);
   } else {
-    /* fc1 input is n1 (= ffn_res): add straight into dx = dL/dn1, then through LN1 to r1. */
-    o->linear_backward(be, dx, G(L->fc1_w), G(L->fc1_b), m->dbig, a->n1, W(L->fc1_w), N, C, F);
     o->zero(be, dtmp, NC * sizeof(float));
     o->layernorm_backward(be, dtmp, G(L->ln1_w), G(L->ln1_b), dx, a->r1, W(L->ln1_w), a->mean1, a->rstd1, N, C);
     o->copy(be, dx, dtmp, NC * sizeof(float));
@@ -174,8 +195,20 @@ static void layer_backward(MoelmModel *m, int l, int B, int T, const MoelmStepId
   }
 }
 
-/* Embedding → layers → final norm → logits. Leaves logits (N,V) in m->logits. */
-static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids, GError **error)
+/* fairseq's MoECriterion combination of the layers' l_aux (sum or average). */
+static double combined_gate_loss(const MoelmModel *m)
+{
+  double sum = 0;
+  for (int l = 0; l < m->cfg.layers; l++)
+    if (m->layers[l].moe)
+      sum += m->acts[l].moe->route->l_aux;
+  return m->cfg.moe_gate_loss_sum || m->n_moe == 0 ? sum : sum / m->n_moe;
+}
+
+/* Embedding → layers → final norm → logits. Leaves logits (N,V) in m->logits. training: MoE
+ * layers use the training capacity and noise (else eval semantics). */
+static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids, gboolean training,
+                        GError **error)
 {
   const MoelmModelConfig *c = &m->cfg;
   const int B = batch->B, T = batch->T, N = B * T, C = c->embed_dim;
@@ -190,11 +223,12 @@ static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepI
   MoelmBackend *be = m->be;
   moelm_model_upload_batch(m, batch);
   moelm_model_embed(m, m->x0, m->d_src, m->d_pos, N);
-  MoelmDropoutIds d_emb = drop_ids(ids, EMBED_LAYER, 0);
+  MoelmDropoutIds d_emb = moelm_drop_ids(ids, EMBED_LAYER, 0);
   be->ops->dropout_forward(be, m->x0, m->x0, (size_t)N * C, ids ? (float)c->dropout : 0.0f, &d_emb);
   const float *x = m->x0;
   for (int l = 0; l < c->layers; l++)
-    x = layer_forward(m, l, x, B, T, ids);
+    x = layer_forward(m, l, x, B, T, ids, training);
+  m->last_gate_loss = combined_gate_loss(m);
   if (m->has_final_norm) {
     be->ops->layernorm_forward(be, m->xf, m->meanf, m->rstdf, x, W(m->lnf_w), W(m->lnf_b), N, C, 1e-5f);
   } else {
@@ -226,12 +260,58 @@ static void collect(MoelmModel *m, const MoelmBatch *batch, float *tok_lprobs, f
 gboolean moelm_model_score(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids, float *tok_lprobs,
                            float *row_lprobs, GError **error)
 {
-  if (!forward(m, batch, ids, error))
+  if (!forward(m, batch, ids, ids != NULL, error))
     return FALSE;
   const int N = batch->B * batch->T;
   m->be->ops->cross_entropy(m->be, m->losses, m->logits, m->d_tgt, NULL, N, m->cfg.vocab_size, MOELM_PAD);
   collect(m, batch, tok_lprobs, row_lprobs);
   return TRUE;
+}
+
+/* Add the last (training) forward's gate metadata to the running sums. */
+static void accumulate_moe_stats(MoelmModel *m)
+{
+  for (int l = 0; l < m->cfg.layers; l++) {
+    if (!m->layers[l].moe)
+      continue;
+    const MoelmRouting *r = m->acts[l].moe->route;
+    MoeStatsAcc *acc = &m->moe_acc[m->layers[l].moe_index];
+    acc->l_aux += r->l_aux;
+    acc->entropy += r->entropy;
+    acc->overflow1 += r->overflow1;
+    acc->overflow2 += r->overflow2;
+    acc->unused1 += r->unused1;
+    acc->balance_top1 += r->balance_top1;
+    acc->balance_bottom1 += r->balance_bottom1;
+    acc->n++;
+  }
+}
+
+int moelm_model_moe_layers(const MoelmModel *m) { return m->n_moe; }
+
+double moelm_model_last_gate_loss(const MoelmModel *m) { return m->last_gate_loss; }
+
+int64_t moelm_model_moe_stats_take(MoelmModel *m, MoelmMoeLayerStats *out)
+{
+  int64_t n = 0;
+  for (int l = 0; l < m->cfg.layers; l++) {
+    if (!m->layers[l].moe)
+      continue;
+    MoeStatsAcc *acc = &m->moe_acc[m->layers[l].moe_index];
+    MoelmMoeLayerStats *st = &out[m->layers[l].moe_index];
+    const double k = acc->n > 0 ? 1.0 / (double)acc->n : 0.0;
+    st->layer = l;
+    st->gate_loss = acc->l_aux * k;
+    st->entropy = acc->entropy * k;
+    st->overflow_expert1 = acc->overflow1 * k;
+    st->overflow_expert2 = acc->overflow2 * k;
+    st->unused_expert1 = acc->unused1 * k;
+    st->expert1_balance_top = acc->balance_top1 * k;
+    st->expert1_balance_bottom = acc->balance_bottom1 * k;
+    n = acc->n;
+    memset(acc, 0, sizeof *acc);
+  }
+  return n;
 }
 
 /* Keep row `row` of a gradient table untouched by the embedding lookup's backward (fairseq's
@@ -256,18 +336,24 @@ static void embedding_backward_skip_pad(MoelmModel *m, float *dwte, float *dwpe,
 gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids,
                                 const float *row_weights, float *tok_lprobs, float *row_lprobs, GError **error)
 {
-  if (!forward(m, batch, ids, error))
+  if (!forward(m, batch, ids, TRUE, error))
     return FALSE;
+  accumulate_moe_stats(m);
   MoelmBackend *be = m->be;
   const struct moelm_backend_ops *o = be->ops;
   const MoelmModelConfig *c = &m->cfg;
   const int B = batch->B, T = batch->T, N = B * T, C = c->embed_dim, V = c->vocab_size;
 
-  /* dL/dlogp(token) = -w_row; the fused op wants dL/dloss = +w_row (loss = -logp). */
+  /* dL/dlogp(token) = -w_row; the fused op wants dL/dloss = +w_row (loss = -logp). The
+   * weighted token count is the sample size the gate loss is scaled by. */
   float *dloss = g_new(float, N);
+  double sample_size = 0;
   for (int b = 0; b < B; b++)
-    for (int t = 0; t < T; t++)
-      dloss[b * T + t] = batch->tgt[b * T + t] == MOELM_PAD ? 0.0f : row_weights[b];
+    for (int t = 0; t < T; t++) {
+      const gboolean pad = batch->tgt[b * T + t] == MOELM_PAD;
+      dloss[b * T + t] = pad ? 0.0f : row_weights[b];
+      sample_size += pad ? 0.0 : row_weights[b];
+    }
   o->to_device(be, m->dloss, dloss, (size_t)N * sizeof(float));
   g_free(dloss);
   o->cross_entropy(be, m->losses, m->logits, m->d_tgt, m->dloss, N, V, MOELM_PAD); /* logits := dlogits */
@@ -284,10 +370,12 @@ gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const Mo
                           C);
     o->copy(be, m->dx, m->dtmp, NC * sizeof(float));
   }
+  /* fairseq's MoECriterion: loss += wt * sample_size * (sum | average of the layers' l_aux) */
+  const double aux_coef = c->moe_gate_loss_wt * sample_size / (c->moe_gate_loss_sum || m->n_moe == 0 ? 1 : m->n_moe);
   for (int l = c->layers - 1; l >= 0; l--)
-    layer_backward(m, l, B, T, ids);
+    layer_backward(m, l, B, T, ids, aux_coef);
   /* embedding dropout, then the lookup */
-  MoelmDropoutIds d_emb = drop_ids(ids, EMBED_LAYER, 0);
+  MoelmDropoutIds d_emb = moelm_drop_ids(ids, EMBED_LAYER, 0);
   o->zero(be, m->dtmp, NC * sizeof(float));
   o->dropout_backward(be, m->dtmp, m->dx, NC, ids ? (float)c->dropout : 0.0f, &d_emb);
   o->copy(be, m->dx, m->dtmp, NC * sizeof(float));

@@ -2,6 +2,7 @@
 #ifndef MOELM_MODEL_PRIVATE_H
 #define MOELM_MODEL_PRIVATE_H
 
+#include "gating/token_gate.h"
 #include "moelm/model.h"
 
 /* Offsets (in floats) of one layer's parameters in the arena. */
@@ -9,10 +10,43 @@ typedef struct {
   size_t qkv_w, qkv_b;       /* (3C, C), (3C): q, k, v projections back to back */
   size_t out_w, out_b;       /* (C, C), (C) */
   size_t ln1_w, ln1_b;       /* self_attn_layer_norm (C) */
-  size_t fc1_w, fc1_b;       /* (F, C), (F) */
+  size_t fc1_w, fc1_b;       /* (F, C), (F) (dense layers) */
   size_t fc2_w, fc2_b;       /* (C, F), (C) */
   size_t ln2_w, ln2_b;       /* final_layer_norm (C) */
+  /* MoE layers: moe_layer.gate.wg.weight (E, C), then expert e's fc1.weight (Fe, C),
+   * fc1.bias (Fe), fc2.weight (C, Fe), fc2.bias (C) at experts + e * expert_stride. */
+  gboolean moe;
+  int moe_index;             /* 0-based among the MoE layers */
+  size_t gate_w;
+  size_t experts, expert_stride;
 } LayerParams;
+
+/* Offsets of expert e's tensors (Fe = expert FFN dim, C = embed dim). */
+#define EXPERT_FC1_W(L, e) ((L)->experts + (size_t)(e) * (L)->expert_stride)
+#define EXPERT_FC1_B(L, e, C, Fe) (EXPERT_FC1_W(L, e) + (size_t)(Fe) * (C))
+#define EXPERT_FC2_W(L, e, C, Fe) (EXPERT_FC1_B(L, e, C, Fe) + (size_t)(Fe))
+#define EXPERT_FC2_B(L, e, C, Fe) (EXPERT_FC2_W(L, e, C, Fe) + (size_t)(C) * (Fe))
+
+/* One MoE layer's activations: the routing and the dispatched rows (A <= K*N of them,
+ * grouped by expert) the backward needs. The KV cache keeps one for inference. */
+typedef struct {
+  MoelmRouting *route;  /* host: the last forward's routing */
+  float *h_logits;      /* (N, E) host copy of the router logits */
+  float *logits;        /* (N, E) router logits */
+  int32_t *token;       /* (K*N) token of each dispatched row */
+  float *weight;        /* (K*N) combine weight of each dispatched row */
+  float *xin;           /* (K*N, C) dispatched inputs */
+  float *fc1;           /* (K*N, Fe) pre-activation */
+  float *fcact;         /* (K*N, Fe) dropout(act(fc1)) */
+  float *y;             /* (K*N, C) expert outputs after dropout */
+  int rows;             /* N the buffers hold */
+} MoeActs;
+
+/* Running sums of one MoE layer's gate metadata over training forwards. */
+typedef struct {
+  double l_aux, entropy, overflow1, overflow2, unused1, balance_top1, balance_bottom1;
+  int64_t n;
+} MoeStatsAcc;
 
 /* Activations of one layer kept for the backward pass (N = B*T rows). */
 typedef struct {
@@ -28,6 +62,7 @@ typedef struct {
   float *fc1;        /* (N,F) pre-activation */
   float *fcact;      /* (N,F) dropout(act(fc1)) */
   float *r2;         /* (N,C) residual sum after the FFN */
+  MoeActs *moe;      /* MoE layers: the routed FFN's state (fc1/fcact unused) */
 } LayerActs;
 
 struct MoelmModel {
@@ -60,6 +95,16 @@ struct MoelmModel {
   float *dloss;       /* (N) */
   float *dx, *dtmp, *dbig, *dbig2, *dqkv, *datt; /* backward scratch */
   float *save_row;    /* (C) scratch to protect pad rows of embedding grads */
+
+  /* token-level MoE */
+  int n_moe;                /* MoE layers */
+  uint8_t *h_pad;           /* (N) host: 1 where src is padding (for --use-moe-pad-mask) */
+  float *moe_d1, *moe_d2;   /* (K*N, C) backward scratch */
+  float *moe_dw;            /* (K*N) dL/d combine weight */
+  float *moe_dlogits;       /* (N, E) */
+  float *h_dw, *h_dslot, *h_dlogits; /* host: (K*N), (K*N), (N, E) */
+  MoeStatsAcc *moe_acc;     /* (n_moe) */
+  double last_gate_loss;    /* combined l_aux of the last forward */
 };
 
 /* Allocate activations for N token rows (grows, never shrinks). */
@@ -71,6 +116,35 @@ gboolean moelm_model_ensure_attention(MoelmModel *m, int B, int T, GError **erro
 void moelm_model_upload_batch(MoelmModel *m, const MoelmBatch *batch);
 /* x (N,C) = embed(src) + positions, before dropout. */
 void moelm_model_embed(MoelmModel *m, float *x, const int32_t *d_tokens, const int32_t *d_pos, int N);
+
+/* Dropout sites inside a layer (the MoE experts use SITE_ACT and SITE_FFN_OUT over their
+ * dispatched rows); the embedding dropout uses layer EMBED_LAYER. */
+enum { SITE_ATTN_PROBS = 0, SITE_ATTN_OUT = 1, SITE_ACT = 2, SITE_FFN_OUT = 3 };
+#define EMBED_LAYER 0xFFFFu
+
+static inline MoelmDropoutIds moelm_drop_ids(const MoelmStepIds *ids, int layer, int site)
+{
+  MoelmDropoutIds d = {ids ? ids->seed : 0, ids ? ids->update : 0, (uint16_t)layer, (uint16_t)site};
+  return d;
+}
+
+/* ---- MoE layers (moe_layer.c) ---- */
+/* Allocate / free one MoE layer's activations for N tokens. */
+gboolean moelm_moe_acts_alloc(MoelmModel *m, MoeActs *a, int N, GError **error);
+void moelm_moe_acts_free(MoelmModel *m, MoeActs *a);
+/* out (N,C) = the MoE FFN of layer l on inp (N,C) (before the residual). training: fairseq's
+ * training capacity and the second-expert noise; otherwise eval capacity (dropless unless
+ * the eval token fraction is set). ids: dropout and noise stream (NULL: no dropout, noise
+ * from stream 0). pad (N) host or NULL: tokens that are not routed (--use-moe-pad-mask). */
+void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const float *inp, float *out, int N, gboolean training,
+                       const MoelmStepIds *ids, const uint8_t *pad);
+/* Backward of the last forward: dinp (N,C) += dL/dinp (dinp may alias dout), the layer's
+ * gate and expert gradients +=. aux_coef: dL/d l_aux of this layer. */
+void moelm_moe_backward(MoelmModel *m, int l, MoeActs *a, const float *inp, const float *dout, float *dinp, int N,
+                        const MoelmStepIds *ids, double aux_coef);
+/* Allocate the model-level MoE scratch for N tokens (no-op for a dense model). */
+gboolean moelm_moe_workspace_alloc(MoelmModel *m, int N, GError **error);
+void moelm_moe_workspace_free(MoelmModel *m);
 
 /* A parameter tensor at `off` floats into the arena. */
 #define W_PARAM(m, off) ((m)->params + (off))

@@ -31,6 +31,29 @@ static void free_param(gpointer data)
   g_free(p);
 }
 
+/* fairseq's MoE layer in place of fc1/fc2: the gate, then the experts in order. */
+static void layout_moe(MoelmModel *m, int l, LayerParams *L)
+{
+  const MoelmModelConfig *c = &m->cfg;
+  const int C = c->embed_dim, E = c->moe_experts, Fe = moelm_model_config_expert_ffn_dim(c);
+  char name[160];
+  L->moe = TRUE;
+  L->moe_index = m->n_moe++;
+  g_snprintf(name, sizeof name, "decoder.layers.%d.moe_layer.gate.wg.weight", l);
+  L->gate_w = add_param(m, name, E, C);
+  for (int e = 0; e < E; e++) {
+    static const char *const parts[] = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"};
+    const int64_t shapes[4][2] = {{Fe, C}, {Fe, 0}, {C, Fe}, {C, 0}};
+    for (int k = 0; k < 4; k++) {
+      g_snprintf(name, sizeof name, "decoder.layers.%d.moe_layer.experts.%d.%s", l, e, parts[k]);
+      const size_t off = add_param(m, name, shapes[k][0], shapes[k][1]);
+      if (e == 0 && k == 0)
+        L->experts = off;
+    }
+  }
+  L->expert_stride = (size_t)Fe * C + Fe + (size_t)C * Fe + C;
+}
+
 static void layout(MoelmModel *m)
 {
   const MoelmModelConfig *c = &m->cfg;
@@ -61,10 +84,14 @@ static void layout(MoelmModel *m)
     P(out_b, "self_attn.out_proj.bias", C, 0);
     P(ln1_w, "self_attn_layer_norm.weight", C, 0);
     P(ln1_b, "self_attn_layer_norm.bias", C, 0);
-    P(fc1_w, "fc1.weight", F, C);
-    P(fc1_b, "fc1.bias", F, 0);
-    P(fc2_w, "fc2.weight", C, F);
-    P(fc2_b, "fc2.bias", C, 0);
+    if (moelm_model_config_is_moe_layer(c, l))
+      layout_moe(m, l, L);
+    else {
+      P(fc1_w, "fc1.weight", F, C);
+      P(fc1_b, "fc1.bias", F, 0);
+      P(fc2_w, "fc2.weight", C, F);
+      P(fc2_b, "fc2.bias", C, 0);
+    }
     P(ln2_w, "final_layer_norm.weight", C, 0);
     P(ln2_b, "final_layer_norm.bias", C, 0);
 #undef P
@@ -93,6 +120,7 @@ MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GErro
   m->tensors = g_ptr_array_new_with_free_func(free_param);
   m->by_name = g_hash_table_new(g_str_hash, g_str_equal);
   layout(m);
+  m->moe_acc = g_new0(MoeStatsAcc, MAX(m->n_moe, 1));
   const size_t bytes = m->n_params * sizeof(float);
   m->params = be->ops->alloc(be, bytes, error);
   m->grads = m->params ? be->ops->alloc(be, bytes, error) : NULL;
@@ -128,6 +156,10 @@ static void free_workspace(MoelmModel *m)
                        a->n2, a->mean2, a->rstd2, a->fc1, a->fcact, a->r2};
       for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
         be->ops->free(be, bufs[i]);
+      if (a->moe) {
+        moelm_moe_acts_free(m, a->moe);
+        g_free(a->moe);
+      }
     }
     g_free(m->acts);
     m->acts = NULL;
@@ -136,6 +168,7 @@ static void free_workspace(MoelmModel *m)
                   m->dloss, m->dx, m->dtmp, m->dbig, m->dbig2, m->dqkv, m->datt, m->save_row};
   for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
     be->ops->free(be, bufs[i]);
+  moelm_moe_workspace_free(m);
   m->max_rows = 0;
   m->att_cap = 0;
 }
@@ -151,6 +184,7 @@ void moelm_model_free(MoelmModel *m)
     m->be->ops->free(m->be, m->sinusoid);
   }
   g_free(m->layers);
+  g_free(m->moe_acc);
   if (m->by_name)
     g_hash_table_destroy(m->by_name);
   if (m->tensors)
@@ -167,6 +201,8 @@ gboolean moelm_model_ensure_workspace(MoelmModel *m, int N, GError **error)
   MoelmBackend *be = m->be;
   const MoelmModelConfig *c = &m->cfg;
   const size_t C = c->embed_dim, F = c->ffn_dim, V = c->vocab_size, n = (size_t)N;
+  /* the FFN backward scratch also holds the dispatched rows of an MoE layer (K*N, Fe) */
+  const size_t big = m->n_moe > 0 ? MAX(n * F, (size_t)c->moe_top_k * n * moelm_model_config_expert_ffn_dim(c)) : n * F;
   gboolean ok = TRUE;
 #define ALLOC(ptr, count)                                                          \
   do {                                                                             \
@@ -188,8 +224,8 @@ gboolean moelm_model_ensure_workspace(MoelmModel *m, int N, GError **error)
   ALLOC(m->dloss, n);
   ALLOC(m->dx, n * C);
   ALLOC(m->dtmp, n * C);
-  ALLOC(m->dbig, n * F);
-  ALLOC(m->dbig2, n * F);
+  ALLOC(m->dbig, big);
+  ALLOC(m->dbig2, big);
   ALLOC(m->dqkv, n * 3 * C);
   ALLOC(m->datt, n * C);
   ALLOC(m->save_row, C);
@@ -205,11 +241,17 @@ gboolean moelm_model_ensure_workspace(MoelmModel *m, int N, GError **error)
     ALLOC(a->n2, n * C);
     ALLOC(a->mean2, n);
     ALLOC(a->rstd2, n);
-    ALLOC(a->fc1, n * F);
-    ALLOC(a->fcact, n * F);
     ALLOC(a->r2, n * C);
+    if (m->layers[l].moe) {
+      a->moe = g_new0(MoeActs, 1);
+      ok = ok && moelm_moe_acts_alloc(m, a->moe, N, error);
+    } else {
+      ALLOC(a->fc1, n * F);
+      ALLOC(a->fcact, n * F);
+    }
   }
 #undef ALLOC
+  ok = ok && moelm_moe_workspace_alloc(m, N, error);
   if (!ok) {
     free_workspace(m);
     return FALSE;
@@ -268,8 +310,18 @@ void moelm_model_init_params(MoelmModel *m, uint64_t seed)
       init_xavier(h + L->qkv_w + (size_t)k * C * C, C, C, (float)M_SQRT1_2, &rng);
     init_uniform(h + L->qkv_b, 3 * (size_t)C, 1.0f / sqrtf((float)C), &rng); /* nn.Linear default */
     init_xavier(h + L->out_w, C, C, 1.0f, &rng);
-    init_xavier(h + L->fc1_w, F, C, 1.0f, &rng);
-    init_xavier(h + L->fc2_w, C, F, 1.0f, &rng);
+    if (L->moe) {
+      /* wg: nn.Linear's default (fairseq.modules.linear.Linear); experts as the dense FFN */
+      const int E = c->moe_experts, Fe = moelm_model_config_expert_ffn_dim(c);
+      init_uniform(h + L->gate_w, (size_t)E * C, 1.0f / sqrtf((float)C), &rng);
+      for (int e = 0; e < E; e++) {
+        init_xavier(h + EXPERT_FC1_W(L, e), Fe, C, 1.0f, &rng);
+        init_xavier(h + EXPERT_FC2_W(L, e, C, Fe), C, Fe, 1.0f, &rng);
+      }
+    } else {
+      init_xavier(h + L->fc1_w, F, C, 1.0f, &rng);
+      init_xavier(h + L->fc2_w, C, F, 1.0f, &rng);
+    }
     for (int i = 0; i < C; i++)
       h[L->ln1_w + i] = h[L->ln2_w + i] = 1.0f;
   }

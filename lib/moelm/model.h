@@ -8,7 +8,19 @@
  * The training API is "weighted NLL over rows": for a batch of B rows the loss is
  *   L = -sum_b w_b * sum_t log p(tgt[b,t] | src[b,<=t])      (pad targets excluded)
  * which serves plain LM training (w_b = 1/ntokens), hard mixtures (winner rows) and soft
- * mixtures (posterior-weighted rows) alike. */
+ * mixtures (posterior-weighted rows) alike.
+ *
+ * Token-level MoE layers (cfg.moe_freq > 0, docs/moe.md) add fairseq's MoECriterion gate loss
+ * to that training loss:
+ *   L += moe_gate_loss_wt * S_w * (sum | average over the MoE layers of l_aux),
+ *   S_w = sum_b w_b * (non-pad targets of row b)
+ * S_w is the weighted token count, which is what every objective's sample size is (w_b = 1:
+ * the batch's tokens; mixture posteriors summing to one per block: the same), so after the
+ * trainer divides by the sample size the gate term is exactly fairseq's wt * l_aux. Routing
+ * semantics: train_step always routes as in training (capacity, second-expert noise; the
+ * noise stream is `ids`, stream 0 when NULL); score routes as in training when `ids` is given
+ * and with eval semantics when it is NULL (dropless unless
+ * moe_eval_capacity_token_fraction > 0, no noise); decode uses eval semantics. */
 #ifndef MOELM_MODEL_H
 #define MOELM_MODEL_H
 
@@ -69,6 +81,30 @@ gboolean moelm_model_score(MoelmModel *m, const MoelmBatch *batch, const MoelmSt
  * for L = -Σ_b row_weights[b]·Σ_t lprob[b,t]. Outputs as score(); may be NULL. */
 gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids,
                                 const float *row_weights, float *tok_lprobs, float *row_lprobs, GError **error);
+
+/* ---- token-level MoE ------------------------------------------------------------------ */
+int moelm_model_moe_layers(const MoelmModel *m); /* MoE layers (0 for a dense model) */
+
+/* The combined (sum | average, unweighted) l_aux of the last forward (0 without MoE layers):
+ * the gate loss of the last train_step is moe_gate_loss_wt * S_w * this. */
+double moelm_model_last_gate_loss(const MoelmModel *m);
+
+/* fairseq's per-layer gate metadata (MoECriterion.moe_logging_keys), averaged over the
+ * train_step forwards since the last take. */
+typedef struct {
+  int layer;                     /* decoder layer index */
+  double gate_loss;              /* l_aux */
+  double entropy;                /* entropy_gating: mean gate entropy (nats) */
+  double overflow_expert1;       /* % of first choices dropped by the capacity */
+  double overflow_expert2;       /* % of second choices dropped */
+  double unused_expert1;         /* unused_expert1_count: experts nobody chose first */
+  double expert1_balance_top;    /* % of first choices on the most used 20% of experts */
+  double expert1_balance_bottom; /* % on the least used 20% */
+} MoelmMoeLayerStats;
+
+/* Fill out[moelm_model_moe_layers(m)] and reset the sums; returns how many forwards they
+ * average (0: none since the last take, out holds zeros). */
+int64_t moelm_model_moe_stats_take(MoelmModel *m, MoelmMoeLayerStats *out);
 
 /* ---- incremental decoding ------------------------------------------------------------ */
 typedef struct MoelmKvCache MoelmKvCache;

@@ -1,5 +1,6 @@
-/* moelm — the decoder's configuration: fairseq's transformer_lm architectures and the
- * --decoder-* overrides, serialisable to JSON for checkpoint metadata. */
+/* moelm — the decoder's configuration: fairseq's transformer_lm architectures, the
+ * --decoder-* overrides and the token-level MoE options (--moe-*), serialisable to JSON for
+ * checkpoint metadata. */
 #ifndef MOELM_MODEL_CONFIG_H
 #define MOELM_MODEL_CONFIG_H
 
@@ -9,6 +10,13 @@
 #include "moelm/backend.h" /* MoelmActivation */
 
 G_BEGIN_DECLS
+
+/* How a top-2 gate picks the second expert (fairseq's --moe-second-expert-policy). */
+typedef enum {
+  MOELM_SECOND_EXPERT_SAMPLING, /* argmax of logits + Gumbel noise over the other experts (fairseq's default) */
+  MOELM_SECOND_EXPERT_ALL,      /* argmax over the other experts */
+  MOELM_SECOND_EXPERT_RANDOM    /* argmax, kept only with probability 2 * its gate value */
+} MoelmSecondExpertPolicy;
 
 typedef struct {
   char *arch;                  /* "transformer_lm", ... */
@@ -31,10 +39,29 @@ typedef struct {
    * token embeddings (gating_network.fc1/fc2). 0 experts = no gating network. */
   int gate_experts;            /* --num-experts of an lp method */
   double gate_dropout;         /* --mean-pool-gating-network-dropout */
+  /* Token-level sparse MoE (fairseq's MoE branch, docs/moe.md): decoder layer i is an MoE
+   * layer when moe_freq > 0 and (i+1) % moe_freq == 0; its fc1/fc2 become moe_experts
+   * experts behind a Top1Gate/Top2Gate. */
+  int moe_freq;                        /* --moe-freq (0: dense) */
+  int moe_experts;                     /* --moe-expert-count (alias --moe-num-experts) */
+  int moe_top_k;                       /* 2, or 1 with --moe-top1-expert (--moe-top-k) */
+  int moe_expert_ffn_dim;              /* --moe-expert-ffn-dim (0: ffn_dim) */
+  MoelmSecondExpertPolicy moe_second_expert_policy; /* --moe-second-expert-policy (sampling) */
+  gboolean moe_normalize_gate_prob_before_dropping; /* --moe-normalize-gate-prob-before-dropping */
+  double moe_capacity_factor;          /* --moe-capacity-factor (1.0) */
+  gboolean moe_dropless;               /* --moe-dropless: no capacity, no drops (training too) */
+  double moe_eval_capacity_token_fraction; /* > 0: eval capacity = ceil(fraction * tokens); else dropless */
+  gboolean moe_batch_prioritized_routing;  /* --moe-batch-prioritized-routing */
+  gboolean moe_pad_mask;               /* --use-moe-pad-mask: padding tokens are not routed */
+  gboolean moe_gating_use_fp32;        /* --moe-gating-use-fp32 (the CPU gates in fp32 anyway) */
+  double moe_gate_loss_wt;             /* --moe-gate-loss-wt (0.01) */
+  gboolean moe_gate_loss_sum;          /* --moe-gate-loss-combine-method sum (default: average) */
 } MoelmModelConfig;
 
 /* Fill cfg with the named architecture's defaults (fields not set by the arch keep
- * fairseq's base_lm_architecture defaults). Unknown names are an error listing the known. */
+ * fairseq's base_lm_architecture defaults) and the MoE defaults (dense: moe_freq 0; top-2,
+ * sampling, capacity factor 1, gate loss weight 0.01 averaged over layers). Unknown names are
+ * an error listing the known. */
 gboolean moelm_model_config_set_arch(MoelmModelConfig *cfg, const char *arch, GError **error);
 /* The names accepted by set_arch, '|'-separated (for option choices). */
 const char *moelm_model_arch_names(void);
@@ -42,7 +69,17 @@ const char *moelm_model_arch_names(void);
 gboolean moelm_activation_parse(const char *name, MoelmActivation *act, GError **error);
 const char *moelm_activation_name(MoelmActivation act);
 
-/* Check dims (embed_dim % heads == 0, positive sizes, dropout in [0,1)). */
+gboolean moelm_second_expert_policy_parse(const char *name, MoelmSecondExpertPolicy *policy, GError **error);
+const char *moelm_second_expert_policy_name(MoelmSecondExpertPolicy policy);
+
+/* Whether decoder layer `layer` (0-based) is an MoE layer, and how many there are. */
+gboolean moelm_model_config_is_moe_layer(const MoelmModelConfig *cfg, int layer);
+int moelm_model_config_moe_layers(const MoelmModelConfig *cfg);
+/* The experts' FFN dimension (moe_expert_ffn_dim, or ffn_dim when that is 0). */
+int moelm_model_config_expert_ffn_dim(const MoelmModelConfig *cfg);
+
+/* Check dims (embed_dim % heads == 0, positive sizes, dropout in [0,1)) and, when moe_freq > 0,
+ * the MoE options (experts >= top_k, top_k 1 or 2, capacity factor > 0, weight >= 0). */
 gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error);
 
 void moelm_model_config_clear(MoelmModelConfig *cfg); /* frees arch */

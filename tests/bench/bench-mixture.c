@@ -55,22 +55,35 @@ static GArray *documents(const MoelmIndexedDataset *ds)
   return docs;
 }
 
-/* Best one-to-one matching of experts to domains (exhaustive over permutations, K <= 8). */
-static int best_matching(const int counts[MAX_DOMAINS][MAX_DOMAINS], int D, int K, int *perm, int depth, int used)
+/* Best one-to-one matching of experts to domains (exhaustive over assignments, K <= 8):
+ * returns the number of documents it gets right and the expert of each domain in best[]
+ * (-1 when there are more domains than experts). */
+static int search_matching(const int counts[MAX_DOMAINS][MAX_DOMAINS], int D, int K, int depth, int used, int *cur,
+                           int *best, int score, int best_score)
 {
-  if (depth == D)
-    return 0;
-  int best = -1;
-  for (int k = 0; k < K; k++) {
-    if (used & (1 << k))
-      continue;
-    perm[depth] = k;
-    int rest = best_matching(counts, D, K, perm, depth + 1, used | (1 << k));
-    best = MAX(best, counts[depth][k] + rest);
+  if (depth == D) {
+    if (score > best_score)
+      memcpy(best, cur, sizeof(int) * D);
+    return MAX(score, best_score);
   }
-  if (best < 0) /* more domains than experts: this domain gets none */
-    best = best_matching(counts, D, K, perm, depth + 1, used);
-  return best;
+  for (int k = -1; k < K; k++) {
+    if (k >= 0 && (used & (1 << k)))
+      continue;
+    if (k < 0 && D - depth <= K - __builtin_popcount(used))
+      continue; /* only leave a domain unmatched when experts run out */
+    cur[depth] = k;
+    best_score = search_matching(counts, D, K, depth + 1, k >= 0 ? used | (1 << k) : used, cur, best,
+                                 score + (k >= 0 ? counts[depth][k] : 0), best_score);
+  }
+  return best_score;
+}
+
+static int best_matching(const int counts[MAX_DOMAINS][MAX_DOMAINS], int D, int K, int *best)
+{
+  int cur[MAX_DOMAINS];
+  for (int d = 0; d < D; d++)
+    best[d] = -1;
+  return search_matching(counts, D, K, 0, 0, cur, best, 0, -1);
 }
 
 int main(int argc, char **argv)
@@ -214,7 +227,7 @@ int main(int argc, char **argv)
     totals[di]++;
   }
   int perm[MAX_DOMAINS];
-  const int correct = best_matching(counts, D, K, perm, 0, 0);
+  const int correct = best_matching(counts, D, K, perm);
   printf("| domain | documents |");
   for (int k = 0; k < K; k++)
     printf(" expert %d |", k);
@@ -228,7 +241,11 @@ int main(int argc, char **argv)
       printf(" %.2f |", totals[di] ? (double)counts[di][k] / totals[di] : 0.0);
     printf("\n");
   }
-  printf("domain accuracy (best one-to-one matching of experts to domains): %.3f (%d of %u documents)\n",
-         (double)correct / docs->len, correct, docs->len);
+  double macro = 0; /* the same matching, averaged per domain (the domains differ in size) */
+  for (int di = 0; di < D; di++)
+    macro += perm[di] >= 0 && totals[di] ? (double)counts[di][perm[di]] / totals[di] / D : 0.0;
+  printf("domain accuracy (best one-to-one matching of experts to domains): %.3f (%d of %u documents); "
+         "per-domain average %.3f\n",
+         (double)correct / docs->len, correct, docs->len, macro);
   return 0;
 }

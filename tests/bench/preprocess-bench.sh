@@ -101,9 +101,20 @@ row() { rows+=("$(printf '%-28s %8s %8s %8s %9s %9s' "$1" "$2" "$3" "$4" "$5" "$
 mbps() { awk -v mb="$MB" -v s="$1" 'BEGIN { printf "%.1f", mb / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 
+# CPU the machine gives two busy threads for a second right now (200% = two free cores).
+probe() {
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f "%P" sh -c '(timeout 1 sh -c "while :; do :; done") & timeout 1 sh -c "while :; do :; done"; wait' 2>&1 |
+      tail -1
+  else
+    echo "?"
+  fi
+}
+
 bench_mode() {
   local label=$1
   shift
+  echo "$label: two busy threads get $(probe) CPU"
   local r1 r2 t1 t2
   r1=$(best_of "$WORK/out-1" 1 "$@")
   r2=$(best_of "$WORK/out-2" 2 "$@")
@@ -115,6 +126,7 @@ bench_mode() {
 
 # Calibration: two independent 1-worker runs side by side (same work as 2 workers, twice).
 calibrate() {
+  echo "calibration: two busy threads get $(probe) CPU"
   local best="" t0 t1 t solo
   solo=$(best_of "$WORK/cal-solo" 1)
   solo=${solo% *}

@@ -297,14 +297,26 @@ static void test_sentencepiece(void)
   char *valid = cli_write(dir, "valid.txt", text);
   g_free(text);
   char *trained = cli_path(dir, "trained"), *given1 = cli_path(dir, "given1"), *given4 = cli_path(dir, "given4");
-  const char *train_opts[] = {"--bpe", "sentencepiece", "--nwordssrc", "300", NULL};
+  /* The train text is also the test split: train is binarized from the pieces its counting
+   * pass cached, test by encoding again; both must give the same bytes. */
+  const char *train_opts[] = {"--bpe", "sentencepiece", "--nwordssrc", "300", "--testpref", train, NULL};
   CU_ASSERT_EQUAL_FATAL(run_workers(train, valid, trained, "1", NULL, train_opts), 0);
+  char *tr = cli_path(trained, "train.bin"), *te = cli_path(trained, "test.bin");
+  CU_ASSERT_TRUE(cli_same_file(tr, te));
+  g_free(tr);
+  g_free(te);
+  tr = cli_path(trained, "train.idx");
+  te = cli_path(trained, "test.idx");
+  CU_ASSERT_TRUE(cli_same_file(tr, te));
+  g_free(tr);
+  g_free(te);
   char *model = cli_path(trained, "spm.model");
   CU_ASSERT_TRUE_FATAL(g_file_test(model, G_FILE_TEST_IS_REGULAR));
-  const char *given_opts[] = {"--bpe", "sentencepiece", "--sentencepiece-model", model, NULL};
+  const char *given_opts[] = {"--bpe", "sentencepiece", "--sentencepiece-model", model, "--testpref", train, NULL};
   CU_ASSERT_EQUAL_FATAL(run_workers(train, valid, given1, "1", NULL, given_opts), 0);
   CU_ASSERT_EQUAL_FATAL(run_workers(train, valid, given4, "4", "5000", given_opts), 0);
-  const char *files[] = {"dict.txt", "spm.model", "train.bin", "train.idx", "valid.bin", "valid.idx", NULL};
+  const char *files[] = {"dict.txt",  "spm.model", "train.bin", "train.idx", "valid.bin",
+                         "valid.idx", "test.bin",  "test.idx",  NULL};
   assert_same_outputs(trained, given1, files);
   assert_same_outputs(given1, given4, files);
 
