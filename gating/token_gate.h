@@ -49,7 +49,7 @@ typedef struct {
 /* fairseq's capacity for S tokens: training top-1 int(factor * ceil(S/E)), top-2
  * int(factor * 2 * ceil(S/E)) (fairseq's top-2 has no factor: factor 1 is fairseq's);
  * eval ceil(eval_fraction * S) when eval_fraction > 0, else unlimited; dropless: unlimited.
- * Returns 0 for unlimited. */
+ * Returns 0 for unlimited (so a training capacity is at least 1). */
 int moelm_token_gate_capacity(int S, int E, int top_k, double capacity_factor, gboolean dropless, gboolean eval,
                               double eval_fraction);
 

@@ -77,19 +77,29 @@ static void test_train_eval_generate(void)
   g_free(data);
 }
 
-/* The sequence mixture's weighted rows through MoE layers, top-1 and dropless. */
+/* The sequence mixture (soft, learned prior: posterior-weighted rows) through MoE layers,
+ * top-1 and dropless, and eval-lm's mixture marginal on its checkpoint. */
 static void test_mixture_with_moe(void)
 {
   char *tmp = moelm_test_tmpdir();
   char *data = moelm_test_srcpath("data-bin/demo");
   char *save = g_build_filename(tmp, "ckpt", NULL);
-  const char *extra[] = {"--task", "language_model_moe", "--method", "sMoEup", "--num-experts", "2",
+  const char *extra[] = {"--task", "language_model_moe", "--method", "sMoElp", "--num-experts", "2", "--mean-pool-gating-network",
                          "--moe-top1-expert", "--moe-dropless", NULL};
   char *err = NULL;
   CU_ASSERT_EQUAL(train(data, save, extra, &err), 0);
   CU_ASSERT(err && strstr(err, "layer1_moe_gate_loss="));
   CU_ASSERT(err && !strstr(err, "layer1_overflow_expert2")); /* top-1: no second expert */
   g_free(err);
+  /* the mixture's exact marginal through MoE layers */
+  char *ckpt = g_build_filename(save, "checkpoint_last.pt", NULL);
+  const char *eval[] = {"eval-lm", data, "--path", ckpt, "--gen-subset", "valid", "--threads", "1", NULL};
+  char *out = NULL;
+  CU_ASSERT_EQUAL(run(eval, NULL, &out, &err), 0);
+  CU_ASSERT(out && strstr(out, "Perplexity: "));
+  g_free(out);
+  g_free(err);
+  g_free(ckpt);
   moelm_test_rmtree(tmp);
   g_free(tmp);
   g_free(save);
