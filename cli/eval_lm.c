@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "commands.h"
+#include "preprocess.h" /* pp_repr_float: Python's repr() of a float */
 #include "common_options.h"
 #include "moelm/errors.h"
 #include "moelm/log.h"
@@ -111,54 +112,6 @@ static void say(const char *fmt, ...)
   g_free(msg);
 }
 
-/* Python's repr() of a float: the shortest digits that read back the same, fixed notation
- * for exponents in [-4, 16), scientific otherwise. */
-static void py_float_repr(double x, char *buf, gsize size)
-{
-  if (isnan(x) || isinf(x) || x == 0.0) {
-    g_snprintf(buf, size, "%s", isnan(x) ? "nan" : isinf(x) ? (x > 0 ? "inf" : "-inf") : signbit(x) ? "-0.0" : "0.0");
-    return;
-  }
-  char sci[40];
-  for (int p = 1; p <= 17; p++) {
-    g_snprintf(sci, sizeof sci, "%.*e", p - 1, x);
-    if (g_ascii_strtod(sci, NULL) == x)
-      break;
-  }
-  char digits[24];
-  gsize nd = 0;
-  const char *c = sci + (sci[0] == '-');
-  for (; *c && *c != 'e'; c++)
-    if (g_ascii_isdigit(*c))
-      digits[nd++] = *c;
-  digits[nd] = '\0';
-  const int e = atoi(c + 1);
-  GString *s = g_string_new(x < 0 ? "-" : "");
-  if (e >= -4 && e < 16) {
-    if (e < 0) {
-      g_string_append(s, "0.");
-      for (int k = 0; k < -e - 1; k++)
-        g_string_append_c(s, '0');
-      g_string_append(s, digits);
-    } else if ((int)nd <= e + 1) {
-      g_string_append(s, digits);
-      for (int k = (int)nd; k < e + 1; k++)
-        g_string_append_c(s, '0');
-      g_string_append(s, ".0");
-    } else {
-      g_string_append_len(s, digits, e + 1);
-      g_string_append_printf(s, ".%s", digits + e + 1);
-    }
-  } else {
-    g_string_append_c(s, digits[0]);
-    if (nd > 1)
-      g_string_append_printf(s, ".%s", digits + 1);
-    g_string_append_printf(s, "e%c%02d", e < 0 ? '-' : '+', abs(e));
-  }
-  g_snprintf(buf, size, "%s", s->str);
-  g_string_free(s, TRUE);
-}
-
 /* fairseq's WordStat. */
 typedef struct {
   char *word;
@@ -230,14 +183,12 @@ static void print_word_stats(GPtrArray *order)
   g_ptr_array_sort(order, by_count_desc); /* stable, as Python's sorted() */
   for (guint i = 0; i < order->len; i++) {
     const WordStat *w = g_ptr_array_index(order, i);
-    char lp[40], next[40];
-    py_float_repr(w->log_prob, lp, sizeof lp);
-    if (w->count - w->missing_next > 0)
-      py_float_repr(w->next_word_prob, next, sizeof next);
-    else
-      g_strlcpy(next, "0", sizeof next);
+    char *lp = pp_repr_float(w->log_prob);
+    char *next = w->count - w->missing_next > 0 ? pp_repr_float(w->next_word_prob) : g_strdup("0");
     say("%s\t%" G_GINT64_FORMAT "\t%s\t%s\t%s\t%" G_GINT64_FORMAT, w->word, w->count, lp,
         w->is_bpe ? "True" : "False", next, w->count - w->missing_next);
+    g_free(lp);
+    g_free(next);
   }
 }
 

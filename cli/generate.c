@@ -106,7 +106,7 @@ static const MoelmArgSpec *gen_table(GenOptions *o)
     {"--unkpen", NULL, MOELM_ARG_DOUBLE, &o->unkpen, NULL, "subtracted from <unk>'s log-prob (0)", NULL},
     {"--no-repeat-ngram-size", NULL, MOELM_ARG_INT, &o->no_repeat, NULL, "never repeat an n-gram of this size", NULL},
     {"--seed", NULL, MOELM_ARG_INT64, &o->seed, NULL, "random seed for sampling (1)", NULL},
-    {"--remove-bpe", "--post-process", MOELM_ARG_STRING, &o->post_process, NULL,
+    {"--remove-bpe", "--post-process", MOELM_ARG_OPTIONAL, &o->post_process, "@@ ",
      "merge pieces into words: sentencepiece, subword_nmt, '@@ ' (alone: '@@ ')", NULL},
     {"--bpe", NULL, MOELM_ARG_STRING, &o->bpe, NULL, "sentencepiece: encode prompts with DATA/spm.model", NULL},
     {"--sentencepiece-model", NULL, MOELM_ARG_STRING, &o->spm_model, NULL, "SentencePiece model (DATA/spm.model)",
@@ -125,19 +125,6 @@ static const MoelmArgSpec *gen_table(GenOptions *o)
   };
   memcpy(t, spec, sizeof spec);
   return t;
-}
-
-/* fairseq's --remove-bpe takes an optional value ('@@ ' when alone): spell a bare one out. */
-static GPtrArray *expand_bare_remove_bpe(int argc, char **argv)
-{
-  GPtrArray *out = g_ptr_array_new_with_free_func(g_free);
-  for (int i = 0; i < argc; i++) {
-    const gboolean flag = strcmp(argv[i], "--remove-bpe") == 0 || strcmp(argv[i], "--post-process") == 0;
-    const gboolean bare = flag && (i + 1 == argc || g_str_has_prefix(argv[i + 1], "--"));
-    g_ptr_array_add(out, bare ? g_strdup_printf("%s=@@ ", argv[i]) : g_strdup(argv[i]));
-  }
-  g_ptr_array_add(out, NULL);
-  return out;
 }
 
 /* --gen-expert auto | all | a non-negative integer. */
@@ -456,13 +443,12 @@ int moelm_cmd_generate(int argc, char **argv)
   GenOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {gen_table(&o), moelm_ignored_options, NULL};
-  GPtrArray *args = expand_bare_remove_bpe(argc, argv);
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;
   GError *error = NULL;
   int rc = 0;
   MoelmGeneratorConfig gc;
-  if (!moelm_args_parse(prog, tables, argc, (char **)args->pdata, 1, pos, &help, &error)) {
+  if (!moelm_args_parse(prog, tables, argc, argv, 1, pos, &help, &error)) {
     rc = moelm_cli_fail(cmd, error, 2);
     goto out;
   }
@@ -482,7 +468,6 @@ out:
   g_clear_error(&error);
   moelm_args_free_strings(tables);
   g_ptr_array_unref(pos);
-  g_ptr_array_unref(args);
   g_free(prog);
   return rc;
 }
