@@ -7,6 +7,8 @@
  * failing step stops the others early. */
 #include "config.h"
 
+#include <glib/gstdio.h>
+
 #include <stdatomic.h>
 #include <string.h>
 
@@ -239,18 +241,20 @@ gboolean pp_check_text(const char *path, int workers, GError **error)
 
 typedef struct {
   const char *path;
+  gsize len;                /* the file's size (the pass maps it once) */
   MoelmDictionary **counts; /* (workers,) one counter per task */
 } CountJob;
 
 static gboolean count_step(int worker, const char *data, gsize start, gsize end, gpointer user, GError **error)
 {
   CountJob *job = user;
-  return moelm_count_words(job->path, start, end, job->counts[worker], error);
+  return moelm_count_words_in_buffer(job->path, data, job->len, start, end, NULL, NULL, job->counts[worker], error);
 }
 
 MoelmDictionary *pp_count_words(const char *path, int workers, GError **error)
 {
-  CountJob job = {path, g_new(MoelmDictionary *, workers)};
+  GStatBuf st;
+  CountJob job = {path, g_stat(path, &st) == 0 ? (gsize)st.st_size : 0, g_new(MoelmDictionary *, workers)};
   for (int w = 0; w < workers; w++)
     job.counts[w] = moelm_dictionary_new();
   gboolean ok = run_pass(path, "counting words in", workers, count_step, &job, error);

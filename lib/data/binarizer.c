@@ -8,38 +8,6 @@
 #include "moelm/binarizer.h"
 #include "moelm/errors.h"
 
-/* Words are looked up as NUL-terminated strings; short ones are copied to the stack so the
- * hot loop does not allocate. */
-#define WORD_STACK_MAX 256
-
-static int32_t lookup_word(const MoelmDictionary *dict, const char *w, gsize wlen)
-{
-  char tmp[WORD_STACK_MAX];
-  if (wlen < sizeof tmp) {
-    memcpy(tmp, w, wlen);
-    tmp[wlen] = '\0';
-    return moelm_dictionary_index(dict, tmp);
-  }
-  char *copy = g_strndup(w, wlen);
-  int32_t idx = moelm_dictionary_index(dict, copy);
-  g_free(copy);
-  return idx;
-}
-
-static void count_word(MoelmDictionary *counts, const char *w, gsize wlen)
-{
-  char tmp[WORD_STACK_MAX];
-  if (wlen < sizeof tmp) {
-    memcpy(tmp, w, wlen);
-    tmp[wlen] = '\0';
-    moelm_dictionary_add_symbol(counts, tmp, 1, FALSE);
-    return;
-  }
-  char *copy = g_strndup(w, wlen);
-  moelm_dictionary_add_symbol(counts, copy, 1, FALSE);
-  g_free(copy);
-}
-
 static gboolean check_utf8(const char *line, gsize len, GError **error)
 {
   if (len > 0 && !g_utf8_validate_len(line, len, NULL)) {
@@ -76,7 +44,7 @@ gboolean moelm_encode_line(const MoelmDictionary *dict, const char *line, gsize 
     gsize pos = 0, wlen;
     const char *w;
     while (moelm_next_word(line, len, &pos, &w, &wlen)) {
-      int32_t idx = lookup_word(dict, w, wlen);
+      int32_t idx = moelm_dictionary_index_len(dict, w, wlen);
       replaced += idx == MOELM_UNK && !is_unk_word(w, wlen);
       g_array_append_val(ids, idx);
     }
@@ -126,17 +94,16 @@ static void prefix_line(GError **error, const char *path, const MoelmMappedFile 
   moelm_error_prefix(error, "%s:%" G_GINT64_FORMAT, path, before + line_in_range + 1);
 }
 
-gboolean moelm_count_words_tokenized(const char *path, gsize start, gsize end, MoelmLineTokenizer tokenizer,
-                                     gpointer tokenizer_data, MoelmDictionary *counts, GError **error)
+/* Count the lines of [start, end) of a file already in memory (mf). */
+static gboolean count_range(const char *path, const MoelmMappedFile *mf, gsize start, gsize end,
+                            MoelmLineTokenizer tokenizer, gpointer tokenizer_data, MoelmDictionary *counts,
+                            GError **error)
 {
-  MoelmMappedFile mf;
-  if (!open_range(path, start, end, &mf, error))
-    return FALSE;
   gsize pos = start, len;
   const char *line;
   int64_t nline = 0;
   gboolean ok = TRUE;
-  while (moelm_next_line(mf.data, end, &pos, &line, &len)) {
+  while (moelm_next_line(mf->data, end, &pos, &line, &len)) {
     if (!check_utf8(line, len, error)) {
       ok = FALSE;
     } else if (tokenizer != NULL) {
@@ -150,17 +117,41 @@ gboolean moelm_count_words_tokenized(const char *path, gsize start, gsize end, M
       gsize wpos = 0, wlen;
       const char *w;
       while (moelm_next_word(line, len, &wpos, &w, &wlen))
-        count_word(counts, w, wlen);
+        moelm_dictionary_add_symbol_len(counts, w, wlen, 1, FALSE);
     }
     if (!ok) {
-      prefix_line(error, path, &mf, start, nline);
+      prefix_line(error, path, mf, start, nline);
       break;
     }
-    moelm_dictionary_add_symbol(counts, "</s>", 1, FALSE);
+    moelm_dictionary_add_symbol_len(counts, "</s>", 4, 1, FALSE);
     nline++;
   }
+  return ok;
+}
+
+gboolean moelm_count_words_tokenized(const char *path, gsize start, gsize end, MoelmLineTokenizer tokenizer,
+                                     gpointer tokenizer_data, MoelmDictionary *counts, GError **error)
+{
+  MoelmMappedFile mf;
+  if (!open_range(path, start, end, &mf, error))
+    return FALSE;
+  gboolean ok = count_range(path, &mf, start, end, tokenizer, tokenizer_data, counts, error);
   moelm_mapped_file_close(&mf);
   return ok;
+}
+
+gboolean moelm_count_words_in_buffer(const char *path, const char *data, gsize data_len, gsize start, gsize end,
+                                     MoelmLineTokenizer tokenizer, gpointer tokenizer_data, MoelmDictionary *counts,
+                                     GError **error)
+{
+  const MoelmMappedFile mf = {data, data_len};
+  if (start > end || end > data_len || !at_line_boundary(&mf, start) || !at_line_boundary(&mf, end)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "%s: byte range [%" G_GSIZE_FORMAT ", %" G_GSIZE_FORMAT ") is not a range of whole lines", path,
+                start, end);
+    return FALSE;
+  }
+  return count_range(path, &mf, start, end, tokenizer, tokenizer_data, counts, error);
 }
 
 gboolean moelm_count_words(const char *path, gsize start, gsize end, MoelmDictionary *counts, GError **error)

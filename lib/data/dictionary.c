@@ -7,6 +7,7 @@
 
 #include "data/mapped-file.h"
 #include "data/unicode-space.h"
+#include "data/word-index.h"
 #include "moelm/binarizer.h"
 #include "moelm/dictionary.h"
 #include "moelm/errors.h"
@@ -15,17 +16,25 @@
 struct MoelmDictionary {
   GPtrArray *symbols; /* (n,) owned strings; with #fairseq:overwrite one word may repeat */
   GArray *counts;     /* (n,) int64_t */
-  GHashTable *indices; /* word → index of its latest entry; keys point into `symbols` */
+  GArray *lens;       /* (n,) guint32 byte length of each symbol */
+  MoelmWordIndex index; /* word → index of its latest entry */
 };
+
+static MoelmDictionary *dict_alloc(void)
+{
+  MoelmDictionary *d = g_new0(MoelmDictionary, 1);
+  d->symbols = g_ptr_array_new_with_free_func(g_free);
+  d->counts = g_array_new(FALSE, FALSE, sizeof(int64_t));
+  d->lens = g_array_new(FALSE, FALSE, sizeof(guint32));
+  moelm_word_index_init(&d->index);
+  return d;
+}
 
 static const char *const special_words[MOELM_NSPECIAL] = {"<s>", "<pad>", "</s>", "<unk>"};
 
 MoelmDictionary *moelm_dictionary_new(void)
 {
-  MoelmDictionary *d = g_new0(MoelmDictionary, 1);
-  d->symbols = g_ptr_array_new_with_free_func(g_free);
-  d->counts = g_array_new(FALSE, FALSE, sizeof(int64_t));
-  d->indices = g_hash_table_new(g_str_hash, g_str_equal);
+  MoelmDictionary *d = dict_alloc();
   for (int i = 0; i < MOELM_NSPECIAL; i++)
     moelm_dictionary_add_symbol(d, special_words[i], 1, FALSE);
   return d;
@@ -35,41 +44,61 @@ void moelm_dictionary_free(MoelmDictionary *dict)
 {
   if (dict == NULL)
     return;
-  g_hash_table_destroy(dict->indices);
+  moelm_word_index_clear(&dict->index);
   g_ptr_array_unref(dict->symbols);
   g_array_unref(dict->counts);
+  g_array_unref(dict->lens);
   g_free(dict);
+}
+
+static gboolean lookup_len(const MoelmDictionary *dict, const char *word, gsize len, int32_t *index)
+{
+  *index = moelm_word_index_find(&dict->index, dict->symbols, dict->lens, word, len);
+  return *index >= 0;
 }
 
 static gboolean lookup(const MoelmDictionary *dict, const char *word, int32_t *index)
 {
-  gpointer value;
-  if (!g_hash_table_lookup_extended(dict->indices, word, NULL, &value))
-    return FALSE;
-  *index = GPOINTER_TO_INT(value);
-  return TRUE;
+  return lookup_len(dict, word, strlen(word), index);
+}
+
+static int32_t append_symbol_len(MoelmDictionary *dict, const char *word, gsize len, int64_t n)
+{
+  int32_t idx = (int32_t)dict->symbols->len;
+  guint32 len32 = (guint32)len;
+  g_ptr_array_add(dict->symbols, g_strndup(word, len));
+  g_array_append_val(dict->counts, n);
+  g_array_append_val(dict->lens, len32);
+  /* the word now maps to its newest entry, as fairseq's indices[word] = idx does */
+  moelm_word_index_set(&dict->index, dict->symbols, dict->lens, idx);
+  return idx;
 }
 
 static int32_t append_symbol(MoelmDictionary *dict, const char *word, int64_t n)
 {
-  int32_t idx = (int32_t)dict->symbols->len;
-  char *copy = g_strdup(word);
-  g_ptr_array_add(dict->symbols, copy);
-  g_array_append_val(dict->counts, n);
-  /* insert() keeps an existing key pointer (an older entry of the same word, still owned by
-   * `symbols`) and only updates the index, as fairseq's indices[word] = idx does. */
-  g_hash_table_insert(dict->indices, copy, GINT_TO_POINTER(idx));
-  return idx;
+  return append_symbol_len(dict, word, strlen(word), n);
+}
+
+int32_t moelm_dictionary_add_symbol_len(MoelmDictionary *dict, const char *word, gsize len, int64_t n,
+                                        gboolean overwrite)
+{
+  int32_t idx;
+  if (!overwrite && lookup_len(dict, word, len, &idx)) {
+    g_array_index(dict->counts, int64_t, idx) += n;
+    return idx;
+  }
+  return append_symbol_len(dict, word, len, n);
 }
 
 int32_t moelm_dictionary_add_symbol(MoelmDictionary *dict, const char *word, int64_t n, gboolean overwrite)
 {
+  return moelm_dictionary_add_symbol_len(dict, word, strlen(word), n, overwrite);
+}
+
+int32_t moelm_dictionary_index_len(const MoelmDictionary *dict, const char *word, gsize len)
+{
   int32_t idx;
-  if (!overwrite && lookup(dict, word, &idx)) {
-    g_array_index(dict->counts, int64_t, idx) += n;
-    return idx;
-  }
-  return append_symbol(dict, word, n);
+  return lookup_len(dict, word, len, &idx) ? idx : MOELM_UNK;
 }
 
 guint moelm_dictionary_size(const MoelmDictionary *dict) { return dict->symbols->len; }
@@ -82,7 +111,8 @@ int32_t moelm_dictionary_index(const MoelmDictionary *dict, const char *word)
 
 gboolean moelm_dictionary_contains(const MoelmDictionary *dict, const char *word)
 {
-  return g_hash_table_contains(dict->indices, word);
+  int32_t idx;
+  return lookup(dict, word, &idx);
 }
 
 const char *moelm_dictionary_symbol(const MoelmDictionary *dict, int32_t index)
@@ -299,10 +329,7 @@ void moelm_dictionary_finalize(MoelmDictionary *dict, int64_t threshold, int64_t
   qsort(e, u, sizeof *e, by_count_desc_then_word);
   int64_t keep = MIN((int64_t)u, nwords - MOELM_NSPECIAL);
 
-  MoelmDictionary *out = g_new0(MoelmDictionary, 1);
-  out->symbols = g_ptr_array_new_with_free_func(g_free);
-  out->counts = g_array_new(FALSE, FALSE, sizeof(int64_t));
-  out->indices = g_hash_table_new(g_str_hash, g_str_equal);
+  MoelmDictionary *out = dict_alloc();
   for (int i = 0; i < MOELM_NSPECIAL; i++)
     append_symbol(out, g_ptr_array_index(dict->symbols, i), g_array_index(dict->counts, int64_t, i));
   for (int64_t i = 0; i < keep && e[i].count >= threshold; i++)
@@ -310,16 +337,10 @@ void moelm_dictionary_finalize(MoelmDictionary *dict, int64_t threshold, int64_t
   g_free(e);
 
   /* Swap the new tables in (the entries above still pointed into the old symbols). */
-  GPtrArray *old_symbols = dict->symbols;
-  GArray *old_counts = dict->counts;
-  GHashTable *old_indices = dict->indices;
-  dict->symbols = out->symbols;
-  dict->counts = out->counts;
-  dict->indices = out->indices;
-  g_free(out);
-  g_hash_table_destroy(old_indices);
-  g_ptr_array_unref(old_symbols);
-  g_array_unref(old_counts);
+  MoelmDictionary old = *dict;
+  *dict = *out;
+  *out = old;
+  moelm_dictionary_free(out);
 
   moelm_dictionary_pad_to_multiple(dict, padding_factor);
 }

@@ -57,6 +57,13 @@ typedef GPtrArray *(*MoelmLineTokenizer)(const char *line, gsize len, gpointer u
 gboolean moelm_count_words_tokenized(const char *path, gsize start, gsize end, MoelmLineTokenizer tokenizer,
                                      gpointer tokenizer_data, MoelmDictionary *counts, GError **error);
 
+/* The same over a file already in memory: data (data_len bytes) is the whole file, `path`
+ * names it in errors; [start, end) must be whole lines. Lets a caller that mapped the file
+ * once count many ranges of it from several threads. */
+gboolean moelm_count_words_in_buffer(const char *path, const char *data, gsize data_len, gsize start, gsize end,
+                                     MoelmLineTokenizer tokenizer, gpointer tokenizer_data, MoelmDictionary *counts,
+                                     GError **error);
+
 /* fairseq's Dictionary.encode_line(add_if_not_exist=False, append_eos=True) for one line
  * (no line end): validate UTF-8 (a NUL byte is refused too), split (or tokenize), look each
  * word up (absent → <unk>), append </s>. The ids are appended to `ids` (GArray of int32_t);

@@ -32,9 +32,15 @@ void moelm_dictionary_free(MoelmDictionary *dict);
  * new entry even if the word exists, as fairseq does); returns its index. */
 int32_t moelm_dictionary_add_symbol(MoelmDictionary *dict, const char *word, int64_t n, gboolean overwrite);
 
+/* The same for a word given as (pointer, byte length), not NUL-terminated. */
+int32_t moelm_dictionary_add_symbol_len(MoelmDictionary *dict, const char *word, gsize len, int64_t n,
+                                        gboolean overwrite);
+
 guint moelm_dictionary_size(const MoelmDictionary *dict);
 /* Index of word, or MOELM_UNK if absent. */
 int32_t moelm_dictionary_index(const MoelmDictionary *dict, const char *word);
+/* Index of a word given as (pointer, byte length), or MOELM_UNK: no copy needed. */
+int32_t moelm_dictionary_index_len(const MoelmDictionary *dict, const char *word, gsize len);
 gboolean moelm_dictionary_contains(const MoelmDictionary *dict, const char *word);
 /* The symbol at index; "<unk>" for an index out of range (fairseq's __getitem__). */
 const char *moelm_dictionary_symbol(const MoelmDictionary *dict, int32_t index);
