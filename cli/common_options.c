@@ -181,6 +181,42 @@ gboolean moelm_model_options_apply(const MoelmModelOptions *o, int max_positions
   return apply_moe(o, cfg, error);
 }
 
+void moelm_task_flag_options_init(MoelmTaskFlagOptions *o)
+{
+  memset(o, 0, sizeof *o);
+  o->gating_context = -1;
+}
+
+const MoelmArgSpec *moelm_task_flag_options_table(MoelmTaskFlagOptions *o)
+{
+  static MoelmArgSpec t[8];
+  const MoelmArgSpec spec[] = {
+    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling|language_model_moe",
+     "task (default: the checkpoint's; another is an error)", NULL},
+    {"--method", NULL, MOELM_ARG_CHOICE, &o->method, "hMoEup|hMoElp|sMoEup|sMoElp",
+     "mixture: checked against the checkpoint", NULL},
+    {"--num-experts", NULL, MOELM_ARG_INT, &o->num_experts, NULL, "mixture: checked against the checkpoint", NULL},
+    {"--mean-pool-gating-network", NULL, MOELM_ARG_FLAG, &o->mean_pool_gating, NULL,
+     "mixture: accepted (the checkpoint's --method decides)", NULL},
+    {"--mean-pool-gating-network-encoder-dim", NULL, MOELM_ARG_INT, &o->gating_encoder_dim, NULL,
+     "mixture: checked against a learned prior's embedding dim", NULL},
+    {"--gating-context", NULL, MOELM_ARG_INT, &o->gating_context, NULL, "mixture: checked against the checkpoint",
+     NULL},
+    {"--mean-pool-gating-network-dropout", NULL, MOELM_ARG_DOUBLE, &o->gating_dropout, NULL,
+     "mixture: accepted (no dropout at inference)", NULL},
+    {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+  };
+  memcpy(t, spec, sizeof spec);
+  return t;
+}
+
+MoelmTaskFlags moelm_task_flag_options_get(const MoelmTaskFlagOptions *o)
+{
+  MoelmTaskFlags f = {o->task, o->method, o->num_experts, o->mean_pool_gating, o->gating_encoder_dim,
+                      o->gating_context};
+  return f;
+}
+
 int moelm_cli_threads_default(void)
 {
   const char *env = g_getenv("MOELM_THREADS");

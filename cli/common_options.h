@@ -4,6 +4,7 @@
 
 #include "args.h"
 #include "moelm/model_config.h"
+#include "tasks/inference.h"
 
 /* fairseq options that mean nothing to moelm (accepted with a warning). */
 extern const MoelmArgSpec moelm_ignored_options[];
@@ -33,6 +34,21 @@ const MoelmArgSpec *moelm_model_options_table(MoelmModelOptions *o);
 gboolean moelm_model_options_apply(const MoelmModelOptions *o, int max_positions_default, MoelmModelConfig *cfg,
                                    GError **error);
 void moelm_model_options_clear(MoelmModelOptions *o);
+
+/* fairseq's task flags as eval-lm and generate accept them (--task and the flags of
+ * language_model_moe): the checkpoint already fixes them, so they are only checked against it
+ * (moelm_inference_check_task). */
+typedef struct {
+  char *task, *method;
+  int num_experts, gating_encoder_dim, gating_context;
+  gboolean mean_pool_gating;
+  double gating_dropout; /* accepted, unused: no dropout at inference */
+} MoelmTaskFlagOptions;
+
+void moelm_task_flag_options_init(MoelmTaskFlagOptions *o);
+/* A table bound to `o` (static storage: one at a time). */
+const MoelmArgSpec *moelm_task_flag_options_table(MoelmTaskFlagOptions *o);
+MoelmTaskFlags moelm_task_flag_options_get(const MoelmTaskFlagOptions *o);
 
 /* --threads N (moelm): CPU threads; 0 = all cores. */
 int moelm_cli_threads_default(void);

@@ -31,11 +31,11 @@
 #define LOGITS_BUDGET ((int64_t)1 << 23)
 
 typedef struct {
-  char *path, *gen_subset, *break_mode, *post_process, *task, *method;
-  int context_window, batch_size, threads, num_experts, gating_encoder_dim, gating_context;
+  char *path, *gen_subset, *break_mode, *post_process;
+  int context_window, batch_size, threads;
   gint64 tokens_per_sample, max_tokens;
-  double gating_dropout; /* accepted, unused: no dropout at inference */
-  gboolean output_word_probs, output_word_stats, mixture_report, mean_pool_gating;
+  MoelmTaskFlagOptions taskflags;
+  gboolean output_word_probs, output_word_stats, mixture_report;
   gboolean tps_seen, mode_seen;
 } EvalOptions;
 
@@ -44,7 +44,7 @@ static void options_init(EvalOptions *o)
   memset(o, 0, sizeof *o);
   o->gen_subset = g_strdup("test");
   o->break_mode = g_strdup("none");
-  o->gating_context = -1;
+  moelm_task_flag_options_init(&o->taskflags);
   o->threads = moelm_cli_threads_default();
 }
 
@@ -53,21 +53,8 @@ static const MoelmArgSpec *eval_table(EvalOptions *o)
   static MoelmArgSpec t[32];
   const MoelmArgSpec spec[] = {
     {"--path", NULL, MOELM_ARG_STRING, &o->path, NULL, "the checkpoint to evaluate (required)", NULL},
-    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling|language_model_moe",
-     "task (default: the checkpoint's; another is an error)", NULL},
-    {"--method", NULL, MOELM_ARG_CHOICE, &o->method, "hMoEup|hMoElp|sMoEup|sMoElp",
-     "mixture: checked against the checkpoint", NULL},
-    {"--num-experts", NULL, MOELM_ARG_INT, &o->num_experts, NULL, "mixture: checked against the checkpoint", NULL},
-    {"--mean-pool-gating-network", NULL, MOELM_ARG_FLAG, &o->mean_pool_gating, NULL,
-     "mixture: accepted (the checkpoint's --method decides)", NULL},
-    {"--mean-pool-gating-network-encoder-dim", NULL, MOELM_ARG_INT, &o->gating_encoder_dim, NULL,
-     "mixture: checked against a learned prior's embedding dim", NULL},
-    {"--gating-context", NULL, MOELM_ARG_INT, &o->gating_context, NULL, "mixture: checked against the checkpoint",
-     NULL},
     {"--mixture-report", NULL, MOELM_ARG_FLAG, &o->mixture_report, NULL,
      "mixture: per-expert perplexities and the best-expert oracle", NULL},
-    {"--mean-pool-gating-network-dropout", NULL, MOELM_ARG_DOUBLE, &o->gating_dropout, NULL,
-     "mixture: accepted (no dropout at inference)", NULL},
     {"--gen-subset", NULL, MOELM_ARG_STRING, &o->gen_subset, NULL, "split to evaluate (test)", NULL},
     {"--context-window", NULL, MOELM_ARG_INT, &o->context_window, NULL,
      "tokens of preceding context per block, not scored (0)", NULL},
@@ -215,8 +202,7 @@ static gboolean resolve_blocks(const EvalOptions *o, const MoelmInference *inf, 
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s: eval-lm does not support task '%s'", o->path, task);
     return FALSE;
   }
-  const MoelmTaskFlags flags = {o->task, o->method, o->num_experts, o->mean_pool_gating, o->gating_encoder_dim,
-                                o->gating_context};
+  const MoelmTaskFlags flags = moelm_task_flag_options_get(&o->taskflags);
   if (!moelm_inference_check_task(inf, &flags, error))
     return FALSE;
   if (o->mixture_report && !inf->mixture) {
@@ -339,7 +325,8 @@ int moelm_cmd_eval_lm(int argc, char **argv)
 {
   EvalOptions o;
   options_init(&o);
-  const MoelmArgSpec *tables[] = {eval_table(&o), moelm_ignored_options, NULL};
+  const MoelmArgSpec *tables[] = {eval_table(&o), moelm_task_flag_options_table(&o.taskflags), moelm_ignored_options,
+                                  NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;
   GError *error = NULL;

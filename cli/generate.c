@@ -38,13 +38,12 @@
 typedef enum { GEN_EXPERT_FIXED, GEN_EXPERT_AUTO, GEN_EXPERT_ALL } GenExpertMode;
 
 typedef struct {
-  char *path, *input, *task, *bpe, *spm_model, *post_process, *method, *gen_expert;
+  char *path, *input, *bpe, *spm_model, *post_process, *gen_expert;
   int buffer_size, batch_size, beam, nbest, topk, min_len, max_len_b, no_repeat, threads;
-  int num_experts, gating_encoder_dim, gating_context;
-  double gating_dropout; /* accepted, unused: no dropout at inference */
+  MoelmTaskFlagOptions taskflags;
   gint64 max_tokens, seed, tokens_per_sample;
   double topp, temperature, max_len_a, unkpen, lenpen;
-  gboolean sampling, unnormalized, skip_invalid, mean_pool_gating;
+  gboolean sampling, unnormalized, skip_invalid;
   GenExpertMode expert_mode; /* from --gen-expert */
   int expert;                /* the fixed expert (0 when --gen-expert is not given) */
 } GenOptions;
@@ -53,7 +52,7 @@ static void options_init(GenOptions *o)
 {
   memset(o, 0, sizeof *o);
   o->input = g_strdup("-");
-  o->gating_context = -1;
+  moelm_task_flag_options_init(&o->taskflags);
   o->beam = 5;
   o->nbest = 1;
   o->topk = -1;
@@ -71,22 +70,9 @@ static const MoelmArgSpec *gen_table(GenOptions *o)
   static MoelmArgSpec t[48];
   const MoelmArgSpec spec[] = {
     {"--path", NULL, MOELM_ARG_STRING, &o->path, NULL, "the checkpoint to generate from (required)", NULL},
-    {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling|language_model_moe",
-     "task (default: the checkpoint's; another is an error)", NULL},
     {"--gen-expert", NULL, MOELM_ARG_STRING, &o->gen_expert, NULL,
      "mixture: generate from expert K, from the most probable one given the prompt (auto), or from each (all); 0",
      NULL},
-    {"--method", NULL, MOELM_ARG_CHOICE, &o->method, "hMoEup|hMoElp|sMoEup|sMoElp",
-     "mixture: checked against the checkpoint", NULL},
-    {"--num-experts", NULL, MOELM_ARG_INT, &o->num_experts, NULL, "mixture: checked against the checkpoint", NULL},
-    {"--mean-pool-gating-network", NULL, MOELM_ARG_FLAG, &o->mean_pool_gating, NULL,
-     "mixture: accepted (the checkpoint's --method decides)", NULL},
-    {"--mean-pool-gating-network-encoder-dim", NULL, MOELM_ARG_INT, &o->gating_encoder_dim, NULL,
-     "mixture: checked against a learned prior's embedding dim", NULL},
-    {"--gating-context", NULL, MOELM_ARG_INT, &o->gating_context, NULL, "mixture: checked against the checkpoint",
-     NULL},
-    {"--mean-pool-gating-network-dropout", NULL, MOELM_ARG_DOUBLE, &o->gating_dropout, NULL,
-     "mixture: accepted (no dropout at inference)", NULL},
     {"--input", NULL, MOELM_ARG_STRING, &o->input, NULL, "file to read prompts from, one per line ('-' = stdin)", NULL},
     {"--buffer-size", NULL, MOELM_ARG_INT, &o->buffer_size, NULL, "prompts read before generating (accepted)", NULL},
     {"--batch-size", "--max-sentences", MOELM_ARG_INT, &o->batch_size, NULL, "prompts per batch (accepted; 1)", NULL},
@@ -357,8 +343,7 @@ static gboolean setup_generator(Run *run, const MoelmGeneratorConfig *gc, GError
 {
   const GenOptions *o = run->o;
   const MoelmInference *inf = run->inf;
-  const MoelmTaskFlags flags = {o->task, o->method, o->num_experts, o->mean_pool_gating, o->gating_encoder_dim,
-                                o->gating_context};
+  const MoelmTaskFlags flags = moelm_task_flag_options_get(&o->taskflags);
   if (!moelm_inference_check_task(inf, &flags, error))
     return FALSE;
   MoelmGeneratorConfig cfg = *gc;
@@ -442,7 +427,8 @@ int moelm_cmd_generate(int argc, char **argv)
   char *prog = g_strdup_printf("moelm %s", cmd);
   GenOptions o;
   options_init(&o);
-  const MoelmArgSpec *tables[] = {gen_table(&o), moelm_ignored_options, NULL};
+  const MoelmArgSpec *tables[] = {gen_table(&o), moelm_task_flag_options_table(&o.taskflags), moelm_ignored_options,
+                                  NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;
   GError *error = NULL;

@@ -63,7 +63,8 @@ typedef struct MoelmIndexedDatasetBuilder MoelmIndexedDatasetBuilder;
 
 MoelmIndexedDatasetBuilder *moelm_indexed_dataset_builder_new(const char *prefix, MoelmIdxDtype dtype,
                                                               GError **error);
-/* Append one sequence; a token < 0 or too large for the dtype is an error (then abort()). */
+/* Append one sequence; a token < 0 or too large for the dtype is an error (the builder must
+ * then be given up with moelm_indexed_dataset_builder_abort). */
 gboolean moelm_indexed_dataset_builder_add(MoelmIndexedDatasetBuilder *b, const int32_t *tokens, gsize n,
                                            GError **error);
 /* Append every sequence of another dataset file (PREFIX2.idx/.bin, same dtype): used to
