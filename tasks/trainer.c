@@ -218,12 +218,11 @@ static void progress(Run *r, int64_t iter, double loss)
 {
   if (!r->cfg->progress_bar)
     return;
+  moelm_log_set_progress_line(TRUE);
   g_printerr("\repoch %03d: %3d%% %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " loss=%.3f num_updates=%" G_GINT64_FORMAT
              "   ",
              r->st.epoch, (int)(100 * iter / MAX(1, updates_per_epoch(r))), iter, updates_per_epoch(r), loss,
              r->st.num_updates);
-  if (iter == updates_per_epoch(r))
-    g_printerr("\n");
 }
 
 /* ---- one update ----------------------------------------------------------------------- */
@@ -500,6 +499,10 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   }
   if (ok)
     moelm_info("moelm.train", "done training in %.1f seconds", moelm_time_now() - r.start_time);
+  if (cfg->progress_bar) { /* leave a clean terminal line for whatever comes next */
+    g_printerr("\r\033[K");
+    moelm_log_set_progress_line(FALSE);
+  }
   result->num_updates = r.st.num_updates;
   result->epoch = r.st.epoch;
   result->best_valid_loss = r.st.has_best ? r.st.best_loss : NAN;

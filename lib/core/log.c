@@ -9,6 +9,9 @@
 static MoelmLogLevel log_level = MOELM_LOG_INFO;
 static FILE *log_tee = NULL;
 static GMutex log_mutex;
+static gboolean progress_line = FALSE;
+
+void moelm_log_set_progress_line(gboolean active) { progress_line = active; }
 
 void moelm_log_set_level(MoelmLogLevel level) { log_level = level; }
 MoelmLogLevel moelm_log_get_level(void) { return log_level; }
@@ -40,7 +43,8 @@ void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...)
   va_end(ap);
 
   g_mutex_lock(&log_mutex);
-  fprintf(stderr, "%s | %s | %s | %s\n", stamp, level_name(level), component, msg);
+  fprintf(stderr, "%s%s | %s | %s | %s\n", progress_line ? "\r\033[K" : "", stamp, level_name(level), component,
+          msg);
   fflush(stderr);
   if (log_tee) {
     fprintf(log_tee, "%s | %s | %s | %s\n", stamp, level_name(level), component, msg);

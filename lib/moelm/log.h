@@ -25,6 +25,10 @@ MoelmLogLevel moelm_log_get_level(void);
  * NULL removes it. The FILE stays owned by the caller. */
 void moelm_log_set_tee(FILE *tee);
 
+/* While a "\r" progress line is on the terminal, log lines first clear it ("\r\033[K"), so
+ * the two never run into each other. */
+void moelm_log_set_progress_line(gboolean active);
+
 void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
 #define moelm_info(component, ...) moelm_log(MOELM_LOG_INFO, (component), __VA_ARGS__)
