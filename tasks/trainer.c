@@ -264,7 +264,7 @@ static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count,
                 gnorm, r->st.num_updates + 1);
     return FALSE;
   }
-  if (!moelm_adam_step(&r->adam, moelm_model_params(r->model), grads, n, moelm_lr_get(r->sched), error))
+  if (!moelm_adam_step(&r->adam, r->be, moelm_model_params(r->model), grads, n, moelm_lr_get(r->sched), error))
     return FALSE;
   r->st.num_updates++;
   moelm_lr_step_update(r->sched, r->st.num_updates);
@@ -324,7 +324,6 @@ static gboolean setup(Run *r, GError **error)
   moelm_model_init_params(r->model, cfg->seed);
   if (!moelm_adam_init(&r->adam, &cfg->adam, moelm_model_num_params(r->model), error))
     return FALSE;
-  r->adam.n_threads = r->be->n_threads;
   MoelmLrSchedulerConfig lr = cfg->lr;
   lr.max_update = cfg->max_update;
   r->sched = moelm_lr_scheduler_new(&lr, error);

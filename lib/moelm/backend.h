@@ -53,7 +53,8 @@ typedef enum {
  *   p -= weight_decay * lr * p            (decoupled, before the update)
  *   p -= step_size * m / (sqrt(v) + eps) */
 typedef struct {
-  float lr, beta1, beta2, eps, weight_decay;
+  double beta1, beta2; /* in double, as fairseq's (1 - beta) alphas are computed */
+  float lr, eps, weight_decay;
   float grad_scale; /* 1/sample_size, clip factor and 1/loss_scale folded together */
   int64_t step;     /* 1 for the first update */
 } MoelmAdamParams;

@@ -17,6 +17,8 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
+#include "moelm/backend.h"
+
 G_BEGIN_DECLS
 
 /* ---- Adam (fairseq `--optimizer adam`, i.e. AdamW) ---------------------------------- */
@@ -48,10 +50,9 @@ typedef struct {
   float *exp_avg;     /* (n) first moment; saved as optimizer.exp_avg.<param> */
   float *exp_avg_sq;  /* (n) second moment; saved as optimizer.exp_avg_sq.<param> */
   int64_t step;       /* updates taken (fairseq's state["step"]); bias corrections use it */
-  int n_threads;      /* threads moelm_adam_step may use (default 1: the caller's only) */
 } MoelmAdam;
 
-/* Zeroed moments of n floats each (64-byte aligned), step 0, n_threads 1. */
+/* Zeroed moments of n floats each (64-byte aligned), step 0. */
 gboolean moelm_adam_init(MoelmAdam *adam, const MoelmAdamConfig *cfg, size_t n, GError **error);
 void moelm_adam_free(MoelmAdam *adam);
 
@@ -62,12 +63,12 @@ void moelm_adam_reset(MoelmAdam *adam);
  * computes it: lr * sqrt(1 - beta2^step) / (1 - beta1^step). For other Adam kernels (CUDA). */
 double moelm_adam_step_size(const MoelmAdamConfig *cfg, int64_t step, double lr);
 
-/* One update over the whole arena: step += 1, then for every i
+/* One update over the whole arena, done by the backend's adam_step (its threads, its
+ * memory): step += 1, then for every i
  *   m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
  *   p -= lr*wd*p;  p -= step_size * m / (sqrt(v) + eps).
- * n must equal adam->n (else an error and nothing changes). Splits the range over
- * adam->n_threads threads when n is large; the result does not depend on the split. */
-gboolean moelm_adam_step(MoelmAdam *adam, float *params, const float *grads, size_t n, double lr,
+ * n must equal adam->n (else an error and nothing changes). */
+gboolean moelm_adam_step(MoelmAdam *adam, MoelmBackend *be, float *params, const float *grads, size_t n, double lr,
                          GError **error);
 
 /* Checkpoint metadata: {"name": "adam", "step": N, "betas": [b1, b2], "eps": e,

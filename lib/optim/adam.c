@@ -1,9 +1,6 @@
-/* moelm — fairseq's Adam (AdamW weight decay) over the flat parameter arena.
- *
- * Element-wise, in float32 as fairseq's fp32 Adam does it, with coefficients computed in
- * double and rounded once:
- *   m = m*b1 + (1-b1)*g;  v = v*b2 + (1-b2)*g*g;  p = p + (-lr*wd)*p;
- *   p = p + (-step_size) * (m / (sqrt(v) + eps)),  step_size = lr*sqrt(1-b2^t)/(1-b1^t). */
+/* moelm — fairseq's Adam (AdamW weight decay) over the flat parameter arena: the state
+ * (moments, step) and its checkpoint form. The element-wise update itself is the backend's
+ * adam_step (one kernel per backend, see lib/moelm/backend.h). */
 #include "config.h"
 
 #include <math.h>
@@ -16,11 +13,6 @@
 #include "optim/number_list.h"
 
 #define ADAM_ALIGN 64
-/* Below this many elements per thread, a thread costs more than it saves. */
-#define ADAM_MIN_PER_THREAD ((size_t)1 << 15)
-/* Thread ranges start on multiples of this (whole cache lines, whole vectors). */
-#define ADAM_CHUNK_ALIGN ((size_t)16)
-#define ADAM_MAX_THREADS 64
 
 void moelm_adam_config_init(MoelmAdamConfig *cfg)
 {
@@ -120,7 +112,6 @@ gboolean moelm_adam_init(MoelmAdam *adam, const MoelmAdamConfig *cfg, size_t n, 
   }
   adam->cfg = *cfg;
   adam->n = n;
-  adam->n_threads = 1;
   return TRUE;
 }
 
@@ -147,60 +138,7 @@ double moelm_adam_step_size(const MoelmAdamConfig *cfg, int64_t step, double lr)
   return lr * sqrt(bias_correction2) / bias_correction1;
 }
 
-typedef struct {
-  float beta1, one_minus_beta1;
-  float beta2, one_minus_beta2;
-  float eps;
-  float neg_decay;      /* -lr * weight_decay */
-  float neg_step_size;  /* -step_size */
-} AdamCoefs;
-
-/* The update over [0, n) of four aligned mirrors. Blocks of 8 with a fixed trip count let
- * the -O2 vectoriser turn the inner loop into one AVX2 vector per array. */
-static void adam_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-                       size_t n, const AdamCoefs *c)
-{
-  const float b1 = c->beta1, a1 = c->one_minus_beta1, b2 = c->beta2, a2 = c->one_minus_beta2;
-  const float eps = c->eps, decay = c->neg_decay, step = c->neg_step_size;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    for (size_t k = i; k < i + 8; k++) {
-      float gk = g[k];
-      float mk = m[k] * b1 + a1 * gk;
-      float vk = v[k] * b2 + a2 * gk * gk;
-      m[k] = mk;
-      v[k] = vk;
-      float pk = p[k] + decay * p[k];
-      p[k] = pk + step * (mk / (sqrtf(vk) + eps));
-    }
-  }
-  for (; i < n; i++) {
-    float gi = g[i];
-    float mi = m[i] * b1 + a1 * gi;
-    float vi = v[i] * b2 + a2 * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    float pi = p[i] + decay * p[i];
-    p[i] = pi + step * (mi / (sqrtf(vi) + eps));
-  }
-}
-
-typedef struct {
-  float *p;
-  const float *g;
-  float *m, *v;
-  size_t n;
-  const AdamCoefs *c;
-} AdamSlice;
-
-static gpointer adam_slice_thread(gpointer data)
-{
-  AdamSlice *s = data;
-  adam_range(s->p, s->g, s->m, s->v, s->n, s->c);
-  return NULL;
-}
-
-gboolean moelm_adam_step(MoelmAdam *adam, float *params, const float *grads, size_t n, double lr,
+gboolean moelm_adam_step(MoelmAdam *adam, MoelmBackend *be, float *params, const float *grads, size_t n, double lr,
                          GError **error)
 {
   if (n != adam->n) {
@@ -210,42 +148,16 @@ gboolean moelm_adam_step(MoelmAdam *adam, float *params, const float *grads, siz
   }
   adam->step++;
   const MoelmAdamConfig *cfg = &adam->cfg;
-  AdamCoefs c = {
-    .beta1 = (float)cfg->beta1,
-    .one_minus_beta1 = (float)(1.0 - cfg->beta1),
-    .beta2 = (float)cfg->beta2,
-    .one_minus_beta2 = (float)(1.0 - cfg->beta2),
+  const MoelmAdamParams hp = {
+    .lr = (float)lr,
+    .beta1 = cfg->beta1,
+    .beta2 = cfg->beta2,
     .eps = (float)cfg->eps,
-    .neg_decay = (float)(-cfg->weight_decay * lr),
-    .neg_step_size = (float)(-moelm_adam_step_size(cfg, adam->step, lr)),
+    .weight_decay = (float)cfg->weight_decay,
+    .grad_scale = 1.0f,
+    .step = adam->step,
   };
-
-  size_t n_threads = adam->n_threads > 1 ? (size_t)MIN(adam->n_threads, ADAM_MAX_THREADS) : 1;
-  n_threads = MIN(n_threads, MAX(n / ADAM_MIN_PER_THREAD, (size_t)1));
-  if (n_threads <= 1) {
-    adam_range(params, grads, adam->exp_avg, adam->exp_avg_sq, n, &c);
-    return TRUE;
-  }
-  /* Equal slices rounded to ADAM_CHUNK_ALIGN; the caller's thread takes the last one. */
-  size_t per = (n / n_threads + ADAM_CHUNK_ALIGN - 1) / ADAM_CHUNK_ALIGN * ADAM_CHUNK_ALIGN;
-  AdamSlice slices[ADAM_MAX_THREADS];
-  GThread *threads[ADAM_MAX_THREADS];
-  for (size_t t = 0; t < n_threads; t++) {
-    size_t lo = MIN(t * per, n), hi = t + 1 == n_threads ? n : MIN(lo + per, n);
-    slices[t] = (AdamSlice){params + lo, grads + lo, adam->exp_avg + lo, adam->exp_avg_sq + lo, hi - lo, &c};
-    if (t + 1 < n_threads) {
-      /* A thread that cannot start leaves its slice to the caller (below). */
-      threads[t] = g_thread_try_new("moelm-adam", adam_slice_thread, &slices[t], NULL);
-    }
-  }
-  adam_range(slices[n_threads - 1].p, slices[n_threads - 1].g, slices[n_threads - 1].m,
-             slices[n_threads - 1].v, slices[n_threads - 1].n, &c);
-  for (size_t t = 0; t + 1 < n_threads; t++) {
-    if (threads[t] != NULL)
-      g_thread_join(threads[t]);
-    else
-      adam_slice_thread(&slices[t]);
-  }
+  be->ops->adam_step(be, params, grads, adam->exp_avg, adam->exp_avg_sq, n, &hp);
   return TRUE;
 }
 

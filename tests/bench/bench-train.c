@@ -73,7 +73,6 @@ int main(int argc, char **argv)
   moelm_adam_config_init(&acfg);
   MoelmAdam adam;
   moelm_adam_init(&adam, &acfg, np, NULL);
-  adam.n_threads = be->n_threads;
 
   const int N = bc->B * bc->T;
   int32_t *src = g_new(int32_t, N), *tgt = g_new(int32_t, N);
@@ -92,7 +91,7 @@ int main(int argc, char **argv)
     moelm_model_zero_grad(m);
     moelm_model_train_step(m, &batch, &ids, w, NULL, rows, NULL);
     moelm_clip_grad_norm(moelm_model_grads(m), np, 1.0);
-    moelm_adam_step(&adam, moelm_model_params(m), moelm_model_grads(m), np, 1e-4, NULL);
+    moelm_adam_step(&adam, be, moelm_model_params(m), moelm_model_grads(m), np, 1e-4, NULL);
     double t1 = moelm_time_now();
     moelm_model_score(m, &batch, NULL, NULL, rows, NULL);
     double t2 = moelm_time_now();

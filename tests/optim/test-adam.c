@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "moelm-test.h"
+#include "moelm/backend.h"
 #include "moelm/optim.h"
 #include "moelm/rng.h"
 
@@ -23,10 +24,19 @@ static void test_defaults_and_step_size(void)
   CU_ASSERT_DOUBLE_EQUAL(moelm_adam_step_size(&cfg, 10, 1e-3), 1.5318907395118239e-4, 1e-18);
 }
 
+/* The CPU fast path, whose adam_step does the update. */
+static MoelmBackend *cpu(int threads)
+{
+  MoelmBackend *be = moelm_backend_cpu_new(FALSE, threads, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(be);
+  return be;
+}
+
 /* One step from p = 1, g = 0.5, lr = 0.01: the bias corrections cancel the (1-b) factors, so
  * the update is lr * g*sqrt(1-b2) / (|g|*sqrt(1-b2) + eps); weight decay first takes lr*wd*p. */
 static void test_first_step_by_hand(void)
 {
+  MoelmBackend *be = cpu(1);
   for (int with_decay = 0; with_decay <= 1; with_decay++) {
     MoelmAdamConfig cfg;
     moelm_adam_config_init(&cfg);
@@ -35,7 +45,7 @@ static void test_first_step_by_hand(void)
     CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, 3, NULL));
     float p[3] = {1.0f, -2.0f, 0.0f};
     const float g[3] = {0.5f, -0.5f, 0.0f};
-    CU_ASSERT_FATAL(moelm_adam_step(&adam, p, g, 3, 0.01, NULL));
+    CU_ASSERT_FATAL(moelm_adam_step(&adam, be, p, g, 3, 0.01, NULL));
     CU_ASSERT_EQUAL(adam.step, 1);
     double expect0 = with_decay ? 0.98900000632455132 : 0.99000000632455132;
     double expect1 = with_decay ? -2.0 + 0.002 + 0.0099999936754486806 : -2.0 + 0.0099999936754486806;
@@ -46,6 +56,7 @@ static void test_first_step_by_hand(void)
     CU_ASSERT_DOUBLE_EQUAL(adam.exp_avg_sq[0], 0.00025, 1e-10);
     moelm_adam_free(&adam);
   }
+  moelm_backend_free(be);
 }
 
 typedef struct {
@@ -67,6 +78,7 @@ static void ref_adam_step(double *p, const double *g, double *m, double *v, size
 
 static void test_matches_double_reference(void)
 {
+  MoelmBackend *be = cpu(1);
   enum { N = 37, STEPS = 6 }; /* 37: four vector blocks and a tail */
   const RefCfg rc = {0.9, 0.98, 1e-6, 0.01};
   MoelmAdamConfig cfg = {rc.b1, rc.b2, rc.eps, rc.wd};
@@ -85,7 +97,7 @@ static void test_matches_double_reference(void)
       float scale = i % 5 == 0 ? 1e-5f : 1.0f;
       rg[i] = g[i] = scale * moelm_rng_next_normal(&rng);
     }
-    CU_ASSERT_FATAL(moelm_adam_step(&adam, p, g, N, lrs[t - 1], NULL));
+    CU_ASSERT_FATAL(moelm_adam_step(&adam, be, p, g, N, lrs[t - 1], NULL));
     ref_adam_step(rp, rg, rm, rv, N, t, lrs[t - 1], &rc);
   }
   CU_ASSERT_EQUAL(adam.step, STEPS);
@@ -95,6 +107,7 @@ static void test_matches_double_reference(void)
     CU_ASSERT_DOUBLE_EQUAL(adam.exp_avg_sq[i], rv[i], 1e-5 * fabs(rv[i]) + 1e-20);
   }
   moelm_adam_free(&adam);
+  moelm_backend_free(be);
 }
 
 static void run_threads(size_t n, int n_threads, float *p, float *m)
@@ -104,7 +117,7 @@ static void run_threads(size_t n, int n_threads, float *p, float *m)
   cfg.weight_decay = 0.05;
   MoelmAdam adam;
   CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, n, NULL));
-  adam.n_threads = n_threads;
+  MoelmBackend *be = cpu(n_threads);
   float *g = g_new(float, n);
   MoelmRng rng;
   moelm_rng_init(&rng, 11, 0, 0);
@@ -113,11 +126,12 @@ static void run_threads(size_t n, int n_threads, float *p, float *m)
   for (int t = 0; t < 3; t++) {
     for (size_t i = 0; i < n; i++)
       g[i] = moelm_rng_next_normal(&rng);
-    CU_ASSERT_FATAL(moelm_adam_step(&adam, p, g, n, 1e-3, NULL));
+    CU_ASSERT_FATAL(moelm_adam_step(&adam, be, p, g, n, 1e-3, NULL));
   }
   memcpy(m, adam.exp_avg, n * sizeof(float));
   g_free(g);
   moelm_adam_free(&adam);
+  moelm_backend_free(be);
 }
 
 static void test_thread_split_is_exact(void)
@@ -138,19 +152,20 @@ static void test_thread_split_is_exact(void)
 
 static void test_errors_and_reset(void)
 {
+  MoelmBackend *be = cpu(1);
   MoelmAdamConfig cfg;
   moelm_adam_config_init(&cfg);
   MoelmAdam adam;
   CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, 4, NULL));
   float p[5] = {1, 2, 3, 4, 5}, g[5] = {1, 1, 1, 1, 1};
   GError *error = NULL;
-  CU_ASSERT_FALSE(moelm_adam_step(&adam, p, g, 5, 1e-3, &error));
+  CU_ASSERT_FALSE(moelm_adam_step(&adam, be, p, g, 5, 1e-3, &error));
   MOELM_ASSERT_ERROR(error, "5 parameters");
   g_clear_error(&error);
   CU_ASSERT_EQUAL(adam.step, 0);
   CU_ASSERT_EQUAL(p[0], 1.0f);
 
-  CU_ASSERT_TRUE(moelm_adam_step(&adam, p, g, 4, 1e-3, NULL));
+  CU_ASSERT_TRUE(moelm_adam_step(&adam, be, p, g, 4, 1e-3, NULL));
   CU_ASSERT_NOT_EQUAL(adam.exp_avg[0], 0.0f);
   moelm_adam_reset(&adam);
   CU_ASSERT_EQUAL(adam.step, 0);
@@ -167,6 +182,7 @@ static void test_errors_and_reset(void)
   CU_ASSERT_FALSE(moelm_adam_config_validate(&cfg, &error));
   MOELM_ASSERT_ERROR(error, "--adam-eps");
   g_clear_error(&error);
+  moelm_backend_free(be);
 }
 
 static void test_optimizer_names(void)

@@ -237,23 +237,36 @@ static void fast_dropout_backward(MoelmBackend *be, float *dinp, const float *do
 
 /* ---- Adam ----------------------------------------------------------------------------- */
 
+/* One element of the update (coefficients precomputed by fast_adam_step). */
+#define ADAM_ELEMENT(k)                                                                 \
+  do {                                                                                  \
+    const float gk = g[k] * scale;                                                      \
+    const float mk = m[k] * b1 + a1 * gk;                                               \
+    const float vk = v[k] * b2 + a2 * gk * gk;                                          \
+    m[k] = mk;                                                                          \
+    v[k] = vk;                                                                          \
+    const float pk = p[k] - decay * p[k];                                               \
+    p[k] = pk - step * (mk / (sqrtf(vk) + eps));                                        \
+  } while (0)
+
 static void adam_chunks(void *ctx, int64_t begin, int64_t end)
 {
   const ElemJob *j = ctx;
   CHUNK_RANGE(begin, end, j->n);
   const MoelmAdamParams *hp = j->hp;
-  for (size_t i = lo; i < hi; i++) {
-    float g = j->a[i] * hp->grad_scale;
-    float m = hp->beta1 * j->exp_avg[i] + (1.0f - hp->beta1) * g;
-    float v = hp->beta2 * j->exp_avg_sq[i] + (1.0f - hp->beta2) * g * g;
-    float p = j->param[i];
-    p -= j->decay * p;
-    p -= j->step_size * m / (sqrtf(v) + hp->eps);
-    j->exp_avg[i] = m;
-    j->exp_avg_sq[i] = v;
-    j->param[i] = p;
-  }
+  float *restrict p = j->param, *restrict m = j->exp_avg, *restrict v = j->exp_avg_sq;
+  const float *restrict g = j->a;
+  const float b1 = (float)hp->beta1, a1 = (float)(1.0 - hp->beta1), b2 = (float)hp->beta2,
+              a2 = (float)(1.0 - hp->beta2);
+  const float eps = hp->eps, scale = hp->grad_scale, decay = j->decay, step = j->step_size;
+  size_t i = lo;
+  for (; i + 8 <= hi; i += 8) /* a fixed trip count: one AVX2 vector per array */
+    for (size_t k = i; k < i + 8; k++)
+      ADAM_ELEMENT(k);
+  for (; i < hi; i++)
+    ADAM_ELEMENT(i);
 }
+#undef ADAM_ELEMENT
 
 static void fast_adam_step(MoelmBackend *be, float *param, const float *grad, float *exp_avg, float *exp_avg_sq,
                            size_t n, const MoelmAdamParams *hp)
