@@ -256,8 +256,8 @@ static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count,
     step.nsentences += b.batch.B;
   }
   if (step.sample_size > 0)
-    moelm_multiply_grads(grads, n, 1.0 / step.sample_size);
-  const double gnorm = moelm_clip_grad_norm(grads, n, cfg->clip_norm);
+    moelm_multiply_grads(r->be, grads, n, 1.0 / step.sample_size);
+  const double gnorm = moelm_clip_grad_norm(r->be, grads, n, cfg->clip_norm);
   if (!isfinite(gnorm)) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_FAILED,
                 "gradient norm is %g at update %" G_GINT64_FORMAT ": training diverged (lower --lr or set --clip-norm)",

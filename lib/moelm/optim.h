@@ -79,8 +79,11 @@ gboolean moelm_adam_state_from_json(MoelmAdam *adam, JsonNode *node, GError **er
 
 /* ---- gradients ------------------------------------------------------------------------ */
 
+/* The gradient functions below run on the backend that holds the gradients (its
+ * sum_squares and scale ops). */
+
 /* Sum of squares in double (for a distributed norm: all-reduce this, then sqrt). */
-double moelm_grad_sumsq(const float *grads, size_t n);
+double moelm_grad_sumsq(MoelmBackend *be, const float *grads, size_t n);
 
 /* fairseq's clip coefficient: min(1, max_norm / (total_norm + 1e-6)); 1 when max_norm <= 0
  * or the norm is not finite. */
@@ -90,13 +93,13 @@ double moelm_clip_coef(double total_norm, double max_norm);
  * double) is returned (logged as gnorm); if max_norm > 0 the grads are multiplied by
  * moelm_clip_coef(norm, max_norm) when that is below 1. max_norm 0 only measures. A
  * non-finite norm leaves the grads untouched: the caller treats it as an overflow. */
-double moelm_clip_grad_norm(float *grads, size_t n, double max_norm);
+double moelm_clip_grad_norm(MoelmBackend *be, float *grads, size_t n, double max_norm);
 
 /* grads *= c (fairseq's multiply_grads: the trainer divides by the sample size). */
-void moelm_multiply_grads(float *grads, size_t n, double c);
+void moelm_multiply_grads(MoelmBackend *be, float *grads, size_t n, double c);
 
 /* FALSE when any gradient is inf or nan. */
-gboolean moelm_grads_all_finite(const float *grads, size_t n);
+gboolean moelm_grads_all_finite(MoelmBackend *be, const float *grads, size_t n);
 
 /* ---- fp16 dynamic loss scaler (fairseq's DynamicLossScaler) ---------------------------- */
 

@@ -86,8 +86,8 @@ static void bench_step(Bench *bm, const MoelmBatch *batch, uint32_t update, int 
   const double t0 = moelm_time_now();
   moelm_model_zero_grad(bm->m);
   moelm_model_train_step(bm->m, batch, &ids, w, NULL, rows, NULL);
-  moelm_multiply_grads(moelm_model_grads(bm->m), np, 1.0 / N);
-  moelm_clip_grad_norm(moelm_model_grads(bm->m), np, 1.0);
+  moelm_multiply_grads(moelm_model_backend(bm->m), moelm_model_grads(bm->m), np, 1.0 / N);
+  moelm_clip_grad_norm(moelm_model_backend(bm->m), moelm_model_grads(bm->m), np, 1.0);
   moelm_adam_step(&bm->adam, moelm_model_backend(bm->m), moelm_model_params(bm->m), moelm_model_grads(bm->m), np, 1e-4, NULL);
   const double t1 = moelm_time_now();
   moelm_model_score(bm->m, batch, NULL, NULL, rows, NULL);

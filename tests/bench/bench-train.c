@@ -90,7 +90,7 @@ int main(int argc, char **argv)
     double t0 = moelm_time_now();
     moelm_model_zero_grad(m);
     moelm_model_train_step(m, &batch, &ids, w, NULL, rows, NULL);
-    moelm_clip_grad_norm(moelm_model_grads(m), np, 1.0);
+    moelm_clip_grad_norm(be, moelm_model_grads(m), np, 1.0);
     moelm_adam_step(&adam, be, moelm_model_params(m), moelm_model_grads(m), np, 1e-4, NULL);
     double t1 = moelm_time_now();
     moelm_model_score(m, &batch, NULL, NULL, rows, NULL);

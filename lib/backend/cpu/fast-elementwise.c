@@ -97,7 +97,17 @@ static void sum_squares_chunks(void *ctx, int64_t begin, int64_t end)
   const ElemJob *j = ctx;
   for (int64_t c = begin; c < end; c++) {
     size_t lo = (size_t)c * CHUNK, hi = lo + CHUNK < j->n ? lo + CHUNK : j->n;
-    j->partials[c] = moelm_vdot(j->a + lo, j->a + lo, (int)(hi - lo));
+    /* eight double accumulators: vectorises, and keeps the sum exact enough for any arena */
+    const float *x = j->a;
+    double acc[8] = {0};
+    size_t i = lo;
+    for (; i + 8 <= hi; i += 8)
+      for (size_t k = 0; k < 8; k++)
+        acc[k] += (double)x[i + k] * (double)x[i + k];
+    double tail = 0.0;
+    for (; i < hi; i++)
+      tail += (double)x[i] * (double)x[i];
+    j->partials[c] = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail;
   }
 }
 
