@@ -14,12 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gating/mean_pool.h"
-#include "moelm/checkpoint.h"
-#include "moelm/dictionary.h"
 #include "moelm/indexed_dataset.h"
 #include "tasks/lm_data.h"
-#include "tasks/mixture.h"
+#include "tasks/inference.h"
+#include "tasks/mixture_scorer.h"
 #include "tasks/objective.h"
 
 #define MAX_DOMAINS 8
@@ -103,38 +101,18 @@ int main(int argc, char **argv)
       threads = atoi(argv[i + 1]);
   }
   GError *error = NULL;
-  MoelmCheckpoint *ck = moelm_checkpoint_open(ckpt_path, &error);
-  if (ck == NULL)
+  MoelmInference *inf = moelm_inference_open(ckpt_path, data, threads, &error);
+  if (inf == NULL)
     return die(ckpt_path, error);
-  JsonNode *task_node = moelm_checkpoint_meta(ck, "task");
-  JsonObject *task = task_node && JSON_NODE_HOLDS_OBJECT(task_node) ? json_node_get_object(task_node) : NULL;
-  const gboolean mixture = task && g_strcmp0(json_object_get_string_member_with_default(task, "task", ""),
-                                             "language_model_moe") == 0;
-  char *dict_path = g_build_filename(data, "dict.txt", NULL);
-  MoelmDictionary *dict = moelm_dictionary_load(dict_path, &error);
-  if (dict == NULL)
-    return die(dict_path, error);
-  MoelmMixtureConfig mix = {0};
-  if (mixture) {
-    if (!moelm_mixture_method_parse(json_object_get_string_member(task, "method"), &mix.hard, &mix.learned_prior,
-                                    &error))
-      return die(ckpt_path, error);
-    mix.num_experts = (int)json_object_get_int_member(task, "num_experts");
-    mix.gating_context = (int)json_object_get_int_member_with_default(task, "gating_context", 256);
-    mix.expert_token0 = moelm_mixture_add_expert_tokens(dict, mix.num_experts);
-  }
-  if (!moelm_checkpoint_check_dictionary(ck, dict, dict_path, &error))
-    return die(ckpt_path, error);
-  MoelmBackend *be = moelm_backend_cpu_new(FALSE, threads, &error);
-  MoelmModel *model = be ? moelm_model_new(&ck->model, be, &error) : NULL;
-  if (model == NULL || !moelm_checkpoint_load_params(ck, model, &error))
-    return die(ckpt_path, error);
+  MoelmModel *model = inf->model;
+  const gboolean mixture = inf->mixture;
+  const MoelmMixtureConfig mix = inf->mix;
 
   /* exact valid loss over the split's blocks, as training validates */
-  const int64_t tps = json_object_get_int_member_with_default(task, "tokens_per_sample", 256);
+  const int64_t tps = moelm_inference_task_int(inf, "tokens_per_sample", 256);
   MoelmBreakMode mode = MOELM_BREAK_NONE;
-  moelm_break_mode_parse(json_object_get_string_member_with_default(task, "sample_break_mode", "none"), &mode, NULL);
-  MoelmLmSplit *split = moelm_lm_split_open(data, split_name, tps, mode, moelm_dictionary_size(dict), &error);
+  moelm_break_mode_parse(moelm_inference_task_string(inf, "sample_break_mode", "none"), &mode, NULL);
+  MoelmLmSplit *split = moelm_lm_split_open(data, split_name, tps, mode, moelm_dictionary_size(inf->dict), &error);
   if (split == NULL)
     return die(split_name, error);
   MoelmObjective *obj = mixture ? moelm_mixture_objective_new(&mix) : moelm_lm_objective_new();
@@ -155,8 +133,7 @@ int main(int argc, char **argv)
     g_free(tgt);
   }
   const double valid_bits = nll / ntok / M_LN2;
-  printf("checkpoint: %s (%s)\n", ckpt_path,
-         mixture ? json_object_get_string_member(task, "method") : "dense language_modeling");
+  printf("checkpoint: %s (%s)\n", ckpt_path, mixture ? inf->method : "dense language_modeling");
   printf("valid loss (base 2): %.4f, perplexity: %.2f\n", valid_bits, pow(2.0, valid_bits));
   if (!mixture)
     return 0;
@@ -179,20 +156,8 @@ int main(int argc, char **argv)
     fprintf(stderr, "bench-mixture: at most %d experts\n", MAX_DOMAINS);
     return 1;
   }
-  MoelmGate *gate = mix.learned_prior ? moelm_mean_pool_gate_new(model, &error) : NULL;
-  float *log_prior = g_new(float, K);
-  if (gate) { /* the unconditional prior: an empty context */
-    int32_t none = 0;
-    int len0 = 0;
-    if (!moelm_mean_pool_gate_forward(gate, &none, &len0, 1, 1, NULL, log_prior, &error))
-      return die("gate", error);
-  } else {
-    for (int k = 0; k < K; k++)
-      log_prior[k] = (float)-log((double)K);
-  }
-  int32_t *buf = g_new(int32_t, 1 << 16), *src = g_new(int32_t, (size_t)K * opening),
-          *tgt = g_new(int32_t, (size_t)K * opening);
-  float *lprob = g_new(float, K);
+  int32_t *buf = g_new(int32_t, opening);
+  double *log_joint = g_new(double, K);
   for (guint d = 0; d < docs->len; d++) {
     Doc doc = g_array_index(docs, Doc, d);
     int n = 0; /* the document's opening tokens */
@@ -203,17 +168,12 @@ int main(int argc, char **argv)
         buf[n++] = seq[t];
       g_free(seq);
     }
-    for (int k = 0; k < K; k++)
-      for (int t = 0; t < n; t++) {
-        src[k * n + t] = t == 0 ? mix.expert_token0 + k : buf[t - 1];
-        tgt[k * n + t] = buf[t];
-      }
-    MoelmBatch rows = {K, n, src, tgt};
-    if (!moelm_model_score(model, &rows, NULL, NULL, lprob, &error))
+    /* log π_k + log p(opening | expert k); the gate (if any) sees an empty context */
+    if (!moelm_mixture_prompt_log_joint(model, inf->gate, &mix, buf, n, log_joint, &error))
       return die("score", error);
     int best = 0;
     for (int k = 1; k < K; k++)
-      if (lprob[k] + log_prior[k] > lprob[best] + log_prior[best])
+      if (log_joint[k] > log_joint[best])
         best = k;
     int di = 0;
     while (di < D && strcmp(names[di], labels[d]) != 0)
