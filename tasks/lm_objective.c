@@ -1,6 +1,8 @@
 /* moelm — the plain language-modelling objective (fairseq's cross_entropy criterion). */
 #include "config.h"
 
+#include <string.h>
+
 #include "objective.h"
 
 static gboolean lm_train(MoelmObjective *obj, MoelmModel *model, const MoelmLmBatch *b, const MoelmStepIds *ids,
@@ -58,4 +60,41 @@ void moelm_objective_free(MoelmObjective *obj)
   if (obj->free)
     obj->free(obj);
   g_free(obj);
+}
+
+void moelm_lm_batch_load(MoelmLmBatch *b, const MoelmLmSplit *split, const MoelmBatchIndices *indices)
+{
+  int32_t *src, *tgt;
+  memset(b, 0, sizeof *b);
+  b->split = split;
+  b->indices = indices;
+  b->ntokens = moelm_lm_collate(split, indices, &src, &tgt, &b->batch.B, &b->batch.T);
+  b->batch.src = src;
+  b->batch.tgt = tgt;
+}
+
+void moelm_lm_batch_clear(MoelmLmBatch *b)
+{
+  g_free((int32_t *)b->batch.src);
+  g_free((int32_t *)b->batch.tgt);
+  b->batch.src = b->batch.tgt = NULL;
+}
+
+gboolean moelm_objective_score_batches(MoelmObjective *obj, MoelmModel *model, const MoelmLmSplit *split,
+                                       GPtrArray *batches, double *nll, double *ntokens, double *nrows,
+                                       GError **error)
+{
+  *nll = *ntokens = *nrows = 0;
+  gboolean ok = TRUE;
+  for (guint i = 0; ok && i < batches->len; i++) {
+    MoelmLmBatch b;
+    moelm_lm_batch_load(&b, split, g_ptr_array_index(batches, i));
+    double loss = 0;
+    ok = obj->valid_batch(obj, model, &b, &loss, error);
+    *nll += loss;
+    *ntokens += (double)b.ntokens;
+    *nrows += b.batch.B;
+    moelm_lm_batch_clear(&b);
+  }
+  return ok;
 }

@@ -45,6 +45,16 @@ struct MoelmObjective {
   void *priv;
 };
 
+/* Collate the blocks `indices` of `split` into b (padded src/tgt owned by b). */
+void moelm_lm_batch_load(MoelmLmBatch *b, const MoelmLmSplit *split, const MoelmBatchIndices *indices);
+void moelm_lm_batch_clear(MoelmLmBatch *b);
+
+/* The exact validation NLL of `batches` of `split` with obj->valid_batch: sums of the loss
+ * (nats), of the target tokens and of the rows. */
+gboolean moelm_objective_score_batches(MoelmObjective *obj, MoelmModel *model, const MoelmLmSplit *split,
+                                       GPtrArray *batches, double *nll, double *ntokens, double *nrows,
+                                       GError **error);
+
 /* fairseq's language_modeling + cross_entropy: every row weight 1, sample size = tokens. */
 MoelmObjective *moelm_lm_objective_new(void);
 void moelm_objective_detach(MoelmObjective *obj);

@@ -90,21 +90,7 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
       return FALSE;
     double loss = 0, ntok = 0, nsent = 0, t0 = moelm_time_now();
     const double nbatches = batches->len;
-    gboolean ok = TRUE;
-    for (guint i = 0; ok && i < batches->len; i++) {
-      MoelmLmBatch b = {.split = split, .indices = g_ptr_array_index(batches, i)};
-      int32_t *src, *tgt;
-      b.ntokens = moelm_lm_collate(split, b.indices, &src, &tgt, &b.batch.B, &b.batch.T);
-      b.batch.src = src;
-      b.batch.tgt = tgt;
-      double l = 0;
-      ok = r->obj->valid_batch(r->obj, r->model, &b, &l, error);
-      loss += l;
-      ntok += (double)b.ntokens;
-      nsent += b.batch.B;
-      g_free(src);
-      g_free(tgt);
-    }
+    gboolean ok = moelm_objective_score_batches(r->obj, r->model, split, batches, &loss, &ntok, &nsent, error);
     g_ptr_array_unref(batches);
     if (!ok)
       return FALSE;
@@ -238,22 +224,18 @@ static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count,
   MoelmTrainMeters step;
   moelm_meters_reset(&step);
   for (guint k = 0; k < count; k++) {
-    MoelmLmBatch b = {.split = r->train, .indices = g_ptr_array_index(order, first + k)};
-    int32_t *src, *tgt;
-    b.ntokens = moelm_lm_collate(r->train, b.indices, &src, &tgt, &b.batch.B, &b.batch.T);
-    b.batch.src = src;
-    b.batch.tgt = tgt;
+    MoelmLmBatch b;
+    moelm_lm_batch_load(&b, r->train, g_ptr_array_index(order, first + k));
     MoelmStepIds ids = {cfg->seed, (uint32_t)(r->st.num_updates * cfg->update_freq + k)};
     double loss = 0, sample = 0;
     gboolean ok = r->obj->train_batch(r->obj, r->model, &b, &ids, &loss, &sample, error);
-    g_free(src);
-    g_free(tgt);
-    if (!ok)
-      return FALSE;
     step.loss_sum += loss;
     step.sample_size += sample;
     step.ntokens += (double)b.ntokens;
     step.nsentences += b.batch.B;
+    moelm_lm_batch_clear(&b);
+    if (!ok)
+      return FALSE;
   }
   if (step.sample_size > 0)
     moelm_multiply_grads(r->be, grads, n, 1.0 / step.sample_size);

@@ -117,21 +117,9 @@ int main(int argc, char **argv)
     return die(split_name, error);
   MoelmObjective *obj = mixture ? moelm_mixture_objective_new(&mix) : moelm_lm_objective_new();
   GPtrArray *batches = moelm_lm_batches_sequential(split, 8);
-  double nll = 0, ntok = 0;
-  for (guint i = 0; i < batches->len; i++) {
-    MoelmLmBatch b = {.split = split, .indices = g_ptr_array_index(batches, i)};
-    int32_t *src, *tgt;
-    b.ntokens = moelm_lm_collate(split, b.indices, &src, &tgt, &b.batch.B, &b.batch.T);
-    b.batch.src = src;
-    b.batch.tgt = tgt;
-    double l = 0;
-    if (!obj->valid_batch(obj, model, &b, &l, &error))
-      return die("valid", error);
-    nll += l;
-    ntok += (double)b.ntokens;
-    g_free(src);
-    g_free(tgt);
-  }
+  double nll = 0, ntok = 0, nrows = 0;
+  if (!moelm_objective_score_batches(obj, model, split, batches, &nll, &ntok, &nrows, &error))
+    return die("valid", error);
   const double valid_bits = nll / ntok / M_LN2;
   printf("checkpoint: %s (%s)\n", ckpt_path, mixture ? inf->method : "dense language_modeling");
   printf("valid loss (base 2): %.4f, perplexity: %.2f\n", valid_bits, pow(2.0, valid_bits));

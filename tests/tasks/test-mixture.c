@@ -85,14 +85,11 @@ static void fixture_clear(Fixture *f)
 }
 
 /* The second batch (its rows have a gating context). */
-static void collate(Fixture *f, guint i, MoelmLmBatch *b, int32_t **src, int32_t **tgt)
+static void collate(Fixture *f, guint i, MoelmLmBatch *b, const int32_t **src, const int32_t **tgt)
 {
-  memset(b, 0, sizeof *b);
-  b->split = f->split;
-  b->indices = g_ptr_array_index(f->batches, i);
-  b->ntokens = moelm_lm_collate(f->split, b->indices, src, tgt, &b->batch.B, &b->batch.T);
-  b->batch.src = *src;
-  b->batch.tgt = *tgt;
+  moelm_lm_batch_load(b, f->split, g_ptr_array_index(f->batches, i));
+  *src = b->batch.src;
+  *tgt = b->batch.tgt;
 }
 
 static void test_estep_equals_separate_passes(void)
@@ -100,7 +97,7 @@ static void test_estep_equals_separate_passes(void)
   Fixture f;
   fixture_init(&f, TRUE);
   MoelmLmBatch b;
-  int32_t *src, *tgt;
+  const int32_t *src, *tgt;
   collate(&f, 1, &b, &src, &tgt);
   const int B = b.batch.B, T = b.batch.T;
   MoelmGate *gate = moelm_mean_pool_gate_new(f.model, NULL);
@@ -126,8 +123,7 @@ static void test_estep_equals_separate_passes(void)
   }
   CU_ASSERT(fabs(lp[0] - lp[K]) > 1e-6 || fabs(lp[1] - lp[K + 1]) > 1e-6);
   moelm_mean_pool_gate_free(gate);
-  g_free(src);
-  g_free(tgt);
+  moelm_lm_batch_clear(&b);
   fixture_clear(&f);
 }
 
@@ -158,7 +154,7 @@ static void check_mstep_gradient(gboolean hard, gboolean learned)
   fixture_init(&f, learned);
   f.mix.hard = hard;
   MoelmLmBatch b;
-  int32_t *src, *tgt;
+  const int32_t *src, *tgt;
   collate(&f, 1, &b, &src, &tgt);
   MoelmObjective *obj = moelm_mixture_objective_new(&f.mix);
   MoelmGate *gate = learned ? moelm_mean_pool_gate_new(f.model, NULL) : NULL;
@@ -204,8 +200,7 @@ static void check_mstep_gradient(gboolean hard, gboolean learned)
   CU_ASSERT_EQUAL(bad, 0);
   moelm_mean_pool_gate_free(gate);
   moelm_objective_free(obj);
-  g_free(src);
-  g_free(tgt);
+  moelm_lm_batch_clear(&b);
   fixture_clear(&f);
 }
 
