@@ -47,13 +47,15 @@ void moelm_mixture_gather_context(const MoelmLmSplit *split, const MoelmBatchInd
   }
 }
 
-void moelm_mixture_expand_rows(const int32_t *src, int B, int T, int K, int32_t expert_token0, int32_t *out)
+void moelm_mixture_expand_rows(const int32_t *src, const int32_t *tgt, int B, int T, int K, int32_t expert_token0,
+                               int32_t *src_out, int32_t *tgt_out)
 {
   for (int b = 0; b < B; b++)
     for (int k = 0; k < K; k++) {
-      int32_t *row = out + ((size_t)b * K + k) * T;
-      memcpy(row, src + (size_t)b * T, (size_t)T * sizeof(int32_t));
-      row[0] = expert_token0 + k;
+      const size_t row = ((size_t)b * K + k) * T;
+      memcpy(src_out + row, src + (size_t)b * T, (size_t)T * sizeof(int32_t));
+      src_out[row] = expert_token0 + k;
+      memcpy(tgt_out + row, tgt + (size_t)b * T, (size_t)T * sizeof(int32_t));
     }
 }
 
@@ -84,10 +86,7 @@ gboolean moelm_mixture_estep(MoelmModel *model, struct MoelmGate *gate, const Mo
   if (!prior(gate, cfg, b, NULL, log_prior, error))
     return FALSE;
   int32_t *src = g_new(int32_t, (size_t)B * K * T), *tgt = g_new(int32_t, (size_t)B * K * T);
-  moelm_mixture_expand_rows(b->batch.src, B, T, K, cfg->expert_token0, src);
-  for (int r = 0; r < B; r++)
-    for (int k = 0; k < K; k++)
-      memcpy(tgt + ((size_t)r * K + k) * T, b->batch.tgt + (size_t)r * T, (size_t)T * sizeof(int32_t));
+  moelm_mixture_expand_rows(b->batch.src, b->batch.tgt, B, T, K, cfg->expert_token0, src, tgt);
   MoelmBatch all = {B * K, T, src, tgt};
   gboolean ok = moelm_model_score(model, &all, NULL, NULL, lprob, error);
   g_free(src);
@@ -177,10 +176,7 @@ static gboolean mix_train(MoelmObjective *obj, MoelmModel *model, const MoelmLmB
     g_free(win);
   } else if (ok) {
     int32_t *src = g_new(int32_t, (size_t)B * K * T), *tgt = g_new(int32_t, (size_t)B * K * T);
-    moelm_mixture_expand_rows(b->batch.src, B, T, K, mx->cfg.expert_token0, src);
-    for (int r = 0; r < B; r++)
-      for (int k = 0; k < K; k++)
-        memcpy(tgt + ((size_t)r * K + k) * T, b->batch.tgt + (size_t)r * T, (size_t)T * sizeof(int32_t));
+    moelm_mixture_expand_rows(b->batch.src, b->batch.tgt, B, T, K, mx->cfg.expert_token0, src, tgt);
     float *w = g_new(float, (size_t)B * K), *rows = g_new(float, (size_t)B * K);
     for (int i = 0; i < B * K; i++) {
       w[i] = (float)post[i];

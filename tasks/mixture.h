@@ -45,8 +45,10 @@ int32_t moelm_mixture_add_expert_tokens(MoelmDictionary *dict, int K);
 void moelm_mixture_gather_context(const MoelmLmSplit *split, const MoelmBatchIndices *indices, int G, int32_t *ctx,
                                   int *lens);
 
-/* For B rows (src (B,T)), the B·K rows with <expert_k> at position 0: out (B·K, T), row b*K+k. */
-void moelm_mixture_expand_rows(const int32_t *src, int B, int T, int K, int32_t expert_token0, int32_t *out);
+/* For B rows (src, tgt (B,T)), the B·K rows of the K experts: row b*K+k of src_out (B·K, T) is
+ * src row b with <expert_k> at position 0, and of tgt_out the unchanged target row b. */
+void moelm_mixture_expand_rows(const int32_t *src, const int32_t *tgt, int B, int T, int K, int32_t expert_token0,
+                               int32_t *src_out, int32_t *tgt_out);
 
 /* The E-step for a collated batch: log π (B,K) (uniform, or the gate without dropout) and
  * lprob (B,K) of every expert. `gate` may be NULL for a uniform prior. */

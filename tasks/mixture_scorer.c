@@ -145,10 +145,7 @@ static gboolean mix_score_rows(const MoelmScoreRows *rows, float *lprobs, gpoint
   const gsize cells = (gsize)B * K * W;
   int32_t *src_k = g_new(int32_t, cells), *tgt_k = g_new(int32_t, cells);
   float *tok = g_new(float, cells);
-  moelm_mixture_expand_rows(rows->src, B, W, K, mr->cfg->expert_token0, src_k);
-  for (int b = 0; b < B; b++)
-    for (int k = 0; k < K; k++)
-      memcpy(tgt_k + ((gsize)b * K + k) * W, tgt + (gsize)b * W, (gsize)W * sizeof(int32_t));
+  moelm_mixture_expand_rows(rows->src, tgt, B, W, K, mr->cfg->expert_token0, src_k, tgt_k);
   if (ok)
     ok = score_in_calls(mr->model, src_k, tgt_k, B * K, W, mr->call_logits, tok, error);
   for (int b = 0; ok && b < B; b++)
@@ -204,9 +201,7 @@ gboolean moelm_mixture_prompt_log_joint(MoelmModel *m, MoelmGate *gate, const Mo
     int32_t *src = g_new(int32_t, n), *src_k = g_new(int32_t, (gsize)K * n), *tgt_k = g_new(int32_t, (gsize)K * n);
     src[0] = MOELM_EOS;
     memcpy(src + 1, prompt, (gsize)(n - 1) * sizeof(int32_t));
-    moelm_mixture_expand_rows(src, 1, n, K, cfg->expert_token0, src_k);
-    for (int k = 0; k < K; k++)
-      memcpy(tgt_k + (gsize)k * n, prompt, (gsize)n * sizeof(int32_t));
+    moelm_mixture_expand_rows(src, prompt, 1, n, K, cfg->expert_token0, src_k, tgt_k);
     const MoelmBatch b = {.B = K, .T = n, .src = src_k, .tgt = tgt_k};
     ok = moelm_model_score(m, &b, NULL, NULL, lp, error);
     g_free(src);
