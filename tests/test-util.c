@@ -117,3 +117,17 @@ int moelm_test_run_cli(const char *const *args, const char *stdin_text, char **o
     g_free(serr);
   return code;
 }
+
+int moelm_test_run_cli2(const char *const *base, const char *const *extra, const char *stdin_text, char **out,
+                        char **err)
+{
+  GPtrArray *a = g_ptr_array_new();
+  for (const char *const *p = base; *p; p++)
+    g_ptr_array_add(a, (gpointer)*p);
+  for (const char *const *p = extra; p && *p; p++)
+    g_ptr_array_add(a, (gpointer)*p);
+  g_ptr_array_add(a, NULL);
+  int rc = moelm_test_run_cli((const char *const *)a->pdata, stdin_text, out, err);
+  g_ptr_array_unref(a);
+  return rc;
+}

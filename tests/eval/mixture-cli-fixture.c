@@ -39,18 +39,12 @@ void mixture_cli_check_fails(const char *const *args, const char *stdin_text, in
 static char *train(const char *name, const char *const *extra, char **log)
 {
   char *save = g_build_filename(fx.dir, name, NULL);
-  GPtrArray *a = g_ptr_array_new();
   const char *base[] = {"train", fx.data, "--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim",
                         "16", "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2", "--tokens-per-sample",
                         "32", "--batch-size", "4", "--lr", "0.001", "--max-update", "3", "--threads", "1",
                         "--no-epoch-checkpoints", "--save-dir", save, NULL};
-  for (const char *const *p = base; *p; p++)
-    g_ptr_array_add(a, (gpointer)*p);
-  for (const char *const *p = extra; p && *p; p++)
-    g_ptr_array_add(a, (gpointer)*p);
-  g_ptr_array_add(a, NULL);
   char *err = NULL;
-  const int rc = moelm_test_run_cli((const char *const *)a->pdata, NULL, NULL, &err);
+  const int rc = moelm_test_run_cli2(base, extra, NULL, NULL, &err);
   if (rc != 0)
     g_printerr("\n  train %s: exit %d: %s\n", name, rc, err);
   /* a failure, but the checkpoint may still be there for the suites' own checks */
@@ -59,7 +53,6 @@ static char *train(const char *name, const char *const *extra, char **log)
     *log = err;
   else
     g_free(err);
-  g_ptr_array_unref(a);
   char *ckpt = g_build_filename(save, "checkpoint_last.pt", NULL);
   CU_ASSERT_TRUE_FATAL(g_file_test(ckpt, G_FILE_TEST_EXISTS));
   g_free(save);

@@ -22,20 +22,13 @@ static gboolean line_value(const char *out, const char *key, const char *fmt, vo
 static char *eval_lm(const char *ckpt, const char *const *extra)
 {
   const MixtureCliFixture *f = mixture_cli_fixture();
-  GPtrArray *a = g_ptr_array_new();
   const char *base[] = {"eval-lm", f->data, "--path", ckpt, "--gen-subset", "valid", "--threads", "1", NULL};
-  for (const char *const *p = base; *p; p++)
-    g_ptr_array_add(a, (gpointer)*p);
-  for (const char *const *p = extra; p && *p; p++)
-    g_ptr_array_add(a, (gpointer)*p);
-  g_ptr_array_add(a, NULL);
   char *out = NULL, *err = NULL;
-  const int rc = moelm_test_run_cli((const char *const *)a->pdata, NULL, &out, &err);
+  const int rc = moelm_test_run_cli2(base, extra, NULL, &out, &err);
   if (rc != 0)
     g_printerr("\n  eval-lm: %s\n", err);
   CU_ASSERT_EQUAL_FATAL(rc, 0);
   g_free(err);
-  g_ptr_array_unref(a);
   return out;
 }
 

@@ -18,20 +18,13 @@ static const char *PROMPTS = "the of\n\nand the is\nIt was a\n";
 static char *generate(const char *ckpt, const char *const *extra, const char *stdin_text)
 {
   const MixtureCliFixture *f = mixture_cli_fixture();
-  GPtrArray *a = g_ptr_array_new();
   const char *base[] = {"generate", f->data, "--path", ckpt, "--threads", "1", NULL};
-  for (const char *const *p = base; *p; p++)
-    g_ptr_array_add(a, (gpointer)*p);
-  for (const char *const *p = extra; p && *p; p++)
-    g_ptr_array_add(a, (gpointer)*p);
-  g_ptr_array_add(a, NULL);
   char *out = NULL, *err = NULL;
-  const int rc = moelm_test_run_cli((const char *const *)a->pdata, stdin_text, &out, &err);
+  const int rc = moelm_test_run_cli2(base, extra, stdin_text, &out, &err);
   if (rc != 0)
     g_printerr("\n  generate: %s\n", err);
   CU_ASSERT_EQUAL_FATAL(rc, 0);
   g_free(err);
-  g_ptr_array_unref(a);
   return out;
 }
 
