@@ -7,42 +7,17 @@
 #include <string.h>
 
 #include "moelm-test.h"
+#include "tiny-model.h"
 #include "moelm/dictionary.h"
 #include "moelm/model.h"
 #include "moelm/rng.h"
 
-enum { TB = 2, TT = 6, TV = 13 };
-
 static void tiny_config(MoelmModelConfig *cfg, gboolean pre, gboolean tied, gboolean learned)
 {
-  memset(cfg, 0, sizeof *cfg);
-  cfg->max_positions = 16;
-  CU_ASSERT_TRUE_FATAL(moelm_model_config_set_arch(cfg, "transformer_lm", NULL));
-  cfg->vocab_size = TV;
-  cfg->embed_dim = 8;
-  cfg->ffn_dim = 12;
-  cfg->layers = 2;
-  cfg->heads = 2;
+  tiny_model_config(cfg);
   cfg->normalize_before = pre;
   cfg->share_embed = tied;
   cfg->learned_pos = learned;
-  cfg->activation = MOELM_ACT_GELU;
-  cfg->dropout = cfg->attention_dropout = cfg->activation_dropout = 0.0;
-}
-
-/* A batch with one padded row: src = tgt shifted right with </s> first. */
-static void tiny_batch(int32_t *src, int32_t *tgt, MoelmBatch *batch)
-{
-  static const int32_t rows[TB][TT] = {{5, 7, 9, 4, 11, 2}, {6, 8, 2, 1, 1, 1}};
-  for (int b = 0; b < TB; b++)
-    for (int t = 0; t < TT; t++) {
-      tgt[b * TT + t] = rows[b][t];
-      src[b * TT + t] = t == 0 ? MOELM_EOS : (rows[b][t] == MOELM_PAD ? MOELM_PAD : rows[b][t - 1]);
-    }
-  batch->B = TB;
-  batch->T = TT;
-  batch->src = src;
-  batch->tgt = tgt;
 }
 
 static double weighted_loss(MoelmModel *m, const MoelmBatch *batch, const float *w)
@@ -66,7 +41,7 @@ static void check_gradients(gboolean pre, gboolean tied, gboolean learned)
   moelm_model_init_params(m, 7);
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
-  tiny_batch(src, tgt, &batch);
+  tiny_model_batch(src, tgt, &batch);
   const float w[TB] = {0.7f, 1.3f};
 
   moelm_model_zero_grad(m);
@@ -167,7 +142,7 @@ static void test_fast_matches_reference(void)
   moelm_model_init_params(b, 11);
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
-  tiny_batch(src, tgt, &batch);
+  tiny_model_batch(src, tgt, &batch);
   const float w[TB] = {1.0f, 0.5f};
   MoelmStepIds ids = {5, 3};
   float ta[TB * TT], tb[TB * TT];

@@ -11,42 +11,18 @@
 #include <glib/gstdio.h>
 
 #include "moelm-test.h"
+#include "tiny-model.h"
 #include "moelm/checkpoint.h"
 #include "moelm/dictionary.h"
 #include "moelm/model.h"
 #include "moelm/rng.h"
 
-enum { TB = 2, TT = 6, TV = 13 };
-
 static void moe_config(MoelmModelConfig *cfg, int freq, int experts, int top_k)
 {
-  memset(cfg, 0, sizeof *cfg);
-  cfg->max_positions = 16;
-  CU_ASSERT_TRUE_FATAL(moelm_model_config_set_arch(cfg, "transformer_lm", NULL));
-  cfg->vocab_size = TV;
-  cfg->embed_dim = 8;
-  cfg->ffn_dim = 12;
-  cfg->layers = 2;
-  cfg->heads = 2;
-  cfg->activation = MOELM_ACT_GELU;
-  cfg->dropout = cfg->attention_dropout = cfg->activation_dropout = 0.0;
+  tiny_model_config(cfg);
   cfg->moe_freq = freq;
   cfg->moe_experts = experts;
   cfg->moe_top_k = top_k;
-}
-
-static void tiny_batch(int32_t *src, int32_t *tgt, MoelmBatch *batch)
-{
-  static const int32_t rows[TB][TT] = {{5, 7, 9, 4, 11, 2}, {6, 8, 2, 1, 1, 1}};
-  for (int b = 0; b < TB; b++)
-    for (int t = 0; t < TT; t++) {
-      tgt[b * TT + t] = rows[b][t];
-      src[b * TT + t] = t == 0 ? MOELM_EOS : (rows[b][t] == MOELM_PAD ? MOELM_PAD : rows[b][t - 1]);
-    }
-  batch->B = TB;
-  batch->T = TT;
-  batch->src = src;
-  batch->tgt = tgt;
 }
 
 static MoelmModel *new_model(const MoelmModelConfig *cfg, MoelmBackend *be, uint64_t seed)
@@ -153,7 +129,7 @@ static void check_gradients(const GradCase *gc)
   sharpen_gates(m, 6.0f);
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
-  tiny_batch(src, tgt, &batch);
+  tiny_model_batch(src, tgt, &batch);
   const float w[TB] = {0.7f, 1.3f};
   const double sample_size = 0.7 * 6 + 1.3 * 3; /* weighted non-pad targets */
   const MoelmStepIds ids = {5, 2};
@@ -303,7 +279,7 @@ static void test_copies_equal_dense(void)
   copy_into_experts(moe, dense, 4);
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
-  tiny_batch(src, tgt, &batch);
+  tiny_model_batch(src, tgt, &batch);
   float a[TB * TT], b[TB * TT];
   CU_ASSERT_TRUE_FATAL(moelm_model_score(dense, &batch, NULL, a, NULL, NULL));
   CU_ASSERT_TRUE_FATAL(moelm_model_score(moe, &batch, NULL, b, NULL, NULL)); /* eval: dropless */
@@ -426,7 +402,7 @@ static void test_fast_matches_reference(void)
   MoelmModel *a = new_model(&cfg, ref, 11), *b = new_model(&cfg, fast, 11);
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
-  tiny_batch(src, tgt, &batch);
+  tiny_model_batch(src, tgt, &batch);
   const float w[TB] = {1.0f, 0.5f};
   MoelmStepIds ids = {5, 3};
   float ta[TB * TT], tb[TB * TT];
@@ -499,7 +475,7 @@ static void test_checkpoint_round_trip(void)
   CU_ASSERT_EQUAL(moelm_model_num_params(fresh), moelm_model_num_params(m));
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
-  tiny_batch(src, tgt, &batch);
+  tiny_model_batch(src, tgt, &batch);
   float a[TB * TT], b[TB * TT];
   CU_ASSERT_TRUE_FATAL(moelm_model_score(m, &batch, NULL, a, NULL, NULL));
   CU_ASSERT_TRUE_FATAL(moelm_model_score(fresh, &batch, NULL, b, NULL, NULL));

@@ -1,0 +1,17 @@
+/* The tiny decoder the model tests share: vocabulary 13, 2 layers, dim 8, FFN 12, 2 heads,
+ * 16 positions, gelu, no dropout, and a 2×6 batch with one padded row. */
+#ifndef MOELM_TESTS_TINY_MODEL_H
+#define MOELM_TESTS_TINY_MODEL_H
+
+#include "moelm/model.h"
+
+enum { TB = 2, TT = 6, TV = 13 };
+
+/* The shared shape (pre-norm, untied, sinusoidal positions); tests change what they vary. */
+void tiny_model_config(MoelmModelConfig *cfg);
+
+/* rows {5 7 9 4 11 </s>} and {6 8 </s> pad pad pad}: src = tgt shifted right, </s> first.
+ * src, tgt: TB*TT each. */
+void tiny_model_batch(int32_t *src, int32_t *tgt, MoelmBatch *batch);
+
+#endif
