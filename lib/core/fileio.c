@@ -36,28 +36,45 @@ gboolean moelm_commit_file(const char *tmp_path, const char *path, GError **erro
   return moelm_fsync_parent_dir(path, error);
 }
 
-gboolean moelm_write_file_atomic(const char *path, const void *data, gsize len, GError **error)
+char *moelm_create_temp(const char *path, int *fd, GError **error)
 {
   char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
-  int fd = g_mkstemp(tmp);
-  if (fd < 0) {
+  /* 0666 minus the umask, like any new file (plain mkstemp would make it 0600). */
+  *fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
+  if (*fd < 0) {
     moelm_set_error_errno(error, errno, path, "cannot create temporary file");
     g_free(tmp);
-    return FALSE;
+    return NULL;
   }
+  return tmp;
+}
+
+gboolean moelm_write_all(int fd, const void *data, gsize len, const char *path, GError **error)
+{
   const char *p = data;
-  gsize left = len;
-  while (left > 0) {
-    ssize_t n = write(fd, p, left);
+  while (len > 0) {
+    const size_t chunk = len > ((gsize)1 << 30) ? ((gsize)1 << 30) : len;
+    ssize_t n = write(fd, p, chunk);
     if (n < 0 && errno == EINTR)
       continue;
     if (n <= 0) {
       moelm_set_error_errno(error, n < 0 ? errno : EIO, path, "write failed");
-      goto fail;
+      return FALSE;
     }
     p += n;
-    left -= (gsize)n;
+    len -= (gsize)n;
   }
+  return TRUE;
+}
+
+gboolean moelm_write_file_atomic(const char *path, const void *data, gsize len, GError **error)
+{
+  int fd;
+  char *tmp = moelm_create_temp(path, &fd, error);
+  if (tmp == NULL)
+    return FALSE;
+  if (!moelm_write_all(fd, data, len, path, error))
+    goto fail;
   if (fsync(fd) != 0) {
     moelm_set_error_errno(error, errno, path, "fsync failed");
     goto fail;
@@ -66,13 +83,6 @@ gboolean moelm_write_file_atomic(const char *path, const void *data, gsize len, 
     fd = -1;
     moelm_set_error_errno(error, errno, path, "close failed");
     goto fail;
-  }
-  fd = -1;
-  {
-    /* mkstemp creates 0600; give the file the usual permissions (umask applies). */
-    mode_t mask = umask(0);
-    umask(mask);
-    chmod(tmp, 0666 & ~mask);
   }
   gboolean ok = moelm_commit_file(tmp, path, error);
   g_free(tmp);

@@ -337,19 +337,6 @@ struct MoelmIndexedDatasetBuilder {
   gsize buf_cap;
 };
 
-static char *make_temp(const char *path, int *fd, GError **error)
-{
-  char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
-  /* 0666 minus the umask, like any new file (plain mkstemp would make it 0600). */
-  *fd = g_mkstemp_full(tmp, O_RDWR | O_CLOEXEC, 0666);
-  if (*fd < 0) {
-    moelm_set_error_errno(error, errno, path, "cannot create temporary file");
-    g_free(tmp);
-    return NULL;
-  }
-  return tmp;
-}
-
 MoelmIndexedDatasetBuilder *moelm_indexed_dataset_builder_new(const char *prefix, MoelmIdxDtype dtype,
                                                               GError **error)
 {
@@ -360,7 +347,7 @@ MoelmIndexedDatasetBuilder *moelm_indexed_dataset_builder_new(const char *prefix
   }
   char *bin_path = g_strconcat(prefix, ".bin", NULL);
   int fd;
-  char *tmp = make_temp(bin_path, &fd, error);
+  char *tmp = moelm_create_temp(bin_path, &fd, error);
   g_free(bin_path);
   if (tmp == NULL)
     return NULL;
@@ -504,22 +491,6 @@ static guchar *build_index(const MoelmIndexedDatasetBuilder *b, gsize *len)
   return out;
 }
 
-static gboolean write_all(int fd, const guchar *p, gsize len, const char *path, GError **error)
-{
-  while (len > 0) {
-    ssize_t w = write(fd, p, len);
-    if (w < 0 && errno == EINTR)
-      continue;
-    if (w <= 0) {
-      moelm_set_error_errno(error, w < 0 ? errno : EIO, path, "write failed");
-      return FALSE;
-    }
-    p += w;
-    len -= (gsize)w;
-  }
-  return TRUE;
-}
-
 gboolean moelm_indexed_dataset_builder_finish(MoelmIndexedDatasetBuilder *b, GError **error)
 {
   char *bin_path = g_strconcat(b->prefix, ".bin", NULL);
@@ -541,11 +512,11 @@ gboolean moelm_indexed_dataset_builder_finish(MoelmIndexedDatasetBuilder *b, GEr
 
   /* The .idx to a temporary of its own, synced before either file is renamed. */
   if (ok)
-    ok = (idx_tmp = make_temp(idx_path, &idx_fd, error)) != NULL;
+    ok = (idx_tmp = moelm_create_temp(idx_path, &idx_fd, error)) != NULL;
   if (ok) {
     gsize len;
     guchar *data = build_index(b, &len);
-    ok = write_all(idx_fd, data, len, idx_path, error);
+    ok = moelm_write_all(idx_fd, data, len, idx_path, error);
     g_free(data);
     if (ok && fsync(idx_fd) != 0) {
       moelm_set_error_errno(error, errno, idx_path, "fsync failed");

@@ -181,24 +181,6 @@ static char *build_header(const MoelmSafetensorsWriter *w, const char *path, gsi
   return text;
 }
 
-static gboolean write_all(int fd, const void *buf, uint64_t n, const char *path, GError **error)
-{
-  const char *p = buf;
-  while (n > 0) {
-    size_t chunk = n > (1u << 30) ? (1u << 30) : (size_t)n;
-    ssize_t k = write(fd, p, chunk);
-    if (k < 0 && errno == EINTR)
-      continue;
-    if (k <= 0) {
-      moelm_set_error_errno(error, k < 0 ? errno : EIO, path, "write failed");
-      return FALSE;
-    }
-    p += k;
-    n -= (uint64_t)k;
-  }
-  return TRUE;
-}
-
 gboolean moelm_safetensors_writer_write(MoelmSafetensorsWriter *w, const char *path, GError **error)
 {
   gsize hlen;
@@ -215,31 +197,22 @@ gboolean moelm_safetensors_writer_write(MoelmSafetensorsWriter *w, const char *p
     g_string_append_c(head, ' ');
   g_free(header);
 
-  char *tmp = g_strdup_printf("%s.tmp-XXXXXX", path);
-  int fd = g_mkstemp(tmp);
-  gboolean ok = fd >= 0;
-  if (!ok)
-    moelm_set_error_errno(error, errno, path, "cannot create temporary file");
+  int fd = -1;
+  char *tmp = moelm_create_temp(path, &fd, error);
+  gboolean ok = tmp != NULL;
   if (ok)
-    ok = write_all(fd, head->str, head->len, path, error);
+    ok = moelm_write_all(fd, head->str, head->len, path, error);
   for (guint i = 0; ok && i < w->entries->len; i++) {
     const WriterEntry *e = w->entries->pdata[i];
-    ok = write_all(fd, e->data, e->nbytes, path, error);
+    ok = moelm_write_all(fd, e->data, e->nbytes, path, error);
   }
   if (ok && fsync(fd) != 0)
     ok = (moelm_set_error_errno(error, errno, path, "fsync failed"), FALSE);
   if (fd >= 0 && close(fd) != 0 && ok)
     ok = (moelm_set_error_errno(error, errno, path, "close failed"), FALSE);
-  if (ok) {
-    /* mkstemp creates 0600; give the file the usual permissions (umask applies). */
-    mode_t mask = umask(0);
-    umask(mask);
-    if (chmod(tmp, 0666 & ~mask) != 0)
-      ok = (moelm_set_error_errno(error, errno, path, "cannot set permissions"), FALSE);
-  }
   if (ok)
     ok = moelm_commit_file(tmp, path, error); /* removes tmp itself on failure */
-  else if (fd >= 0)
+  else if (tmp != NULL)
     g_unlink(tmp);
   g_free(tmp);
   g_string_free(head, TRUE);

@@ -10,6 +10,13 @@ G_BEGIN_DECLS
  * fsync of the directory. On failure PATH is untouched and the temp file removed. */
 gboolean moelm_write_file_atomic(const char *path, const void *data, gsize len, GError **error);
 
+/* Create PATH.tmp-XXXXXX in PATH's directory for writing, with the usual permissions (0666
+ * minus the umask); returns its name (g_free) and the open descriptor. */
+char *moelm_create_temp(const char *path, int *fd, GError **error);
+
+/* Write all `len` bytes to fd (retrying short writes and EINTR); errors name `path`. */
+gboolean moelm_write_all(int fd, const void *data, gsize len, const char *path, GError **error);
+
 /* Rename a finished temp file over its destination and fsync the directory. */
 gboolean moelm_commit_file(const char *tmp_path, const char *path, GError **error);
 
