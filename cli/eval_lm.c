@@ -86,16 +86,13 @@ static const MoelmArgSpec *eval_table(EvalOptions *o)
 static void say(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
 static void say(const char *fmt, ...)
 {
-  char stamp[32];
-  time_t now = time(NULL);
-  struct tm tm;
-  localtime_r(&now, &tm);
-  strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
   va_list ap;
   va_start(ap, fmt);
   char *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
-  printf("%s | INFO | fairseq_cli.eval_lm | %s\n", stamp, msg);
+  char *line = moelm_log_format(MOELM_LOG_INFO, "fairseq_cli.eval_lm", msg);
+  printf("%s\n", line);
+  g_free(line);
   g_free(msg);
 }
 

@@ -1,4 +1,4 @@
-/* moelm — fairseq-style log lines on stderr (and an optional tee file). */
+/* moelm — fairseq-style log lines on stderr. */
 #include "config.h"
 
 #include <stdarg.h>
@@ -7,7 +7,6 @@
 #include "moelm/log.h"
 
 static MoelmLogLevel log_level = MOELM_LOG_INFO;
-static FILE *log_tee = NULL;
 static GMutex log_mutex;
 static gboolean progress_line = FALSE;
 
@@ -15,7 +14,6 @@ void moelm_log_set_progress_line(gboolean active) { progress_line = active; }
 
 void moelm_log_set_level(MoelmLogLevel level) { log_level = level; }
 MoelmLogLevel moelm_log_get_level(void) { return log_level; }
-void moelm_log_set_tee(FILE *tee) { log_tee = tee; }
 
 static const char *level_name(MoelmLogLevel level)
 {
@@ -27,29 +25,30 @@ static const char *level_name(MoelmLogLevel level)
   }
 }
 
-void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...)
+char *moelm_log_format(MoelmLogLevel level, const char *component, const char *msg)
 {
-  if (level < log_level)
-    return;
   char stamp[32];
   time_t now = time(NULL);
   struct tm tm;
   localtime_r(&now, &tm);
   strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S", &tm);
+  return g_strdup_printf("%s | %s | %s | %s", stamp, level_name(level), component, msg);
+}
 
+void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...)
+{
+  if (level < log_level)
+    return;
   va_list ap;
   va_start(ap, fmt);
   char *msg = g_strdup_vprintf(fmt, ap);
   va_end(ap);
+  char *line = moelm_log_format(level, component, msg);
 
   g_mutex_lock(&log_mutex);
-  fprintf(stderr, "%s%s | %s | %s | %s\n", progress_line ? "\r\033[K" : "", stamp, level_name(level), component,
-          msg);
+  fprintf(stderr, "%s%s\n", progress_line ? "\r\033[K" : "", line);
   fflush(stderr);
-  if (log_tee) {
-    fprintf(log_tee, "%s | %s | %s | %s\n", stamp, level_name(level), component, msg);
-    fflush(log_tee);
-  }
   g_mutex_unlock(&log_mutex);
+  g_free(line);
   g_free(msg);
 }

@@ -1,7 +1,6 @@
 /* moelm — logging to stderr in fairseq's layout:
  *   2026-11-23 05:10:00 | INFO | moelm.preprocess | message
- * Library code logs through here (never stdout); the CLI sets the level and may redirect
- * the sink (preprocess.log is a second sink). */
+ * Library code logs through here (never stdout); the CLI sets the level. */
 #ifndef MOELM_LOG_H
 #define MOELM_LOG_H
 
@@ -21,9 +20,9 @@ typedef enum {
 void moelm_log_set_level(MoelmLogLevel level);
 MoelmLogLevel moelm_log_get_level(void);
 
-/* An extra sink that receives every line at or above the level (e.g. preprocess.log).
- * NULL removes it. The FILE stays owned by the caller. */
-void moelm_log_set_tee(FILE *tee);
+/* The line moelm_log writes, without the newline: "DATE TIME | LEVEL | component | msg" (g_free).
+ * For a CLI that prints fairseq's log lines on stdout (eval-lm). */
+char *moelm_log_format(MoelmLogLevel level, const char *component, const char *msg);
 
 /* While a "\r" progress line is on the terminal, log lines first clear it ("\r\033[K"), so
  * the two never run into each other. */
