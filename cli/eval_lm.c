@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "commands.h"
-#include "preprocess.h" /* pp_repr_float: Python's repr() of a float */
+#include "moelm/pyformat.h"
 #include "common_options.h"
 #include "moelm/errors.h"
 #include "moelm/log.h"
@@ -166,8 +166,8 @@ static void print_word_stats(GPtrArray *order)
   g_ptr_array_sort(order, by_count_desc); /* stable, as Python's sorted() */
   for (guint i = 0; i < order->len; i++) {
     const WordStat *w = g_ptr_array_index(order, i);
-    char *lp = pp_repr_float(w->log_prob);
-    char *next = w->count - w->missing_next > 0 ? pp_repr_float(w->next_word_prob) : g_strdup("0");
+    char *lp = moelm_py_repr_float(w->log_prob);
+    char *next = w->count - w->missing_next > 0 ? moelm_py_repr_float(w->next_word_prob) : g_strdup("0");
     say("%s\t%" G_GINT64_FORMAT "\t%s\t%s\t%s\t%" G_GINT64_FORMAT, w->word, w->count, lp,
         w->is_bpe ? "True" : "False", next, w->count - w->missing_next);
     g_free(lp);

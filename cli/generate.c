@@ -27,7 +27,7 @@
 #include "generate.h"
 #include "moelm/errors.h"
 #include "moelm/log.h"
-#include "preprocess.h" /* pp_repr_float: Python's repr() of a float */
+#include "moelm/pyformat.h"
 #include "tasks/generator.h"
 #include "tasks/inference.h"
 #include "tasks/mixture_scorer.h"
@@ -219,7 +219,7 @@ static void print_hypothesis(const Run *run, gint64 id, const MoelmHypothesis *h
   char *hyp = gen_text_tokens_string(dict, h->tokens, h->len, run->o->post_process);
   char *detok = run->spm_decode ? gen_text_post_process(hyp, "sentencepiece") : g_strdup(hyp);
   /* float32 throughout, then Python's repr() of that float, as fairseq prints a tensor */
-  char *score = pp_repr_float((double)(h->score / (float)G_LN2));
+  char *score = moelm_py_repr_float((double)(h->score / (float)G_LN2));
   printf("H-%" G_GINT64_FORMAT "\t%s\t%s\n", id, score, hyp);
   printf("D-%" G_GINT64_FORMAT "\t%s\t%s\n", id, score, detok);
   printf("P-%" G_GINT64_FORMAT "\t", id);

@@ -12,6 +12,7 @@
 #include "args.h"
 #include "moelm/errors.h"
 #include "moelm/log.h"
+#include "moelm/pyformat.h"
 #include "preprocess.h"
 
 #define PROG "moelm preprocess"
@@ -131,13 +132,13 @@ static char *common_value_repr(const CommonOption *c, const CommonValues *v, gsi
       usage_error("argument %s: invalid float value: '%s'", c->name, s);
       return NULL;
     }
-    return pp_repr_float(d);
+    return moelm_py_repr_float(d);
   }
-  return pp_repr_str(s);
+  return moelm_py_repr_str(s);
 }
 
 /* The Namespace line: the options moelm uses, the common ones, in argparse's sorted order. */
-static gboolean build_namespace(PpOptions *o, const CommonValues *cv)
+static gboolean build_namespace(MoelmPreprocessConfig *o, const CommonValues *cv)
 {
   GPtrArray *items = g_ptr_array_new_with_free_func(g_free);
   for (gsize i = 0; i < N_COMMON; i++) {
@@ -154,11 +155,11 @@ static gboolean build_namespace(PpOptions *o, const CommonValues *cv)
     }
     add_item(items, common_options[i].key, value);
   }
-  add_item(items, "align_suffix", pp_repr_str(o->align_suffix));
-  add_item(items, "alignfile", pp_repr_str(o->alignfile));
-  add_item(items, "bpe", pp_repr_str(o->bpe));
-  add_item(items, "dataset_impl", pp_repr_str(o->dataset_impl));
-  add_item(items, "destdir", pp_repr_str(o->destdir));
+  add_item(items, "align_suffix", moelm_py_repr_str(o->align_suffix));
+  add_item(items, "alignfile", moelm_py_repr_str(o->alignfile));
+  add_item(items, "bpe", moelm_py_repr_str(o->bpe));
+  add_item(items, "dataset_impl", moelm_py_repr_str(o->dataset_impl));
+  add_item(items, "destdir", moelm_py_repr_str(o->destdir));
   add_item(items, "dict_only", repr_bool(o->dict_only));
   add_item(items, "joined_dictionary", repr_bool(o->joined_dictionary));
   add_item(items, "nwordssrc", repr_int(o->nwordssrc));
@@ -166,25 +167,25 @@ static gboolean build_namespace(PpOptions *o, const CommonValues *cv)
   add_item(items, "only_source", repr_bool(o->only_source));
   add_item(items, "padding_factor", repr_int(o->padding_factor));
   if (o->sentencepiece_model) /* moelm's extension: only shown when used */
-    add_item(items, "sentencepiece_model", pp_repr_str(o->sentencepiece_model));
-  add_item(items, "source_lang", pp_repr_str(o->source_lang));
-  add_item(items, "srcdict", pp_repr_str(o->srcdict));
-  add_item(items, "target_lang", pp_repr_str(o->target_lang));
-  add_item(items, "task", pp_repr_str(o->task));
-  add_item(items, "testpref", pp_repr_str(o->testpref));
-  add_item(items, "tgtdict", pp_repr_str(o->tgtdict));
+    add_item(items, "sentencepiece_model", moelm_py_repr_str(o->sentencepiece_model));
+  add_item(items, "source_lang", moelm_py_repr_str(o->source_lang));
+  add_item(items, "srcdict", moelm_py_repr_str(o->srcdict));
+  add_item(items, "target_lang", moelm_py_repr_str(o->target_lang));
+  add_item(items, "task", moelm_py_repr_str(o->task));
+  add_item(items, "testpref", moelm_py_repr_str(o->testpref));
+  add_item(items, "tgtdict", moelm_py_repr_str(o->tgtdict));
   add_item(items, "thresholdsrc", repr_int(o->thresholdsrc));
   add_item(items, "thresholdtgt", repr_int(o->thresholdtgt));
-  add_item(items, "trainpref", pp_repr_str(o->trainpref));
-  add_item(items, "validpref", pp_repr_str(o->validpref));
+  add_item(items, "trainpref", moelm_py_repr_str(o->trainpref));
+  add_item(items, "validpref", moelm_py_repr_str(o->validpref));
   add_item(items, "workers", repr_int(o->workers));
-  o->namespace_line = pp_namespace_line(items);
+  o->namespace_line = moelm_py_namespace_line(items);
   g_ptr_array_unref(items);
   return TRUE;
 }
 
 /* Combinations fairseq would reject or moelm does not do. Returns 0 when fine. */
-static int check_options(PpOptions *o)
+static int check_options(MoelmPreprocessConfig *o)
 {
   if (!g_strv_contains(dataset_impls, o->dataset_impl))
     return usage_error("argument --dataset-impl: invalid choice: '%s' (choose from raw, lazy, cached, mmap, "
@@ -224,9 +225,9 @@ static int check_options(PpOptions *o)
   return 0;
 }
 
-int pp_options_parse(PpOptions *o, int argc, char **argv)
+int pp_options_parse(MoelmPreprocessConfig *o, int argc, char **argv)
 {
-  *o = (PpOptions){
+  *o = (MoelmPreprocessConfig){
       .destdir = g_strdup("data-bin"),
       .nwordssrc = -1,
       .nwordstgt = -1,
@@ -310,14 +311,4 @@ int pp_options_parse(PpOptions *o, int argc, char **argv)
   for (gsize i = 0; i < N_COMMON; i++)
     g_free(cv.value[i]);
   return rc;
-}
-
-void pp_options_clear(PpOptions *o)
-{
-  char **strings[] = {&o->source_lang, &o->target_lang, &o->trainpref, &o->validpref,
-                      &o->testpref,    &o->destdir,     &o->srcdict,   &o->tgtdict,
-                      &o->dataset_impl, &o->bpe,        &o->sentencepiece_model, &o->task,
-                      &o->align_suffix, &o->alignfile,  &o->namespace_line};
-  for (gsize i = 0; i < G_N_ELEMENTS(strings); i++)
-    g_clear_pointer(strings[i], g_free);
 }

@@ -9,7 +9,7 @@
 #include <glib/gstdio.h>
 
 #include "moelm/errors.h"
-#include "preprocess.h"
+#include "preprocess_engine.h"
 
 /* SentencePiece's own control pieces (<unk>, <s>, </s>): part of its vocabulary size, but
  * never produced as pieces of text, so they take no dict.txt line. */

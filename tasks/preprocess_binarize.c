@@ -21,7 +21,7 @@
 #include "moelm/indexed_dataset.h"
 #include "moelm/log.h"
 #include "moelm/timer.h"
-#include "preprocess.h"
+#include "preprocess_engine.h"
 
 /* ---- token ids of a step, appended to the output in order ---- */
 

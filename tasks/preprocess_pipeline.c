@@ -11,7 +11,8 @@
 #include <stdatomic.h>
 
 #include "moelm/errors.h"
-#include "preprocess.h"
+#include "moelm/progress.h"
+#include "preprocess_engine.h"
 
 #define WINDOW_PER_WORKER 4
 
@@ -111,8 +112,11 @@ gboolean pp_run_ordered(const char *what, const char *path, const GArray *bounds
   for (int w = 1; pool && w < workers; w++)
     g_thread_pool_push(pool, GINT_TO_POINTER(w), NULL);
 
-  PpProgress progress;
-  pp_progress_start(&progress, what, path, g_array_index(bounds, gsize, pl.n_steps));
+  MoelmProgress progress;
+  char *progress_what = g_strdup_printf("%s %s", what, path);
+  moelm_progress_start(&progress, "moelm preprocess", progress_what,
+                       (double)g_array_index(bounds, gsize, pl.n_steps) / 1e6, "MB");
+  g_free(progress_what);
   g_mutex_lock(&pl.lock);
   for (guint k = 0; k < pl.n_steps && !pl.failed; k++) {
     /* Wait for step k, producing steps here meanwhile. */
@@ -123,7 +127,7 @@ gboolean pp_run_ordered(const char *what, const char *path, const GArray *bounds
         gint64 until = g_get_monotonic_time() + 250 * G_TIME_SPAN_MILLISECOND;
         g_cond_wait_until(&pl.cond, &pl.lock, until);
       }
-      pp_progress_update(&progress, atomic_load(&pl.done_bytes));
+      moelm_progress_update(&progress, (double)atomic_load(&pl.done_bytes) / 1e6, NULL);
     }
     if (pl.failed)
       break;
@@ -139,7 +143,7 @@ gboolean pp_run_ordered(const char *what, const char *path, const GArray *bounds
   g_mutex_unlock(&pl.lock);
   if (pool)
     g_thread_pool_free(pool, FALSE, TRUE);
-  pp_progress_finish(&progress);
+  moelm_progress_finish(&progress);
   g_mutex_clear(&pl.lock);
   g_cond_clear(&pl.cond);
   g_free(pl.ready);

@@ -13,9 +13,10 @@
 #include <string.h>
 
 #include "moelm/errors.h"
+#include "moelm/progress.h"
 #include "moelm/log.h"
 #include "moelm/timer.h"
-#include "preprocess.h"
+#include "preprocess_engine.h"
 
 /* One step of work on bytes [start, end) of the mapped file (both line starts), by the
  * task numbered `worker`. */
@@ -100,16 +101,18 @@ static gboolean run_pass(const char *path, const char *what, int workers, PpStep
   if (ok) {
     for (int w = 0; w < workers; w++)
       g_thread_pool_push(pool, GINT_TO_POINTER(w + 1), NULL);
-    PpProgress progress;
-    pp_progress_start(&progress, what, path, pass.len);
+    MoelmProgress progress;
+    char *progress_what = g_strdup_printf("%s %s", what, path);
+    moelm_progress_start(&progress, "moelm preprocess", progress_what, (double)pass.len / 1e6, "MB");
+    g_free(progress_what);
     g_mutex_lock(&pass.lock);
     while (pass.finished < workers) {
       gint64 until = g_get_monotonic_time() + 250 * G_TIME_SPAN_MILLISECOND;
       if (!g_cond_wait_until(&pass.cond, &pass.lock, until))
-        pp_progress_update(&progress, atomic_load(&pass.done_bytes));
+        moelm_progress_update(&progress, (double)atomic_load(&pass.done_bytes) / 1e6, NULL);
     }
     g_mutex_unlock(&pass.lock);
-    pp_progress_finish(&progress);
+    moelm_progress_finish(&progress);
     g_thread_pool_free(pool, FALSE, TRUE);
     moelm_debug("moelm.preprocess", "%s %s: %.3f s, %.3f s of CPU, %d workers", what, path,
                 moelm_time_now() - wall0, pp_cpu_seconds() - cpu0, workers);

@@ -1,4 +1,4 @@
-/* moelm preprocess — Python's number and string formatting, so the log lines read exactly
+/* moelm — Python's number and string formatting, so the log lines read exactly
  * as fairseq's ("{:.3}%" of the replaced tokens, the argparse Namespace dump). */
 #include "config.h"
 
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "preprocess.h"
+#include "moelm/pyformat.h"
 
 /* Remove trailing zeros after a decimal point; keep `min_frac` digits after it (0 also
  * drops the point itself). */
@@ -24,7 +24,7 @@ static void strip_fraction_zeros(char *s, int min_frac)
   *end = '\0';
 }
 
-char *pp_format_python_g3(double x)
+char *moelm_py_format_g3(double x)
 {
   const int precision = 3;
   if (isnan(x))
@@ -53,7 +53,7 @@ char *pp_format_python_g3(double x)
   return g_strdup(fixed);
 }
 
-char *pp_repr_str(const char *s)
+char *moelm_py_repr_str(const char *s)
 {
   if (s == NULL)
     return g_strdup("None");
@@ -97,7 +97,7 @@ static int compare_items(gconstpointer a, gconstpointer b)
   return (nx > ny) - (nx < ny);
 }
 
-char *pp_namespace_line(GPtrArray *items)
+char *moelm_py_namespace_line(GPtrArray *items)
 {
   g_ptr_array_sort(items, compare_items);
   GString *out = g_string_new("Namespace(");
@@ -110,7 +110,7 @@ char *pp_namespace_line(GPtrArray *items)
   return g_string_free(out, FALSE);
 }
 
-char *pp_repr_float(double x)
+char *moelm_py_repr_float(double x)
 {
   if (isnan(x))
     return g_strdup("nan");
