@@ -19,11 +19,8 @@ const MoelmArgSpec moelm_ignored_options[] = {
   {"--distributed-port", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--dataset-impl", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--best-checkpoint-metric", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
-  {"--fp16", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
-  {"--bf16", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
   {"--memory-efficient-fp16", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
   {"--fp16-no-flatten-grads", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
-  {"--cpu", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
   {"--no-progress-bar", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
   {"--quiet", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
   {NULL, NULL, 0, NULL, NULL, NULL, NULL},
@@ -221,4 +218,69 @@ int moelm_cli_threads_default(void)
 {
   const char *env = g_getenv("MOELM_THREADS");
   return env ? atoi(env) : 0;
+}
+
+void moelm_backend_options_init(MoelmBackendOptions *o)
+{
+  memset(o, 0, sizeof *o);
+  o->device_id = -1;
+  o->threads = moelm_cli_threads_default();
+}
+
+const MoelmArgSpec *moelm_backend_options_table(MoelmBackendOptions *o)
+{
+  static MoelmArgSpec t[9];
+  const MoelmArgSpec spec[] = {
+    {"--cpu", NULL, MOELM_ARG_FLAG, &o->cpu, NULL, "run on the CPU (default: a GPU when built with CUDA and present)",
+     NULL},
+    {"--device-id", NULL, MOELM_ARG_INT, &o->device_id, NULL, "the GPU to run on (CUDA builds)", NULL},
+    {"--threads", NULL, MOELM_ARG_INT, &o->threads, NULL, "CPU threads (default: all cores, or $MOELM_THREADS)",
+     NULL},
+    {"--fp32", NULL, MOELM_ARG_FLAG, &o->fp32, NULL, "fp32 activations (the CPU default)", NULL},
+    {"--bf16", NULL, MOELM_ARG_FLAG, &o->bf16, NULL,
+     "store activations in bfloat16 (the GPU default; on the CPU a slower variant that computes in fp32)", NULL},
+    {"--fp16", NULL, MOELM_ARG_FLAG, &o->fp16, NULL, "store activations in float16", NULL},
+    {"--cpu-reference", "--reference-backend", MOELM_ARG_FLAG, &o->reference, NULL,
+     "the CPU reference loops (slow; for checking)", NULL},
+    {"--inject-device-failure", NULL, MOELM_ARG_INT, &o->fail_after_ops, NULL,
+     "testing: the N-th op fails as a device would", NULL},
+    {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+  };
+  memcpy(t, spec, sizeof spec);
+  return t;
+}
+
+gboolean moelm_backend_options_apply(const MoelmBackendOptions *o, MoelmBackendSpec *spec, GError **error)
+{
+  moelm_backend_spec_init(spec);
+  if ((o->fp32 ? 1 : 0) + (o->bf16 ? 1 : 0) + (o->fp16 ? 1 : 0) > 1) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--fp32, --bf16 and --fp16 exclude each other");
+    return FALSE;
+  }
+  if ((o->cpu || o->reference) && o->device_id >= 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--device-id %d and --cpu exclude each other",
+                o->device_id);
+    return FALSE;
+  }
+  if (o->device_id < -1) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--device-id %d: must be 0 or more", o->device_id);
+    return FALSE;
+  }
+  if (o->threads < 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--threads %d: must be 1 or more (0: all cores)",
+                o->threads);
+    return FALSE;
+  }
+  spec->kind = o->reference ? MOELM_BACKEND_CPU_REFERENCE
+               : o->cpu     ? MOELM_BACKEND_CPU
+               : o->device_id >= 0 ? MOELM_BACKEND_CUDA
+                                   : MOELM_BACKEND_AUTO;
+  spec->device_id = o->device_id;
+  spec->threads = o->threads;
+  spec->precision = o->fp32   ? MOELM_PRECISION_FP32
+                    : o->bf16 ? MOELM_PRECISION_BF16
+                    : o->fp16 ? MOELM_PRECISION_FP16
+                              : MOELM_PRECISION_DEFAULT;
+  spec->fail_after_ops = o->fail_after_ops;
+  return TRUE;
 }

@@ -53,4 +53,17 @@ MoelmTaskFlags moelm_task_flag_options_get(const MoelmTaskFlagOptions *o);
 /* --threads N (moelm): CPU threads; 0 = all cores. */
 int moelm_cli_threads_default(void);
 
+/* Where the work runs, fairseq's flags: --cpu, --device-id N, --fp32/--bf16/--fp16, and
+ * moelm's --threads N, --cpu-reference. */
+typedef struct {
+  gboolean cpu, fp32, bf16, fp16, reference;
+  int device_id, threads, fail_after_ops;
+} MoelmBackendOptions;
+
+void moelm_backend_options_init(MoelmBackendOptions *o);
+/* A table bound to `o` (static storage: one at a time). */
+const MoelmArgSpec *moelm_backend_options_table(MoelmBackendOptions *o);
+/* The backend spec the flags ask for; contradictory flags are an error naming them. */
+gboolean moelm_backend_options_apply(const MoelmBackendOptions *o, MoelmBackendSpec *spec, GError **error);
+
 #endif

@@ -31,9 +31,10 @@
 
 typedef struct {
   char *path, *gen_subset, *break_mode, *post_process;
-  int context_window, batch_size, threads;
+  int context_window, batch_size;
   gint64 tokens_per_sample, max_tokens;
   MoelmTaskFlagOptions taskflags;
+  MoelmBackendOptions backend;
   gboolean output_word_probs, output_word_stats, mixture_report;
   gboolean tps_seen, mode_seen;
 } EvalOptions;
@@ -44,7 +45,7 @@ static void options_init(EvalOptions *o)
   o->gen_subset = g_strdup("test");
   o->break_mode = g_strdup("none");
   moelm_task_flag_options_init(&o->taskflags);
-  o->threads = moelm_cli_threads_default();
+  moelm_backend_options_init(&o->backend);
 }
 
 static const MoelmArgSpec *eval_table(EvalOptions *o)
@@ -68,7 +69,6 @@ static const MoelmArgSpec *eval_table(EvalOptions *o)
     {"--output-word-stats", NULL, MOELM_ARG_FLAG, &o->output_word_stats, NULL, "log per-word statistics", NULL},
     {"--post-process", "--remove-bpe", MOELM_ARG_OPTIONAL, &o->post_process, "@@ ",
      "merge subword pieces into words: '@@ ', subword_nmt or sentencepiece", NULL},
-    {"--threads", NULL, MOELM_ARG_INT, &o->threads, NULL, "CPU threads (default: all cores)", NULL},
     {"--seed", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--softmax-batch", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--log-format", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
@@ -256,9 +256,13 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   if (!moelm_bpe_kind_parse(o->post_process, &bpe, error))
     return FALSE;
   say("loading model(s) from %s", o->path);
-  MoelmInference *inf = moelm_inference_open(o->path, data, o->threads, error);
+  MoelmBackendSpec spec;
+  if (!moelm_backend_options_apply(&o->backend, &spec, error))
+    return FALSE;
+  MoelmInference *inf = moelm_inference_open(o->path, data, &spec, error);
   if (inf == NULL)
     return FALSE;
+  say("running on %s: %s", inf->be->description, inf->be->reason);
   MoelmLmSplit *split = NULL;
   gboolean ok = FALSE;
   int64_t tps;
@@ -321,7 +325,8 @@ int moelm_cmd_eval_lm(int argc, char **argv)
 {
   EvalOptions o;
   options_init(&o);
-  const MoelmArgSpec *tables[] = {eval_table(&o), moelm_task_flag_options_table(&o.taskflags), moelm_ignored_options,
+  const MoelmArgSpec *tables[] = {eval_table(&o), moelm_task_flag_options_table(&o.taskflags),
+                                  moelm_backend_options_table(&o.backend), moelm_ignored_options,
                                   NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;

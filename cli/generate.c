@@ -39,8 +39,9 @@ typedef enum { GEN_EXPERT_FIXED, GEN_EXPERT_AUTO, GEN_EXPERT_ALL } GenExpertMode
 
 typedef struct {
   char *path, *input, *bpe, *spm_model, *post_process, *gen_expert;
-  int buffer_size, batch_size, beam, nbest, topk, min_len, max_len_b, no_repeat, threads;
+  int buffer_size, batch_size, beam, nbest, topk, min_len, max_len_b, no_repeat;
   MoelmTaskFlagOptions taskflags;
+  MoelmBackendOptions backend;
   gint64 max_tokens, seed, tokens_per_sample;
   double topp, temperature, max_len_a, unkpen, lenpen;
   gboolean sampling, unnormalized, skip_invalid;
@@ -62,7 +63,7 @@ static void options_init(GenOptions *o)
   o->min_len = 1;
   o->seed = 1;
   o->lenpen = 1.0;
-  o->threads = moelm_cli_threads_default();
+  moelm_backend_options_init(&o->backend);
 }
 
 static const MoelmArgSpec *gen_table(GenOptions *o)
@@ -101,7 +102,6 @@ static const MoelmArgSpec *gen_table(GenOptions *o)
      "longest prompt + 1 accepted (default: the model's positions)", NULL},
     {"--skip-invalid-size-inputs-valid-test", NULL, MOELM_ARG_FLAG, &o->skip_invalid, NULL,
      "skip prompts longer than the model's positions", NULL},
-    {"--threads", NULL, MOELM_ARG_INT, &o->threads, NULL, "CPU threads (default: all cores)", NULL},
     {"--prefix-size", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--gen-subset", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--log-format", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
@@ -391,8 +391,14 @@ static int generate(const GenOptions *o, const MoelmGeneratorConfig *gc, const c
     goto out;
   }
   moelm_info(LOG, "loading model(s) from %s", o->path);
-  run.inf = moelm_inference_open(o->path, data_dir, o->threads, &error);
-  if (run.inf == NULL || !setup_spm(&run, data_dir, &error) || !setup_generator(&run, gc, &error))
+  MoelmBackendSpec spec;
+  if (!moelm_backend_options_apply(&o->backend, &spec, &error))
+    goto out;
+  run.inf = moelm_inference_open(o->path, data_dir, &spec, &error);
+  if (run.inf == NULL)
+    goto out;
+  moelm_info(LOG, "running on %s: %s", run.inf->be->description, run.inf->be->reason);
+  if (!setup_spm(&run, data_dir, &error) || !setup_generator(&run, gc, &error))
     goto out;
   run.max_positions = moelm_model_get_config(run.inf->model)->max_positions;
   if (o->tokens_per_sample > 0 && o->tokens_per_sample < run.max_positions)
@@ -427,7 +433,8 @@ int moelm_cmd_generate(int argc, char **argv)
   char *prog = g_strdup_printf("moelm %s", cmd);
   GenOptions o;
   options_init(&o);
-  const MoelmArgSpec *tables[] = {gen_table(&o), moelm_task_flag_options_table(&o.taskflags), moelm_ignored_options,
+  const MoelmArgSpec *tables[] = {gen_table(&o), moelm_task_flag_options_table(&o.taskflags),
+                                  moelm_backend_options_table(&o.backend), moelm_ignored_options,
                                   NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;

@@ -21,10 +21,11 @@ typedef struct {
   gint64 tokens_per_sample, max_tokens, max_tokens_valid, max_update, warmup_updates, save_interval_updates;
   gint64 validate_interval_updates, force_anneal;
   int batch_size, batch_size_valid, required_multiple, update_freq, max_epoch, validate_interval, save_interval;
-  int keep_last_epochs, keep_interval_updates, keep_best, patience, log_interval, threads;
+  int keep_last_epochs, keep_interval_updates, keep_best, patience, log_interval;
   gint64 seed;
   gboolean disable_validation, no_save, no_epoch_checkpoints, no_last_checkpoints, no_save_optimizer_state;
-  gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters, skip_invalid, reference;
+  gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters, skip_invalid;
+  MoelmBackendOptions backend;
   MoelmModelOptions model;
   MoelmTaskOptions task_opts;
 } TrainOptions;
@@ -60,7 +61,7 @@ static void options_init(TrainOptions *o)
   o->keep_last_epochs = o->keep_interval_updates = o->keep_best = o->patience = -1;
   o->log_interval = 100;
   o->seed = 1;
-  o->threads = moelm_cli_threads_default();
+  moelm_backend_options_init(&o->backend);
   moelm_model_options_init(&o->model);
   moelm_task_options_init(&o->task_opts);
 }
@@ -72,8 +73,6 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--task", NULL, MOELM_ARG_CHOICE, &o->task, "language_modeling|language_model_moe", "task", NULL},
     {"--criterion", NULL, MOELM_ARG_CHOICE, &o->criterion, "cross_entropy|moe_cross_entropy", "criterion", NULL},
     {"--seed", NULL, MOELM_ARG_INT64, &o->seed, NULL, "random seed (1)", NULL},
-    {"--threads", NULL, MOELM_ARG_INT, &o->threads, NULL, "CPU threads (default: all cores)", NULL},
-    {"--reference-backend", NULL, MOELM_ARG_FLAG, &o->reference, NULL, "use the plain reference loops (slow)", NULL},
     {"--log-interval", NULL, MOELM_ARG_INT, &o->log_interval, NULL, "log every N updates (100)", NULL},
     {"--log-format", NULL, MOELM_ARG_CHOICE, &o->log_format, "simple|json|none|tqdm", "log format", NULL},
     {"--tokens-per-sample", NULL, MOELM_ARG_INT64, &o->tokens_per_sample, NULL, "tokens per block (1024)", NULL},
@@ -204,8 +203,14 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->log_interval = o->log_interval;
   c->log_json = strcmp(o->log_format, "json") == 0;
   c->progress_bar = isatty(STDERR_FILENO) && strcmp(o->log_format, "none") != 0;
-  c->threads = o->threads;
-  c->reference_backend = o->reference;
+  if (!moelm_backend_options_apply(&o->backend, &c->backend, error))
+    return FALSE;
+  if (c->backend.precision == MOELM_PRECISION_FP16) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED,
+                "--fp16: training with fp16 activations needs the dynamic loss scaler, which comes with the CUDA "
+                "backend; use --bf16 or --fp32 (eval-lm and generate take --fp16)");
+    return FALSE;
+  }
   if (!moelm_model_options_apply(&o->model, (int)o->tokens_per_sample, &c->model, error))
     return FALSE;
   if (c->tokens_per_sample > c->model.max_positions) {
@@ -221,7 +226,8 @@ int moelm_cmd_train(int argc, char **argv)
 {
   TrainOptions o;
   options_init(&o);
-  const MoelmArgSpec *tables[] = {train_table(&o), moelm_model_options_table(&o.model),
+  const MoelmArgSpec *tables[] = {train_table(&o), moelm_backend_options_table(&o.backend),
+                                  moelm_model_options_table(&o.model),
                                   moelm_task_options_table(&o.task_opts), moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;

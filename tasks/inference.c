@@ -55,7 +55,8 @@ static gboolean gate_setup(MoelmInference *inf, GError **error)
   return inf->gate != NULL;
 }
 
-MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir, int threads, GError **error)
+MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir, const MoelmBackendSpec *backend,
+                                     GError **error)
 {
   if (strchr(ckpt_path, ':') != NULL && !g_file_test(ckpt_path, G_FILE_TEST_EXISTS)) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s: model ensembles (--path a:b) are not supported",
@@ -76,7 +77,7 @@ MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir
   if (inf->dict == NULL || (inf->mixture && !mixture_setup(inf, error)) ||
       !moelm_checkpoint_check_dictionary(inf->ckpt, inf->dict, dict_path, error))
     goto fail;
-  inf->be = moelm_backend_cpu_new(FALSE, threads, error);
+  inf->be = moelm_backend_open(backend, error);
   if (inf->be == NULL)
     goto fail;
   inf->model = moelm_model_new(&inf->ckpt->model, inf->be, error);

@@ -34,9 +34,11 @@ typedef struct {
 } MoelmInference;
 
 /* Open CKPT (`--path`; fairseq's "a:b" ensembles are refused), load DATA/dict.txt, check the
- * fingerprint, build the model on a CPU backend with `threads` threads and load the weights.
+ * fingerprint, build the model on the backend `backend` asks for (NULL: the defaults) and load
+ * the weights.
  * Errors name the file. */
-MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir, int threads, GError **error);
+MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir, const MoelmBackendSpec *backend,
+                                     GError **error);
 void moelm_inference_free(MoelmInference *inf);
 
 /* The checkpoint's task metadata value for `key` as an int, or `fallback`. */

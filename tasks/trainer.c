@@ -37,6 +37,7 @@ void moelm_train_config_init(MoelmTrainConfig *c)
   c->keep_best_checkpoints = -1;
   c->restore_file = g_strdup("checkpoint_last.pt");
   c->log_interval = 100;
+  moelm_backend_spec_init(&c->backend);
 }
 
 void moelm_train_config_clear(MoelmTrainConfig *c)
@@ -212,6 +213,15 @@ static void progress(Run *r, int64_t iter, double loss)
 }
 
 /* ---- one update ----------------------------------------------------------------------- */
+/* A device op that failed during this update surfaces here, before anything is saved. */
+static gboolean check_backend(Run *r, GError **error)
+{
+  char *what = g_strdup_printf("update %" G_GINT64_FORMAT, r->st.num_updates + 1);
+  gboolean ok = moelm_backend_check(r->be, what, error);
+  g_free(what);
+  return ok;
+}
+
 static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count, MoelmTrainMeters *m,
                              GError **error)
 {
@@ -237,6 +247,8 @@ static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count,
     if (!ok)
       return FALSE;
   }
+  if (!check_backend(r, error)) /* a failed device op, not a diverged run */
+    return FALSE;
   if (step.sample_size > 0)
     moelm_multiply_grads(r->be, grads, n, 1.0 / step.sample_size);
   const double gnorm = moelm_clip_grad_norm(r->be, grads, n, cfg->clip_norm);
@@ -246,7 +258,8 @@ static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count,
                 gnorm, r->st.num_updates + 1);
     return FALSE;
   }
-  if (!moelm_adam_step(&r->adam, r->be, moelm_model_params(r->model), grads, n, moelm_lr_get(r->sched), error))
+  if (!moelm_adam_step(&r->adam, moelm_model_params(r->model), grads, n, moelm_lr_get(r->sched), error) ||
+      !check_backend(r, error))
     return FALSE;
   r->st.num_updates++;
   moelm_lr_step_update(r->sched, r->st.num_updates);
@@ -297,14 +310,14 @@ static gboolean open_data(Run *r, GError **error)
 static gboolean setup(Run *r, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
-  r->be = moelm_backend_cpu_new(cfg->reference_backend, cfg->threads, error);
+  r->be = moelm_backend_open(&cfg->backend, error);
   if (r->be == NULL)
     return FALSE;
   r->model = moelm_model_new(&cfg->model, r->be, error);
   if (r->model == NULL)
     return FALSE;
   moelm_model_init_params(r->model, cfg->seed);
-  if (!moelm_adam_init(&r->adam, &cfg->adam, moelm_model_num_params(r->model), error))
+  if (!moelm_adam_init(&r->adam, &cfg->adam, r->be, moelm_model_num_params(r->model), error))
     return FALSE;
   MoelmLrSchedulerConfig lr = cfg->lr;
   lr.max_update = cfg->max_update;
@@ -472,8 +485,8 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
     ok = moelm_trainer_restore(&ctx, error);
   }
   if (ok) {
-    moelm_info("moelm.train", "model %s, %zu parameters, %s backend with %d threads", cfg->model.arch,
-               moelm_model_num_params(r.model), r.be->ops->name, r.be->n_threads);
+    moelm_info("moelm.train", "running on %s: %s", r.be->description, r.be->reason ? r.be->reason : "");
+    moelm_info("moelm.train", "model %s, %zu parameters", cfg->model.arch, moelm_model_num_params(r.model));
     moelm_info("moelm.train", "task: %s, max tokens per batch = %" G_GINT64_FORMAT ", max sentences = %d, update freq = %d",
                objective->name, cfg->max_tokens, cfg->batch_size, cfg->update_freq);
     ok = run_epochs(&r, result, error);

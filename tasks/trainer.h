@@ -59,8 +59,7 @@ typedef struct {
   gboolean progress_bar;             /* a \r progress line on a terminal */
   /* model and compute */
   MoelmModelConfig model;
-  int threads;                       /* CPU threads (0: all cores) */
-  gboolean reference_backend;        /* use the reference loops (tests) */
+  MoelmBackendSpec backend;          /* --cpu, --device-id, --threads, --fp32/--bf16/--fp16 */
   /* the task's metadata written into checkpoints ("task"), owned by the caller */
   JsonNode *task_meta;
 } MoelmTrainConfig;

@@ -48,6 +48,13 @@ int moelm_test_run_cli2(const char *const *base, const char *const *extra, const
                         char **err);
 
 /* Assert that a GError is set, in MOELM_ERROR, and its message contains `needle`. */
+/* The fast CPU path with `threads` threads, as a backend spec. */
+#define MOELM_TEST_CPU_SPEC(n_threads)                                                                         \
+  (&(MoelmBackendSpec){.kind = MOELM_BACKEND_CPU, .device_id = -1, .threads = (n_threads)})
+
+/* A host float array as an fp32 CPU backend's activation buffer (CPU-only tests). */
+#define A(p) ((MoelmAct *)(p))
+
 #define MOELM_ASSERT_ERROR(err, needle)                                            \
   do {                                                                             \
     CU_ASSERT_PTR_NOT_NULL_FATAL(err);                                             \

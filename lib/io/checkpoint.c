@@ -18,12 +18,16 @@ gboolean moelm_checkpoint_save(const char *path, MoelmModel *model, const float 
 {
   MoelmBackend *be = moelm_model_backend(model);
   const size_t n = moelm_model_num_params(model);
-  float *host = g_try_new(float, n);
+  const int n_bufs = exp_avg && exp_avg_sq ? 3 : 1;
+  /* host staging: the parameters, then the two moments (all backend memory) */
+  float *host = n <= G_MAXSIZE / sizeof(float) / 3 ? g_try_new(float, n * n_bufs) : NULL;
   if (host == NULL) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "%s: out of memory staging %zu parameters", path, n);
     return FALSE;
   }
-  be->ops->to_host(be, host, moelm_model_params(model), n * sizeof(float));
+  const float *src[3] = {moelm_model_params(model), exp_avg, exp_avg_sq};
+  for (int k = 0; k < n_bufs; k++)
+    be->ops->to_host(be, host + (size_t)k * n, src[k], n * sizeof(float));
 
   MoelmSafetensorsWriter *w = moelm_safetensors_writer_new();
   gboolean ok = TRUE;
@@ -31,8 +35,8 @@ gboolean moelm_checkpoint_save(const char *path, MoelmModel *model, const float 
     const MoelmParam *p = moelm_model_tensor(model, i);
     ok = add_tensor(w, p->name, p, host + p->offset, error);
   }
-  for (int which = 0; ok && exp_avg && exp_avg_sq && which < 2; which++) {
-    const float *buf = which == 0 ? exp_avg : exp_avg_sq;
+  for (int which = 0; ok && which + 1 < n_bufs; which++) {
+    const float *buf = host + (size_t)(which + 1) * n;
     for (guint i = 0; ok && i < moelm_model_n_tensors(model); i++) {
       const MoelmParam *p = moelm_model_tensor(model, i);
       char *name = g_strdup_printf("optimizer.%s.%s", which == 0 ? "exp_avg" : "exp_avg_sq", p->name);
@@ -156,7 +160,10 @@ static gboolean gather(const MoelmCheckpoint *ckpt, MoelmModel *model, const cha
   return TRUE;
 }
 
-gboolean moelm_checkpoint_load_params(const MoelmCheckpoint *ckpt, MoelmModel *model, GError **error)
+/* Gather tensors PREFIX<param name> into the backend arena `dst` (num_params floats),
+ * staged through host memory. */
+static gboolean load_arena(const MoelmCheckpoint *ckpt, MoelmModel *model, const char *prefix, float *dst,
+                           GError **error)
 {
   const size_t n = moelm_model_num_params(model);
   float *host = g_try_new(float, n);
@@ -164,13 +171,18 @@ gboolean moelm_checkpoint_load_params(const MoelmCheckpoint *ckpt, MoelmModel *m
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "%s: out of memory", ckpt->path);
     return FALSE;
   }
-  gboolean ok = gather(ckpt, model, "", host, error);
+  gboolean ok = gather(ckpt, model, prefix, host, error);
   if (ok) {
     MoelmBackend *be = moelm_model_backend(model);
-    be->ops->to_device(be, moelm_model_params(model), host, n * sizeof(float));
+    be->ops->to_device(be, dst, host, n * sizeof(float));
   }
   g_free(host);
   return ok;
+}
+
+gboolean moelm_checkpoint_load_params(const MoelmCheckpoint *ckpt, MoelmModel *model, GError **error)
+{
+  return load_arena(ckpt, model, "", moelm_model_params(model), error);
 }
 
 gboolean moelm_checkpoint_load_moments(const MoelmCheckpoint *ckpt, MoelmModel *model, float *exp_avg,
@@ -186,8 +198,8 @@ gboolean moelm_checkpoint_load_moments(const MoelmCheckpoint *ckpt, MoelmModel *
                 ckpt->path);
     return FALSE;
   }
-  return gather(ckpt, model, "optimizer.exp_avg.", exp_avg, error) &&
-         gather(ckpt, model, "optimizer.exp_avg_sq.", exp_avg_sq, error);
+  return load_arena(ckpt, model, "optimizer.exp_avg.", exp_avg, error) &&
+         load_arena(ckpt, model, "optimizer.exp_avg_sq.", exp_avg_sq, error);
 }
 
 JsonNode *moelm_dictionary_fingerprint(const MoelmDictionary *dict)

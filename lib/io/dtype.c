@@ -1,4 +1,4 @@
-/* moelm — safetensors dtype names and element sizes, as the format spells them. */
+/* moelm — safetensors dtype helpers: names to types, tensor sizes, printable names. */
 #include "config.h"
 
 #include <string.h>
@@ -6,30 +6,10 @@
 #include "moelm/safetensors.h"
 #include "io_internal.h"
 
-typedef struct {
-  const char *name;
-  gsize size;
-} DtypeDesc;
-
-/* Indexed by MoelmDtype. */
-static const DtypeDesc dtypes[] = {
-  [MOELM_DT_F32] = {"F32", 4},  [MOELM_DT_F16] = {"F16", 2}, [MOELM_DT_BF16] = {"BF16", 2},
-  [MOELM_DT_F64] = {"F64", 8},  [MOELM_DT_I64] = {"I64", 8}, [MOELM_DT_I32] = {"I32", 4},
-  [MOELM_DT_I16] = {"I16", 2},  [MOELM_DT_I8] = {"I8", 1},   [MOELM_DT_U64] = {"U64", 8},
-  [MOELM_DT_U32] = {"U32", 4},  [MOELM_DT_U16] = {"U16", 2}, [MOELM_DT_U8] = {"U8", 1},
-  [MOELM_DT_BOOL] = {"BOOL", 1},
-};
-
-gboolean moelm_dtype_is_valid(int dt) { return dt >= 0 && dt < (int)G_N_ELEMENTS(dtypes); }
-
-const char *moelm_dtype_name(MoelmDtype dt) { return moelm_dtype_is_valid((int)dt) ? dtypes[dt].name : "?"; }
-
-gsize moelm_dtype_size(MoelmDtype dt) { return moelm_dtype_is_valid((int)dt) ? dtypes[dt].size : 0; }
-
 gboolean moelm_dtype_from_name(const char *name, MoelmDtype *out)
 {
-  for (gsize i = 0; i < G_N_ELEMENTS(dtypes); i++) {
-    if (strcmp(dtypes[i].name, name) == 0) {
+  for (int i = 0; moelm_dtype_is_valid(i); i++) {
+    if (strcmp(moelm_dtype_name((MoelmDtype)i), name) == 0) {
       *out = (MoelmDtype)i;
       return TRUE;
     }

@@ -12,7 +12,6 @@ G_BEGIN_DECLS
 /* The format's upper bound on the JSON header (the reference implementation's limit). */
 #define MOELM_ST_MAX_HEADER ((uint64_t)100000000)
 
-gboolean moelm_dtype_is_valid(int dt);
 /* "F32" → MOELM_DT_F32 etc.; FALSE for a name the format has but moelm does not (F8_*). */
 gboolean moelm_dtype_from_name(const char *name, MoelmDtype *out);
 /* prod(shape) × element size; FALSE on a negative dimension or 64-bit overflow. */

@@ -13,22 +13,22 @@
 struct MoelmKvCache {
   MoelmModel *m;
   int rows, capacity, len;
-  float **k, **v;        /* per layer (rows, capacity, C) backend memory */
+  MoelmAct **k, **v;     /* per layer (rows, capacity, C) backend memory */
   int scratch_tokens;    /* rows*Tq the scratch below holds */
-  float *x, *h, *q, *kv, *att, *tmp, *ffn; /* (n,C) ×6 and (n,F) */
+  MoelmAct *x, *h, *q, *kv, *att, *tmp, *ffn; /* (n,C) ×6 and (n,F) */
   int32_t *d_tok, *d_pos;
   MoeActs moe;           /* MoE layers' routing scratch (forward only, shared by the layers) */
-  float *logits;         /* (rows, V) */
+  MoelmAct *logits;      /* (rows, V) */
+  float *lprobs;         /* (rows, V) fp32 log-probabilities */
+  MoelmAct *reorder_tmp; /* (rows, capacity, C) beam reordering scratch, allocated once */
+  int32_t *d_order;      /* (rows) */
 };
 
 static void free_scratch(MoelmKvCache *kc)
 {
-  MoelmBackend *be = kc->m->be;
-  void *bufs[] = {kc->x, kc->h, kc->q, kc->kv, kc->att, kc->tmp, kc->ffn, kc->d_tok, kc->d_pos};
+  void *bufs[] = {&kc->x, &kc->h, &kc->q, &kc->kv, &kc->att, &kc->tmp, &kc->ffn, &kc->d_tok, &kc->d_pos};
   for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
-    be->ops->free(be, bufs[i]);
-  kc->x = kc->h = kc->q = kc->kv = kc->att = kc->tmp = kc->ffn = NULL;
-  kc->d_tok = kc->d_pos = NULL;
+    moelm_model_release(kc->m, bufs[i]);
   moelm_moe_acts_free(kc->m, &kc->moe);
   kc->scratch_tokens = 0;
 }
@@ -38,23 +38,23 @@ static gboolean ensure_scratch(MoelmKvCache *kc, int n, GError **error)
   if (n <= kc->scratch_tokens)
     return TRUE;
   free_scratch(kc);
-  MoelmBackend *be = kc->m->be;
-  const size_t C = kc->m->cfg.embed_dim, F = kc->m->cfg.ffn_dim;
-  float **cbufs[] = {&kc->x, &kc->h, &kc->q, &kc->kv, &kc->att, &kc->tmp};
+  MoelmModel *m = kc->m;
+  const size_t C = m->cfg.embed_dim, F = m->cfg.ffn_dim, A = m->be->act_size;
+  gboolean ok = TRUE;
+  MoelmAct **cbufs[] = {&kc->x, &kc->h, &kc->q, &kc->kv, &kc->att, &kc->tmp};
   for (gsize i = 0; i < G_N_ELEMENTS(cbufs); i++)
-    if ((*cbufs[i] = be->ops->alloc(be, (size_t)n * C * sizeof(float), error)) == NULL)
-      goto fail;
-  if ((kc->ffn = be->ops->alloc(be, (size_t)n * F * sizeof(float), error)) == NULL ||
-      (kc->d_tok = be->ops->alloc(be, (size_t)n * sizeof(int32_t), error)) == NULL ||
-      (kc->d_pos = be->ops->alloc(be, (size_t)n * sizeof(int32_t), error)) == NULL)
-    goto fail;
-  if (kc->m->n_moe > 0 && !moelm_moe_acts_alloc(kc->m, &kc->moe, n, error))
-    goto fail;
+    moelm_model_alloc(m, cbufs[i], (size_t)n * C, A, &ok, error);
+  moelm_model_alloc(m, &kc->ffn, (size_t)n * F, A, &ok, error);
+  moelm_model_alloc(m, &kc->d_tok, (size_t)n, sizeof(int32_t), &ok, error);
+  moelm_model_alloc(m, &kc->d_pos, (size_t)n, sizeof(int32_t), &ok, error);
+  if (ok && m->n_moe > 0)
+    ok = moelm_moe_acts_alloc(m, &kc->moe, n, error);
+  if (!ok) {
+    free_scratch(kc);
+    return FALSE;
+  }
   kc->scratch_tokens = n;
   return TRUE;
-fail:
-  free_scratch(kc);
-  return FALSE;
 }
 
 MoelmKvCache *moelm_kv_cache_new(MoelmModel *m, int rows, int capacity, GError **error)
@@ -64,22 +64,25 @@ MoelmKvCache *moelm_kv_cache_new(MoelmModel *m, int rows, int capacity, GError *
                 "a decoding length of %d exceeds the model's %d positions", capacity, m->cfg.max_positions);
     return NULL;
   }
-  MoelmBackend *be = m->be;
   MoelmKvCache *kc = g_new0(MoelmKvCache, 1);
   kc->m = m;
   kc->rows = rows;
   kc->capacity = capacity;
   const int L = m->cfg.layers;
-  kc->k = g_new0(float *, L > 0 ? L : 1);
-  kc->v = g_new0(float *, L > 0 ? L : 1);
-  const size_t bytes = (size_t)rows * capacity * m->cfg.embed_dim * sizeof(float);
-  for (int l = 0; l < L; l++)
-    if ((kc->k[l] = be->ops->alloc(be, bytes, error)) == NULL || (kc->v[l] = be->ops->alloc(be, bytes, error)) == NULL) {
-      moelm_kv_cache_free(kc);
-      return NULL;
-    }
-  kc->logits = be->ops->alloc(be, (size_t)rows * m->cfg.vocab_size * sizeof(float), error);
-  if (kc->logits == NULL) {
+  kc->k = g_new0(MoelmAct *, L > 0 ? L : 1);
+  kc->v = g_new0(MoelmAct *, L > 0 ? L : 1);
+  const size_t elems = (size_t)rows * capacity * m->cfg.embed_dim, A = m->be->act_size;
+  const size_t V = m->cfg.vocab_size;
+  gboolean ok = TRUE;
+  for (int l = 0; l < L; l++) {
+    moelm_model_alloc(m, &kc->k[l], elems, A, &ok, error);
+    moelm_model_alloc(m, &kc->v[l], elems, A, &ok, error);
+  }
+  moelm_model_alloc(m, &kc->logits, (size_t)rows * V, A, &ok, error);
+  moelm_model_alloc(m, &kc->lprobs, (size_t)rows * V, sizeof(float), &ok, error);
+  moelm_model_alloc(m, &kc->reorder_tmp, elems, A, &ok, error);
+  moelm_model_alloc(m, &kc->d_order, (size_t)rows, sizeof(int32_t), &ok, error);
+  if (!ok) {
     moelm_kv_cache_free(kc);
     return NULL;
   }
@@ -90,14 +93,15 @@ void moelm_kv_cache_free(MoelmKvCache *kc)
 {
   if (kc == NULL)
     return;
-  MoelmBackend *be = kc->m->be;
   for (int l = 0; l < kc->m->cfg.layers; l++) {
-    be->ops->free(be, kc->k[l]);
-    be->ops->free(be, kc->v[l]);
+    moelm_model_release(kc->m, &kc->k[l]);
+    moelm_model_release(kc->m, &kc->v[l]);
   }
   g_free(kc->k);
   g_free(kc->v);
-  be->ops->free(be, kc->logits);
+  void *bufs[] = {&kc->logits, &kc->lprobs, &kc->reorder_tmp, &kc->d_order};
+  for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
+    moelm_model_release(kc->m, bufs[i]);
   free_scratch(kc);
   g_free(kc);
 }
@@ -108,35 +112,28 @@ void moelm_kv_cache_reset(MoelmKvCache *kc) { kc->len = 0; }
 gboolean moelm_kv_cache_reorder(MoelmKvCache *kc, const int32_t *order, GError **error)
 {
   MoelmBackend *be = kc->m->be;
-  const int row_floats = kc->capacity * kc->m->cfg.embed_dim;
-  const size_t bytes = (size_t)kc->rows * row_floats * sizeof(float);
-  float *tmp = be->ops->alloc(be, bytes, error);
-  int32_t *d_order = tmp ? be->ops->alloc(be, (size_t)kc->rows * sizeof(int32_t), error) : NULL;
-  if (d_order == NULL) {
-    be->ops->free(be, tmp);
-    return FALSE;
-  }
-  be->ops->to_device(be, d_order, order, (size_t)kc->rows * sizeof(int32_t));
+  const int row_elems = kc->capacity * kc->m->cfg.embed_dim;
+  be->ops->to_device(be, kc->d_order, order, (size_t)kc->rows * sizeof(int32_t));
   for (int l = 0; l < kc->m->cfg.layers; l++) {
-    float **caches[2] = {&kc->k[l], &kc->v[l]};
-    for (int i = 0; i < 2; i++) {
-      be->ops->gather_rows(be, tmp, *caches[i], d_order, kc->rows, row_floats);
-      be->ops->copy(be, *caches[i], tmp, bytes);
+    MoelmAct **caches[2] = {&kc->k[l], &kc->v[l]};
+    for (int i = 0; i < 2; i++) { /* gather into the scratch, then swap: no copy back */
+      be->ops->gather_rows(be, kc->reorder_tmp, *caches[i], kc->d_order, kc->rows, row_elems);
+      MoelmAct *t = *caches[i];
+      *caches[i] = kc->reorder_tmp;
+      kc->reorder_tmp = t;
     }
   }
-  be->ops->free(be, tmp);
-  be->ops->free(be, d_order);
   return TRUE;
 }
 
 /* Copy rows×Tq new keys or values (n,C) into the cache at positions [len, len+Tq). */
-static void append(MoelmKvCache *kc, float *cache, const float *src, int Tq)
+static void append(MoelmKvCache *kc, MoelmAct *cache, const MoelmAct *src, int Tq)
 {
   MoelmBackend *be = kc->m->be;
   const int C = kc->m->cfg.embed_dim;
   for (int r = 0; r < kc->rows; r++)
-    be->ops->copy(be, cache + ((size_t)r * kc->capacity + kc->len) * C, src + (size_t)r * Tq * C,
-                  (size_t)Tq * C * sizeof(float));
+    be->ops->copy(be, moelm_act_at(be, cache, ((size_t)r * kc->capacity + kc->len) * C),
+                  moelm_act_at(be, src, (size_t)r * Tq * C), moelm_act_bytes(be, (size_t)Tq * C));
 }
 
 gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *tokens, int Tq, float *lprobs,
@@ -168,7 +165,7 @@ gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *toke
   const gboolean pre = c->normalize_before;
   for (int l = 0; l < c->layers; l++) {
     const LayerParams *L = &m->layers[l];
-    const float *in = kc->x;
+    const MoelmAct *in = kc->x;
     if (pre) {
       o->layernorm_forward(be, kc->h, NULL, NULL, kc->x, W_PARAM(m, L->ln1_w), W_PARAM(m, L->ln1_b), n, C, 1e-5f);
       in = kc->h;
@@ -202,11 +199,12 @@ gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *toke
   kc->len = Tk;
   /* only the last position of each row is projected to the vocabulary */
   for (int r = 0; r < R; r++)
-    o->copy(be, kc->h + (size_t)r * C, kc->x + ((size_t)r * Tq + Tq - 1) * C, (size_t)C * sizeof(float));
+    o->copy(be, moelm_act_at(be, kc->h, (size_t)r * C), moelm_act_at(be, kc->x, ((size_t)r * Tq + Tq - 1) * C),
+            moelm_act_bytes(be, (size_t)C));
   if (m->has_final_norm)
     o->layernorm_forward(be, kc->h, NULL, NULL, kc->h, W_PARAM(m, m->lnf_w), W_PARAM(m, m->lnf_b), R, C, 1e-5f);
   o->linear_forward(be, kc->logits, kc->h, W_PARAM(m, m->out_proj), NULL, R, C, V);
-  o->log_softmax_forward(be, kc->logits, kc->logits, R, V);
-  o->to_host(be, lprobs, kc->logits, (size_t)R * V * sizeof(float));
+  o->log_softmax_forward(be, kc->lprobs, kc->logits, R, V);
+  o->to_host(be, lprobs, kc->lprobs, (size_t)R * V * sizeof(float));
   return TRUE;
 }

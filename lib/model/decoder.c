@@ -9,9 +9,6 @@
 #include "moelm/dictionary.h"
 #include "moelm/errors.h"
 
-#define W(off) (m->params + (off))
-#define G(off) (m->grads + (off))
-
 void moelm_model_upload_batch(MoelmModel *m, const MoelmBatch *batch)
 {
   const int B = batch->B, T = batch->T, N = B * T;
@@ -36,23 +33,21 @@ void moelm_model_upload_batch(MoelmModel *m, const MoelmBatch *batch)
   be->ops->to_device(be, m->d_pos, pos, (size_t)N * sizeof(int32_t));
   be->ops->to_device(be, m->d_pad, pad, (size_t)N);
   m->any_pad = any_pad;
-  if (m->h_pad)
-    memcpy(m->h_pad, pad, (size_t)N);
   g_free(pos);
   g_free(pad);
 }
 
-void moelm_model_embed(MoelmModel *m, float *x, const int32_t *d_tokens, const int32_t *d_pos, int N)
+void moelm_model_embed(MoelmModel *m, MoelmAct *x, const int32_t *d_tokens, const int32_t *d_pos, int N)
 {
   const MoelmModelConfig *c = &m->cfg;
   const float scale = c->scale_embedding ? sqrtf((float)c->embed_dim) : 1.0f;
-  const float *wpe = c->learned_pos ? W(m->wpe) : m->sinusoid;
-  m->be->ops->embedding_forward(m->be, x, d_tokens, d_pos, W(m->wte), wpe, N, c->embed_dim, scale);
+  const float *wpe = c->learned_pos ? W_PARAM(m, m->wpe) : m->sinusoid;
+  m->be->ops->embedding_forward(m->be, x, d_tokens, d_pos, W_PARAM(m, m->wte), wpe, N, c->embed_dim, scale);
 }
 
 /* One layer forward; returns the layer output (N,C). training: MoE layers route with the
  * training capacity and noise. */
-static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B, int T, const MoelmStepIds *ids,
+static const MoelmAct *layer_forward(MoelmModel *m, int l, const MoelmAct *x_in, int B, int T, const MoelmStepIds *ids,
                                   gboolean training)
 {
   MoelmBackend *be = m->be;
@@ -69,43 +64,43 @@ static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B
                   d_act = moelm_drop_ids(ids, l, SITE_ACT), d_ffn = moelm_drop_ids(ids, l, SITE_FFN_OUT);
   const uint8_t *mask = m->any_pad ? m->d_pad : NULL;
   const gboolean pre = c->normalize_before;
-  a->x_in = (float *)x_in;
+  a->x_in = x_in;
 
   /* self-attention block */
-  const float *attn_in = x_in;
+  const MoelmAct *attn_in = x_in;
   if (pre) {
-    o->layernorm_forward(be, a->n1, a->mean1, a->rstd1, x_in, W(L->ln1_w), W(L->ln1_b), N, C, eps);
+    o->layernorm_forward(be, a->n1, a->mean1, a->rstd1, x_in, W_PARAM(m, L->ln1_w), W_PARAM(m, L->ln1_b), N, C, eps);
     attn_in = a->n1;
   }
-  o->linear_forward(be, a->qkv, attn_in, W(L->qkv_w), W(L->qkv_b), N, C, 3 * C);
+  o->linear_forward(be, a->qkv, attn_in, W_PARAM(m, L->qkv_w), W_PARAM(m, L->qkv_b), N, C, 3 * C);
   o->attention_forward(be, a->atty, a->att_saved, a->qkv, mask, B, T, C, c->heads, pa, &d_att);
-  o->linear_forward(be, a->r1, a->atty, W(L->out_w), W(L->out_b), N, C, C);
+  o->linear_forward(be, a->r1, a->atty, W_PARAM(m, L->out_w), W_PARAM(m, L->out_b), N, C, C);
   o->dropout_forward(be, a->r1, a->r1, (size_t)N * C, p, &d_out);
   o->add(be, a->r1, a->r1, x_in, (size_t)N * C);
-  const float *ffn_res = a->r1;
+  const MoelmAct *ffn_res = a->r1;
   if (!pre) {
-    o->layernorm_forward(be, a->n1, a->mean1, a->rstd1, a->r1, W(L->ln1_w), W(L->ln1_b), N, C, eps);
+    o->layernorm_forward(be, a->n1, a->mean1, a->rstd1, a->r1, W_PARAM(m, L->ln1_w), W_PARAM(m, L->ln1_b), N, C, eps);
     ffn_res = a->n1;
   }
 
   /* feed-forward block */
-  const float *ffn_in = ffn_res;
+  const MoelmAct *ffn_in = ffn_res;
   if (pre) {
-    o->layernorm_forward(be, a->n2, a->mean2, a->rstd2, a->r1, W(L->ln2_w), W(L->ln2_b), N, C, eps);
+    o->layernorm_forward(be, a->n2, a->mean2, a->rstd2, a->r1, W_PARAM(m, L->ln2_w), W_PARAM(m, L->ln2_b), N, C, eps);
     ffn_in = a->n2;
   }
   if (L->moe) {
-    moelm_moe_forward(m, l, a->moe, ffn_in, a->r2, N, training, ids, m->any_pad ? m->h_pad : NULL);
+    moelm_moe_forward(m, l, a->moe, ffn_in, a->r2, N, training, ids, m->any_pad ? m->d_pad : NULL);
   } else {
-    o->linear_forward(be, a->fc1, ffn_in, W(L->fc1_w), W(L->fc1_b), N, C, F);
+    o->linear_forward(be, a->fc1, ffn_in, W_PARAM(m, L->fc1_w), W_PARAM(m, L->fc1_b), N, C, F);
     o->activation_forward(be, c->activation, a->fcact, a->fc1, (size_t)N * F);
     o->dropout_forward(be, a->fcact, a->fcact, (size_t)N * F, pact, &d_act);
-    o->linear_forward(be, a->r2, a->fcact, W(L->fc2_w), W(L->fc2_b), N, F, C);
+    o->linear_forward(be, a->r2, a->fcact, W_PARAM(m, L->fc2_w), W_PARAM(m, L->fc2_b), N, F, C);
     o->dropout_forward(be, a->r2, a->r2, (size_t)N * C, p, &d_ffn);
   }
   o->add(be, a->r2, a->r2, ffn_res, (size_t)N * C);
   if (!pre) {
-    o->layernorm_forward(be, a->n2, a->mean2, a->rstd2, a->r2, W(L->ln2_w), W(L->ln2_b), N, C, eps);
+    o->layernorm_forward(be, a->n2, a->mean2, a->rstd2, a->r2, W_PARAM(m, L->ln2_w), W_PARAM(m, L->ln2_b), N, C, eps);
     return a->n2;
   }
   return a->r2;
@@ -113,8 +108,8 @@ static const float *layer_forward(MoelmModel *m, int l, const float *x_in, int B
 
 /* Backward of a dense FFN: dout (N,C) = dL/d dropout(fc2(...)); dffn_in (N,C) += dL/d ffn_in
  * (may alias dout: it is read first). */
-static void dense_ffn_backward(MoelmModel *m, int l, int N, const MoelmStepIds *ids, const float *ffn_in,
-                               const float *dout, float *dffn_in)
+static void dense_ffn_backward(MoelmModel *m, int l, int N, const MoelmStepIds *ids, const MoelmAct *ffn_in,
+                               const MoelmAct *dout, MoelmAct *dffn_in)
 {
   MoelmBackend *be = m->be;
   const struct moelm_backend_ops *o = be->ops;
@@ -126,16 +121,18 @@ static void dense_ffn_backward(MoelmModel *m, int l, int N, const MoelmStepIds *
   const float p = ids ? (float)c->dropout : 0.0f;
   const float pact = ids ? (float)c->activation_dropout : 0.0f;
   MoelmDropoutIds d_act = moelm_drop_ids(ids, l, SITE_ACT), d_ffn = moelm_drop_ids(ids, l, SITE_FFN_OUT);
-  float *dy = m->datt; /* free until the attention backward */
-  o->zero(be, dy, NC * sizeof(float));
+  MoelmAct *dy = m->datt; /* free until the attention backward */
+  o->zero(be, dy, moelm_act_bytes(be, NC));
   o->dropout_backward(be, dy, dout, NC, p, &d_ffn);
-  o->zero(be, m->dbig, NF * sizeof(float));
-  o->linear_backward(be, m->dbig, G(L->fc2_w), G(L->fc2_b), dy, a->fcact, W(L->fc2_w), N, F, C);
-  o->zero(be, m->dbig2, NF * sizeof(float));
+  o->zero(be, m->dbig, moelm_act_bytes(be, NF));
+  o->linear_backward(be, m->dbig, G_PARAM(m, L->fc2_w), G_PARAM(m, L->fc2_b), dy, a->fcact, W_PARAM(m, L->fc2_w), N, F,
+                     C);
+  o->zero(be, m->dbig2, moelm_act_bytes(be, NF));
   o->dropout_backward(be, m->dbig2, m->dbig, NF, pact, &d_act);
-  o->zero(be, m->dbig, NF * sizeof(float));
+  o->zero(be, m->dbig, moelm_act_bytes(be, NF));
   o->activation_backward(be, c->activation, m->dbig, a->fc1, m->dbig2, NF);
-  o->linear_backward(be, dffn_in, G(L->fc1_w), G(L->fc1_b), m->dbig, ffn_in, W(L->fc1_w), N, C, F);
+  o->linear_backward(be, dffn_in, G_PARAM(m, L->fc1_w), G_PARAM(m, L->fc1_b), m->dbig, ffn_in, W_PARAM(m, L->fc1_w), N,
+                     C, F);
 }
 
 /* Backward of one layer: on entry m->dx holds dL/d(layer output); on exit dL/d(x_in).
@@ -154,44 +151,51 @@ static void layer_backward(MoelmModel *m, int l, int B, int T, const MoelmStepId
   MoelmDropoutIds d_att = moelm_drop_ids(ids, l, SITE_ATTN_PROBS), d_out = moelm_drop_ids(ids, l, SITE_ATTN_OUT);
   const uint8_t *mask = m->any_pad ? m->d_pad : NULL;
   const gboolean pre = c->normalize_before;
-  float *dx = m->dx, *dtmp = m->dtmp;
+  MoelmAct *dx = m->dx, *dtmp = m->dtmp;
 
   if (!pre) { /* out = LN2(r2): dx becomes dL/dr2 */
-    o->zero(be, dtmp, NC * sizeof(float));
-    o->layernorm_backward(be, dtmp, G(L->ln2_w), G(L->ln2_b), dx, a->r2, W(L->ln2_w), a->mean2, a->rstd2, N, C);
-    o->copy(be, dx, dtmp, NC * sizeof(float));
+    o->zero(be, dtmp, moelm_act_bytes(be, NC));
+    o->layernorm_backward(be, dtmp, G_PARAM(m, L->ln2_w), G_PARAM(m, L->ln2_b), dx, a->r2, W_PARAM(m, L->ln2_w),
+                          a->mean2, a->rstd2, N, C);
+    o->copy(be, dx, dtmp, moelm_act_bytes(be, NC));
   }
   /* r2 = ffn_res + ffn(ffn_in): dx (= dL/dr2) flows to ffn_res unchanged. Pre-norm: ffn_in =
    * LN2(r1), its gradient joins dx through LN2's backward. Post-norm: ffn_in = ffn_res = n1,
    * its gradient adds straight into dx = dL/dn1, then goes through LN1 to r1. */
-  const float *ffn_in = pre ? a->n2 : a->n1;
-  float *dffn_in = pre ? dtmp : dx;
+  const MoelmAct *ffn_in = pre ? a->n2 : a->n1;
+  MoelmAct *dffn_in = pre ? dtmp : dx;
   if (pre)
-    o->zero(be, dtmp, NC * sizeof(float));
+    o->zero(be, dtmp, moelm_act_bytes(be, NC));
   if (L->moe)
     moelm_moe_backward(m, l, a->moe, ffn_in, dx, dffn_in, N, ids, aux_coef);
   else
     dense_ffn_backward(m, l, N, ids, ffn_in, dx, dffn_in);
   if (pre) {
-    o->layernorm_backward(be, dx, G(L->ln2_w), G(L->ln2_b), dtmp, a->r1, W(L->ln2_w), a->mean2, a->rstd2, N, C);
+    o->layernorm_backward(be, dx, G_PARAM(m, L->ln2_w), G_PARAM(m, L->ln2_b), dtmp, a->r1, W_PARAM(m, L->ln2_w),
+                          a->mean2, a->rstd2, N, C);
   } else {
-    o->zero(be, dtmp, NC * sizeof(float));
-    o->layernorm_backward(be, dtmp, G(L->ln1_w), G(L->ln1_b), dx, a->r1, W(L->ln1_w), a->mean1, a->rstd1, N, C);
-    o->copy(be, dx, dtmp, NC * sizeof(float));
+    o->zero(be, dtmp, moelm_act_bytes(be, NC));
+    o->layernorm_backward(be, dtmp, G_PARAM(m, L->ln1_w), G_PARAM(m, L->ln1_b), dx, a->r1, W_PARAM(m, L->ln1_w),
+                          a->mean1, a->rstd1, N, C);
+    o->copy(be, dx, dtmp, moelm_act_bytes(be, NC));
   }
   /* dx = dL/dr1; r1 = x_in + dropout(out_proj(atty)). */
-  o->zero(be, dtmp, NC * sizeof(float));
+  o->zero(be, dtmp, moelm_act_bytes(be, NC));
   o->dropout_backward(be, dtmp, dx, NC, p, &d_out);
-  o->zero(be, m->datt, NC * sizeof(float));
-  o->linear_backward(be, m->datt, G(L->out_w), G(L->out_b), dtmp, a->atty, W(L->out_w), N, C, C);
-  o->zero(be, m->dqkv, 3 * NC * sizeof(float));
+  o->zero(be, m->datt, moelm_act_bytes(be, NC));
+  o->linear_backward(be, m->datt, G_PARAM(m, L->out_w), G_PARAM(m, L->out_b), dtmp, a->atty, W_PARAM(m, L->out_w), N, C,
+                     C);
+  o->zero(be, m->dqkv, moelm_act_bytes(be, 3 * NC));
   o->attention_backward(be, m->dqkv, m->datt, a->qkv, a->att_saved, mask, B, T, C, c->heads, pa, &d_att);
   if (pre) {
-    o->zero(be, dtmp, NC * sizeof(float));
-    o->linear_backward(be, dtmp, G(L->qkv_w), G(L->qkv_b), m->dqkv, a->n1, W(L->qkv_w), N, C, 3 * C);
-    o->layernorm_backward(be, dx, G(L->ln1_w), G(L->ln1_b), dtmp, a->x_in, W(L->ln1_w), a->mean1, a->rstd1, N, C);
+    o->zero(be, dtmp, moelm_act_bytes(be, NC));
+    o->linear_backward(be, dtmp, G_PARAM(m, L->qkv_w), G_PARAM(m, L->qkv_b), m->dqkv, a->n1, W_PARAM(m, L->qkv_w), N, C,
+                       3 * C);
+    o->layernorm_backward(be, dx, G_PARAM(m, L->ln1_w), G_PARAM(m, L->ln1_b), dtmp, a->x_in, W_PARAM(m, L->ln1_w),
+                          a->mean1, a->rstd1, N, C);
   } else {
-    o->linear_backward(be, dx, G(L->qkv_w), G(L->qkv_b), m->dqkv, a->x_in, W(L->qkv_w), N, C, 3 * C);
+    o->linear_backward(be, dx, G_PARAM(m, L->qkv_w), G_PARAM(m, L->qkv_b), m->dqkv, a->x_in, W_PARAM(m, L->qkv_w), N, C,
+                       3 * C);
   }
 }
 
@@ -201,7 +205,7 @@ static double combined_gate_loss(const MoelmModel *m)
   double sum = 0;
   for (int l = 0; l < m->cfg.layers; l++)
     if (m->layers[l].moe)
-      sum += m->acts[l].moe->route->l_aux;
+      sum += m->moe_stats_host[(size_t)m->layers[l].moe_index * MOELM_ROUTE_N_STATS + MOELM_ROUTE_STAT_L_AUX];
   return m->cfg.moe_gate_loss_sum || m->n_moe == 0 ? sum : sum / m->n_moe;
 }
 
@@ -225,16 +229,22 @@ static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepI
   moelm_model_embed(m, m->x0, m->d_src, m->d_pos, N);
   MoelmDropoutIds d_emb = moelm_drop_ids(ids, EMBED_LAYER, 0);
   be->ops->dropout_forward(be, m->x0, m->x0, (size_t)N * C, ids ? (float)c->dropout : 0.0f, &d_emb);
-  const float *x = m->x0;
+  const MoelmAct *x = m->x0;
   for (int l = 0; l < c->layers; l++)
     x = layer_forward(m, l, x, B, T, ids, training);
+  /* the gate metadata of every MoE layer: one small copy each, after the whole forward */
+  for (int l = 0; l < c->layers; l++)
+    if (m->layers[l].moe)
+      be->ops->to_host(be, m->moe_stats_host + (size_t)m->layers[l].moe_index * MOELM_ROUTE_N_STATS,
+                       m->acts[l].moe->stats, MOELM_ROUTE_N_STATS * sizeof(double));
   m->last_gate_loss = combined_gate_loss(m);
   if (m->has_final_norm) {
-    be->ops->layernorm_forward(be, m->xf, m->meanf, m->rstdf, x, W(m->lnf_w), W(m->lnf_b), N, C, 1e-5f);
+    be->ops->layernorm_forward(be, m->xf, m->meanf, m->rstdf, x, W_PARAM(m, m->lnf_w), W_PARAM(m, m->lnf_b), N, C,
+                               1e-5f);
   } else {
-    be->ops->copy(be, m->xf, x, (size_t)N * C * sizeof(float));
+    be->ops->copy(be, m->xf, x, moelm_act_bytes(be, (size_t)N * C));
   }
-  be->ops->linear_forward(be, m->logits, m->xf, W(m->out_proj), NULL, N, C, c->vocab_size);
+  be->ops->linear_forward(be, m->logits, m->xf, W_PARAM(m, m->out_proj), NULL, N, C, c->vocab_size);
   return TRUE;
 }
 
@@ -274,15 +284,15 @@ static void accumulate_moe_stats(MoelmModel *m)
   for (int l = 0; l < m->cfg.layers; l++) {
     if (!m->layers[l].moe)
       continue;
-    const MoelmRouting *r = m->acts[l].moe->route;
+    const double *st = m->moe_stats_host + (size_t)m->layers[l].moe_index * MOELM_ROUTE_N_STATS;
     MoeStatsAcc *acc = &m->moe_acc[m->layers[l].moe_index];
-    acc->l_aux += r->l_aux;
-    acc->entropy += r->entropy;
-    acc->overflow1 += r->overflow1;
-    acc->overflow2 += r->overflow2;
-    acc->unused1 += r->unused1;
-    acc->balance_top1 += r->balance_top1;
-    acc->balance_bottom1 += r->balance_bottom1;
+    acc->l_aux += st[MOELM_ROUTE_STAT_L_AUX];
+    acc->entropy += st[MOELM_ROUTE_STAT_ENTROPY];
+    acc->overflow1 += st[MOELM_ROUTE_STAT_OVERFLOW1];
+    acc->overflow2 += st[MOELM_ROUTE_STAT_OVERFLOW2];
+    acc->unused1 += st[MOELM_ROUTE_STAT_UNUSED1];
+    acc->balance_top1 += st[MOELM_ROUTE_STAT_BALANCE_TOP1];
+    acc->balance_bottom1 += st[MOELM_ROUTE_STAT_BALANCE_BOTTOM1];
     acc->n++;
   }
 }
@@ -321,16 +331,13 @@ static void embedding_backward_skip_pad(MoelmModel *m, float *dwte, float *dwpe,
   MoelmBackend *be = m->be;
   const int C = m->cfg.embed_dim;
   const size_t row = (size_t)MOELM_PAD * C, bytes = (size_t)C * sizeof(float);
-  float *saved_pe = NULL;
   be->ops->copy(be, m->save_row, dwte + row, bytes);
-  if (dwpe) {
-    saved_pe = m->dtmp; /* free at this point of the backward */
-    be->ops->copy(be, saved_pe, dwpe + row, bytes);
-  }
+  if (dwpe)
+    be->ops->copy(be, m->save_row_pe, dwpe + row, bytes);
   be->ops->embedding_backward(be, dwte, dwpe, m->dx, m->d_src, m->d_pos, N, C, scale);
   be->ops->copy(be, dwte + row, m->save_row, bytes);
   if (dwpe)
-    be->ops->copy(be, dwpe + row, saved_pe, bytes);
+    be->ops->copy(be, dwpe + row, m->save_row_pe, bytes);
 }
 
 gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids,
@@ -360,15 +367,15 @@ gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const Mo
   collect(m, batch, tok_lprobs, row_lprobs);
 
   const size_t NC = (size_t)N * C;
-  o->zero(be, m->dx, NC * sizeof(float));
-  o->linear_backward(be, m->dx, G(m->out_proj), NULL, m->logits, m->xf, W(m->out_proj), N, C, V);
-  const float *x_last = c->layers > 0 ? (c->normalize_before ? m->acts[c->layers - 1].r2 : m->acts[c->layers - 1].n2)
+  o->zero(be, m->dx, moelm_act_bytes(be, NC));
+  o->linear_backward(be, m->dx, G_PARAM(m, m->out_proj), NULL, m->logits, m->xf, W_PARAM(m, m->out_proj), N, C, V);
+  const MoelmAct *x_last = c->layers > 0 ? (c->normalize_before ? m->acts[c->layers - 1].r2 : m->acts[c->layers - 1].n2)
                                       : m->x0;
   if (m->has_final_norm) {
-    o->zero(be, m->dtmp, NC * sizeof(float));
-    o->layernorm_backward(be, m->dtmp, G(m->lnf_w), G(m->lnf_b), m->dx, x_last, W(m->lnf_w), m->meanf, m->rstdf, N,
-                          C);
-    o->copy(be, m->dx, m->dtmp, NC * sizeof(float));
+    o->zero(be, m->dtmp, moelm_act_bytes(be, NC));
+    o->layernorm_backward(be, m->dtmp, G_PARAM(m, m->lnf_w), G_PARAM(m, m->lnf_b), m->dx, x_last, W_PARAM(m, m->lnf_w),
+                          m->meanf, m->rstdf, N, C);
+    o->copy(be, m->dx, m->dtmp, moelm_act_bytes(be, NC));
   }
   /* fairseq's MoECriterion: loss += wt * sample_size * (sum | average of the layers' l_aux) */
   const double aux_coef = c->moe_gate_loss_wt * sample_size / (c->moe_gate_loss_sum || m->n_moe == 0 ? 1 : m->n_moe);
@@ -376,10 +383,10 @@ gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const Mo
     layer_backward(m, l, B, T, ids, aux_coef);
   /* embedding dropout, then the lookup */
   MoelmDropoutIds d_emb = moelm_drop_ids(ids, EMBED_LAYER, 0);
-  o->zero(be, m->dtmp, NC * sizeof(float));
+  o->zero(be, m->dtmp, moelm_act_bytes(be, NC));
   o->dropout_backward(be, m->dtmp, m->dx, NC, ids ? (float)c->dropout : 0.0f, &d_emb);
-  o->copy(be, m->dx, m->dtmp, NC * sizeof(float));
+  o->copy(be, m->dx, m->dtmp, moelm_act_bytes(be, NC));
   const float scale = c->scale_embedding ? sqrtf((float)C) : 1.0f;
-  embedding_backward_skip_pad(m, G(m->wte), c->learned_pos ? G(m->wpe) : NULL, N, scale);
+  embedding_backward_skip_pad(m, G_PARAM(m, m->wte), c->learned_pos ? G_PARAM(m, m->wpe) : NULL, N, scale);
   return TRUE;
 }

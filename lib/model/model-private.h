@@ -2,7 +2,7 @@
 #ifndef MOELM_MODEL_PRIVATE_H
 #define MOELM_MODEL_PRIVATE_H
 
-#include "gating/token_gate.h"
+#include "moelm/errors.h"
 #include "moelm/model.h"
 
 /* Offsets (in floats) of one layer's parameters in the arena. */
@@ -27,19 +27,19 @@ typedef struct {
 #define EXPERT_FC2_W(L, e, C, Fe) (EXPERT_FC1_B(L, e, C, Fe) + (size_t)(Fe))
 #define EXPERT_FC2_B(L, e, C, Fe) (EXPERT_FC2_W(L, e, C, Fe) + (size_t)(C) * (Fe))
 
-/* One MoE layer's activations: the routing and the dispatched rows (A <= K*N of them,
- * grouped by expert) the backward needs. The KV cache keeps one for inference. */
+/* One MoE layer's activations: the routing and the dispatched rows (at most R = K*N of
+ * them, grouped by expert) the backward needs. The KV cache keeps one for inference.
+ * Everything is backend memory. */
 typedef struct {
-  MoelmRouting *route;  /* host: the last forward's routing */
-  float *h_logits;      /* (N, E) host copy of the router logits */
-  float *logits;        /* (N, E) router logits */
-  int32_t *token;       /* (K*N) token of each dispatched row */
-  float *weight;        /* (K*N) combine weight of each dispatched row */
-  float *xin;           /* (K*N, C) dispatched inputs */
-  float *fc1;           /* (K*N, Fe) pre-activation */
-  float *fcact;         /* (K*N, Fe) dropout(act(fc1)) */
-  float *y;             /* (K*N, C) expert outputs after dropout */
-  int rows;             /* N the buffers hold */
+  MoelmRouteBuffers route; /* the last forward's routing (for S = N tokens) */
+  double *stats;           /* (MOELM_ROUTE_N_STATS) its gate metadata */
+  float *logits;           /* (N, E) router logits, fp32 */
+  MoelmAct *logits_act;    /* (N, E) router logits as the linear writes them (act type) */
+  MoelmAct *xin;           /* (R, C) dispatched inputs */
+  MoelmAct *fc1;           /* (R, Fe) pre-activation */
+  MoelmAct *fcact;         /* (R, Fe) dropout(act(fc1)) */
+  MoelmAct *y;             /* (R, C) expert outputs after dropout */
+  int rows;                /* N the buffers hold */
 } MoeActs;
 
 /* Running sums of one MoE layer's gate metadata over training forwards. */
@@ -48,21 +48,21 @@ typedef struct {
   int64_t n;
 } MoeStatsAcc;
 
-/* Activations of one layer kept for the backward pass (N = B*T rows). */
+/* Activations of one layer kept for the backward pass (N = B*T rows), backend memory. */
 typedef struct {
-  float *x_in;       /* (N,C) layer input (points at the previous layer's output) */
-  float *n1;         /* (N,C) LN1 output (pre: LN1(x_in); post: LN1(r1)) */
+  const MoelmAct *x_in; /* (N,C) layer input (points at the previous layer's output) */
+  MoelmAct *n1;         /* (N,C) LN1 output (pre: LN1(x_in); post: LN1(r1)) */
   float *mean1, *rstd1; /* (N) */
-  float *qkv;        /* (N,3C) */
-  float *att_saved;  /* attention_saved_floats */
-  float *atty;       /* (N,C) attention output before out_proj */
-  float *r1;         /* (N,C) x_in + dropout(out_proj(atty)) */
-  float *n2;         /* (N,C) LN2 output (pre: LN2(r1); post: LN2(r2)) */
+  MoelmAct *qkv;        /* (N,3C) */
+  void *att_saved;      /* attention_saved_bytes */
+  MoelmAct *atty;       /* (N,C) attention output before out_proj */
+  MoelmAct *r1;         /* (N,C) x_in + dropout(out_proj(atty)) */
+  MoelmAct *n2;         /* (N,C) LN2 output (pre: LN2(r1); post: LN2(r2)) */
   float *mean2, *rstd2; /* (N) */
-  float *fc1;        /* (N,F) pre-activation */
-  float *fcact;      /* (N,F) dropout(act(fc1)) */
-  float *r2;         /* (N,C) residual sum after the FFN */
-  MoeActs *moe;      /* MoE layers: the routed FFN's state (fc1/fcact unused) */
+  MoelmAct *fc1;        /* (N,F) pre-activation */
+  MoelmAct *fcact;      /* (N,F) dropout(act(fc1)) */
+  MoelmAct *r2;         /* (N,C) residual sum after the FFN */
+  MoeActs *moe;         /* MoE layers: the routed FFN's state (fc1/fcact unused) */
 } LayerActs;
 
 struct MoelmModel {
@@ -80,29 +80,29 @@ struct MoelmModel {
   LayerParams *layers;
   float *sinusoid; /* (P, C) backend memory when positions are not learned */
 
-  /* activation workspace, sized for max_rows tokens */
+  /* activation workspace, sized for max_rows tokens (backend memory) */
   int max_rows;
-  size_t att_cap;     /* floats allocated per layer for att_saved */
-  int32_t *d_src, *d_tgt, *d_pos; /* (N) backend memory */
-  uint8_t *d_pad;                 /* (N) key padding mask, backend memory */
+  size_t att_cap;     /* bytes allocated per layer for att_saved */
+  int32_t *d_src, *d_tgt, *d_pos; /* (N) */
+  uint8_t *d_pad;                 /* (N) key padding mask */
   gboolean any_pad;
-  float *x0;          /* (N,C) embedding output */
-  LayerActs *acts;
-  float *xf;          /* (N,C) final normed output (input to the output projection) */
+  MoelmAct *x0;       /* (N,C) embedding output */
+  LayerActs *acts;    /* host array of per-layer pointers */
+  MoelmAct *xf;       /* (N,C) final normed output (input to the output projection) */
   float *meanf, *rstdf;
-  float *logits;      /* (N,V) */
+  MoelmAct *logits;   /* (N,V) */
   float *losses;      /* (N) */
   float *dloss;       /* (N) */
-  float *dx, *dtmp, *dbig, *dbig2, *dqkv, *datt; /* backward scratch */
-  float *save_row;    /* (C) scratch to protect pad rows of embedding grads */
+  MoelmAct *dx, *dtmp, *dbig, *dbig2, *dqkv, *datt; /* backward scratch */
+  float *save_row, *save_row_pe; /* (C) scratch to protect pad rows of embedding grads */
 
   /* token-level MoE */
   int n_moe;                /* MoE layers */
-  uint8_t *h_pad;           /* (N) host: 1 where src is padding (for --use-moe-pad-mask) */
-  float *moe_d1, *moe_d2;   /* (K*N, C) backward scratch */
-  float *moe_dw;            /* (K*N) dL/d combine weight */
+  MoelmAct *moe_d1, *moe_d2; /* (K*N, C) backward scratch */
+  float *moe_dw;            /* (K*N) dL/d combine weight of each dispatch row */
   float *moe_dlogits;       /* (N, E) */
-  float *h_dw, *h_dslot, *h_dlogits; /* host: (K*N), (K*N), (N, E) */
+  MoelmAct *moe_dlogits_act; /* (N, E) the same in the activation type, for the router's linear */
+  double *moe_stats_host;   /* host: (n_moe, MOELM_ROUTE_N_STATS) the last forward's gate metadata */
   MoeStatsAcc *moe_acc;     /* (n_moe) */
   double last_gate_loss;    /* combined l_aux of the last forward */
 };
@@ -115,7 +115,7 @@ gboolean moelm_model_ensure_attention(MoelmModel *m, int B, int T, GError **erro
  * from padding_idx+1, pad positions are padding_idx). */
 void moelm_model_upload_batch(MoelmModel *m, const MoelmBatch *batch);
 /* x (N,C) = embed(src) + positions, before dropout. */
-void moelm_model_embed(MoelmModel *m, float *x, const int32_t *d_tokens, const int32_t *d_pos, int N);
+void moelm_model_embed(MoelmModel *m, MoelmAct *x, const int32_t *d_tokens, const int32_t *d_pos, int N);
 
 /* Dropout sites inside a layer (the MoE experts use SITE_ACT and SITE_FFN_OUT over their
  * dispatched rows); the embedding dropout uses layer EMBED_LAYER. */
@@ -135,18 +135,49 @@ void moelm_moe_acts_free(MoelmModel *m, MoeActs *a);
 /* out (N,C) = the MoE FFN of layer l on inp (N,C) (before the residual). training: fairseq's
  * training capacity and the second-expert noise; otherwise eval capacity (dropless unless
  * the eval token fraction is set). ids: dropout and noise stream (NULL: no dropout, noise
- * from stream 0). pad (N) host or NULL: tokens that are not routed (--use-moe-pad-mask). */
-void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const float *inp, float *out, int N, gboolean training,
-                       const MoelmStepIds *ids, const uint8_t *pad);
+ * from stream 0). pad (N) backend memory or NULL: tokens that are not routed
+ * (--use-moe-pad-mask). The gate metadata goes to a->stats (backend memory). */
+void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, MoelmAct *out, int N,
+                       gboolean training, const MoelmStepIds *ids, const uint8_t *pad);
 /* Backward of the last forward: dinp (N,C) += dL/dinp (dinp may alias dout), the layer's
  * gate and expert gradients +=. aux_coef: dL/d l_aux of this layer. */
-void moelm_moe_backward(MoelmModel *m, int l, MoeActs *a, const float *inp, const float *dout, float *dinp, int N,
-                        const MoelmStepIds *ids, double aux_coef);
+void moelm_moe_backward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, const MoelmAct *dout,
+                        MoelmAct *dinp, int N, const MoelmStepIds *ids, double aux_coef);
 /* Allocate the model-level MoE scratch for N tokens (no-op for a dense model). */
 gboolean moelm_moe_workspace_alloc(MoelmModel *m, int N, GError **error);
 void moelm_moe_workspace_free(MoelmModel *m);
 
-/* A parameter tensor at `off` floats into the arena. */
+/* Allocate `count` elements of `size` bytes into *ptr unless an earlier call failed (*ok
+ * FALSE): the one allocation helper of the model's workspaces. */
+static inline void moelm_model_alloc(MoelmModel *m, void *ptr, size_t count, size_t size, gboolean *ok,
+                                     GError **error)
+{
+  void **p = ptr;
+  if (!*ok) {
+    *p = NULL;
+    return;
+  }
+  if (size != 0 && count > SIZE_MAX / size) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "a workspace of %zu x %zu bytes does not fit in memory", count,
+                size);
+    *ok = FALSE;
+    *p = NULL;
+    return;
+  }
+  *p = m->be->ops->alloc(m->be, count * size, error);
+  *ok = *p != NULL;
+}
+
+/* Free a backend pointer and clear it. */
+static inline void moelm_model_release(MoelmModel *m, void *ptr)
+{
+  void **p = ptr;
+  m->be->ops->free(m->be, *p);
+  *p = NULL;
+}
+
+/* A parameter tensor, and its gradient, at `off` floats into the arenas. */
 #define W_PARAM(m, off) ((m)->params + (off))
+#define G_PARAM(m, off) ((m)->grads + (off))
 
 #endif

@@ -121,6 +121,7 @@ MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GErro
   m->by_name = g_hash_table_new(g_str_hash, g_str_equal);
   layout(m);
   m->moe_acc = g_new0(MoeStatsAcc, MAX(m->n_moe, 1));
+  m->moe_stats_host = g_new0(double, (size_t)MAX(m->n_moe, 1) * MOELM_ROUTE_N_STATS);
   const size_t bytes = m->n_params * sizeof(float);
   m->params = be->ops->alloc(be, bytes, error);
   m->grads = m->params ? be->ops->alloc(be, bytes, error) : NULL;
@@ -146,28 +147,30 @@ MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GErro
   return m;
 }
 
+static void free_layer_acts(MoelmModel *m, LayerActs *a)
+{
+  void *bufs[] = {&a->n1, &a->mean1, &a->rstd1, &a->qkv, &a->att_saved, &a->atty, &a->r1,
+                  &a->n2, &a->mean2, &a->rstd2, &a->fc1, &a->fcact, &a->r2};
+  for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
+    moelm_model_release(m, bufs[i]);
+  if (a->moe) {
+    moelm_moe_acts_free(m, a->moe);
+    g_clear_pointer(&a->moe, g_free);
+  }
+}
+
 static void free_workspace(MoelmModel *m)
 {
-  MoelmBackend *be = m->be;
   if (m->acts) {
-    for (int l = 0; l < m->cfg.layers; l++) {
-      LayerActs *a = &m->acts[l];
-      float *bufs[] = {a->n1, a->mean1, a->rstd1, a->qkv, a->att_saved, a->atty, a->r1,
-                       a->n2, a->mean2, a->rstd2, a->fc1, a->fcact, a->r2};
-      for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
-        be->ops->free(be, bufs[i]);
-      if (a->moe) {
-        moelm_moe_acts_free(m, a->moe);
-        g_free(a->moe);
-      }
-    }
-    g_free(m->acts);
-    m->acts = NULL;
+    for (int l = 0; l < m->cfg.layers; l++)
+      free_layer_acts(m, &m->acts[l]);
+    g_clear_pointer(&m->acts, g_free);
   }
-  void *bufs[] = {m->d_src, m->d_tgt, m->d_pos, m->d_pad, m->x0, m->xf, m->meanf, m->rstdf, m->logits, m->losses,
-                  m->dloss, m->dx, m->dtmp, m->dbig, m->dbig2, m->dqkv, m->datt, m->save_row};
+  void *bufs[] = {&m->d_src, &m->d_tgt,  &m->d_pos, &m->d_pad, &m->x0,   &m->xf,    &m->meanf,    &m->rstdf,
+                  &m->logits, &m->losses, &m->dloss, &m->dx,    &m->dtmp, &m->dbig,  &m->dbig2,    &m->dqkv,
+                  &m->datt,  &m->save_row, &m->save_row_pe};
   for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
-    be->ops->free(be, bufs[i]);
+    moelm_model_release(m, bufs[i]);
   moelm_moe_workspace_free(m);
   m->max_rows = 0;
   m->att_cap = 0;
@@ -185,6 +188,7 @@ void moelm_model_free(MoelmModel *m)
   }
   g_free(m->layers);
   g_free(m->moe_acc);
+  g_free(m->moe_stats_host);
   if (m->by_name)
     g_hash_table_destroy(m->by_name);
   if (m->tensors)
@@ -198,59 +202,51 @@ gboolean moelm_model_ensure_workspace(MoelmModel *m, int N, GError **error)
   if (N <= m->max_rows)
     return TRUE;
   free_workspace(m);
-  MoelmBackend *be = m->be;
   const MoelmModelConfig *c = &m->cfg;
-  const size_t C = c->embed_dim, F = c->ffn_dim, V = c->vocab_size, n = (size_t)N;
+  const size_t C = c->embed_dim, F = c->ffn_dim, V = c->vocab_size, n = (size_t)N, A = m->be->act_size;
   /* the FFN backward scratch also holds the dispatched rows of an MoE layer (K*N, Fe) */
   const size_t big = m->n_moe > 0 ? MAX(n * F, (size_t)c->moe_top_k * n * moelm_model_config_expert_ffn_dim(c)) : n * F;
   gboolean ok = TRUE;
-#define ALLOC(ptr, count)                                                          \
-  do {                                                                             \
-    if (ok) {                                                                      \
-      (ptr) = be->ops->alloc(be, (count) * sizeof(*(ptr)), error);                 \
-      ok = (ptr) != NULL;                                                          \
-    }                                                                              \
-  } while (0)
-  ALLOC(m->d_src, n);
-  ALLOC(m->d_tgt, n);
-  ALLOC(m->d_pos, n);
-  ALLOC(m->d_pad, n);
-  ALLOC(m->x0, n * C);
-  ALLOC(m->xf, n * C);
-  ALLOC(m->meanf, n);
-  ALLOC(m->rstdf, n);
-  ALLOC(m->logits, n * V);
-  ALLOC(m->losses, n);
-  ALLOC(m->dloss, n);
-  ALLOC(m->dx, n * C);
-  ALLOC(m->dtmp, n * C);
-  ALLOC(m->dbig, big);
-  ALLOC(m->dbig2, big);
-  ALLOC(m->dqkv, n * 3 * C);
-  ALLOC(m->datt, n * C);
-  ALLOC(m->save_row, C);
+  moelm_model_alloc(m, &m->d_src, n, sizeof(int32_t), &ok, error);
+  moelm_model_alloc(m, &m->d_tgt, n, sizeof(int32_t), &ok, error);
+  moelm_model_alloc(m, &m->d_pos, n, sizeof(int32_t), &ok, error);
+  moelm_model_alloc(m, &m->d_pad, n, sizeof(uint8_t), &ok, error);
+  moelm_model_alloc(m, &m->x0, n * C, A, &ok, error);
+  moelm_model_alloc(m, &m->xf, n * C, A, &ok, error);
+  moelm_model_alloc(m, &m->meanf, n, sizeof(float), &ok, error);
+  moelm_model_alloc(m, &m->rstdf, n, sizeof(float), &ok, error);
+  moelm_model_alloc(m, &m->logits, n * V, A, &ok, error);
+  moelm_model_alloc(m, &m->losses, n, sizeof(float), &ok, error);
+  moelm_model_alloc(m, &m->dloss, n, sizeof(float), &ok, error);
+  moelm_model_alloc(m, &m->dx, n * C, A, &ok, error);
+  moelm_model_alloc(m, &m->dtmp, n * C, A, &ok, error);
+  moelm_model_alloc(m, &m->dbig, big, A, &ok, error);
+  moelm_model_alloc(m, &m->dbig2, big, A, &ok, error);
+  moelm_model_alloc(m, &m->dqkv, n * 3 * C, A, &ok, error);
+  moelm_model_alloc(m, &m->datt, n * C, A, &ok, error);
+  moelm_model_alloc(m, &m->save_row, C, sizeof(float), &ok, error);
+  moelm_model_alloc(m, &m->save_row_pe, C, sizeof(float), &ok, error);
   m->acts = g_new0(LayerActs, c->layers > 0 ? c->layers : 1); /* att_saved: ensure_attention */
   for (int l = 0; l < c->layers; l++) {
     LayerActs *a = &m->acts[l];
-    ALLOC(a->n1, n * C);
-    ALLOC(a->mean1, n);
-    ALLOC(a->rstd1, n);
-    ALLOC(a->qkv, n * 3 * C);
-    ALLOC(a->atty, n * C);
-    ALLOC(a->r1, n * C);
-    ALLOC(a->n2, n * C);
-    ALLOC(a->mean2, n);
-    ALLOC(a->rstd2, n);
-    ALLOC(a->r2, n * C);
+    moelm_model_alloc(m, &a->n1, n * C, A, &ok, error);
+    moelm_model_alloc(m, &a->mean1, n, sizeof(float), &ok, error);
+    moelm_model_alloc(m, &a->rstd1, n, sizeof(float), &ok, error);
+    moelm_model_alloc(m, &a->qkv, n * 3 * C, A, &ok, error);
+    moelm_model_alloc(m, &a->atty, n * C, A, &ok, error);
+    moelm_model_alloc(m, &a->r1, n * C, A, &ok, error);
+    moelm_model_alloc(m, &a->n2, n * C, A, &ok, error);
+    moelm_model_alloc(m, &a->mean2, n, sizeof(float), &ok, error);
+    moelm_model_alloc(m, &a->rstd2, n, sizeof(float), &ok, error);
+    moelm_model_alloc(m, &a->r2, n * C, A, &ok, error);
     if (m->layers[l].moe) {
       a->moe = g_new0(MoeActs, 1);
       ok = ok && moelm_moe_acts_alloc(m, a->moe, N, error);
     } else {
-      ALLOC(a->fc1, n * F);
-      ALLOC(a->fcact, n * F);
+      moelm_model_alloc(m, &a->fc1, n * F, A, &ok, error);
+      moelm_model_alloc(m, &a->fcact, n * F, A, &ok, error);
     }
   }
-#undef ALLOC
   ok = ok && moelm_moe_workspace_alloc(m, N, error);
   if (!ok) {
     free_workspace(m);
@@ -266,7 +262,10 @@ MoelmBackend *moelm_model_backend(const MoelmModel *m) { return m->be; }
 size_t moelm_model_num_params(const MoelmModel *m) { return m->n_params; }
 guint moelm_model_n_tensors(const MoelmModel *m) { return m->tensors->len; }
 const MoelmParam *moelm_model_tensor(const MoelmModel *m, guint i) { return g_ptr_array_index(m->tensors, i); }
-const MoelmParam *moelm_model_find(const MoelmModel *m, const char *name) { return g_hash_table_lookup(m->by_name, name); }
+const MoelmParam *moelm_model_find(const MoelmModel *m, const char *name)
+{
+  return g_hash_table_lookup(m->by_name, name);
+}
 float *moelm_model_params(MoelmModel *m) { return m->params; }
 float *moelm_model_grads(MoelmModel *m) { return m->grads; }
 
@@ -344,20 +343,19 @@ void moelm_model_init_params(MoelmModel *m, uint64_t seed)
 gboolean moelm_model_ensure_attention(MoelmModel *m, int B, int T, GError **error)
 {
   MoelmBackend *be = m->be;
-  size_t need = be->ops->attention_saved_floats(be, B, T, m->cfg.embed_dim, m->cfg.heads);
+  size_t need = be->ops->attention_saved_bytes(be, B, T, m->cfg.embed_dim, m->cfg.heads);
   if (need <= m->att_cap)
     return TRUE;
+  gboolean ok = TRUE;
   for (int l = 0; l < m->cfg.layers; l++) {
-    be->ops->free(be, m->acts[l].att_saved);
-    m->acts[l].att_saved = be->ops->alloc(be, need * sizeof(float), error);
-    if (m->acts[l].att_saved == NULL) {
-      m->att_cap = 0;
-      for (int k = 0; k < l; k++) {
-        be->ops->free(be, m->acts[k].att_saved);
-        m->acts[k].att_saved = NULL;
-      }
-      return FALSE;
-    }
+    moelm_model_release(m, &m->acts[l].att_saved);
+    moelm_model_alloc(m, &m->acts[l].att_saved, need, 1, &ok, error);
+  }
+  if (!ok) {
+    for (int l = 0; l < m->cfg.layers; l++)
+      moelm_model_release(m, &m->acts[l].att_saved);
+    m->att_cap = 0;
+    return FALSE;
   }
   m->att_cap = need;
   return TRUE;

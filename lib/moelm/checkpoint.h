@@ -26,8 +26,9 @@ G_BEGIN_DECLS
 #define MOELM_CHECKPOINT_FORMAT "moelm-checkpoint-1"
 
 /* Save `model` (and the Adam moments when exp_avg/exp_avg_sq are not NULL, each
- * moelm_model_num_params floats, host memory) with `meta`: an object whose members are
- * stored as JSON texts under the same keys ("format" and "model" are added). */
+ * moelm_model_num_params floats in the model's backend memory, staged through the host) with
+ * `meta`: an object whose members are stored as JSON texts under the same keys ("format" and
+ * "model" are added). */
 gboolean moelm_checkpoint_save(const char *path, MoelmModel *model, const float *exp_avg, const float *exp_avg_sq,
                                JsonObject *meta, GError **error);
 
@@ -48,8 +49,8 @@ JsonNode *moelm_checkpoint_meta(const MoelmCheckpoint *ckpt, const char *key);
 
 /* Copy the parameters into a model built from ckpt->model (names and shapes checked). */
 gboolean moelm_checkpoint_load_params(const MoelmCheckpoint *ckpt, MoelmModel *model, GError **error);
-/* Copy the Adam moments (host arrays of num_params floats); FALSE with an error naming the
- * file when the checkpoint has no optimizer state. */
+/* Copy the Adam moments into exp_avg/exp_avg_sq (num_params floats each, the model's backend
+ * memory); FALSE with an error naming the file when the checkpoint has no optimizer state. */
 gboolean moelm_checkpoint_load_moments(const MoelmCheckpoint *ckpt, MoelmModel *model, float *exp_avg,
                                        float *exp_avg_sq, GError **error);
 

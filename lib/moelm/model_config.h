@@ -7,16 +7,10 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
-#include "moelm/backend.h" /* MoelmActivation */
+#include "moelm/backend.h" /* MoelmActivation, MoelmSecondExpertPolicy */
 
 G_BEGIN_DECLS
 
-/* How a top-2 gate picks the second expert (fairseq's --moe-second-expert-policy). */
-typedef enum {
-  MOELM_SECOND_EXPERT_SAMPLING, /* argmax of logits + Gumbel noise over the other experts (fairseq's default) */
-  MOELM_SECOND_EXPERT_ALL,      /* argmax over the other experts */
-  MOELM_SECOND_EXPERT_RANDOM    /* argmax, kept only with probability 2 * its gate value */
-} MoelmSecondExpertPolicy;
 
 typedef struct {
   char *arch;                  /* "transformer_lm", ... */

@@ -46,14 +46,15 @@ gboolean moelm_parse_adam_betas(const char *text, double *beta1, double *beta2, 
 
 typedef struct {
   MoelmAdamConfig cfg;
+  MoelmBackend *be;   /* whose memory holds the moments */
   size_t n;           /* floats in the arena */
-  float *exp_avg;     /* (n) first moment; saved as optimizer.exp_avg.<param> */
-  float *exp_avg_sq;  /* (n) second moment; saved as optimizer.exp_avg_sq.<param> */
+  float *exp_avg;     /* (n) first moment (backend memory); saved as optimizer.exp_avg.<param> */
+  float *exp_avg_sq;  /* (n) second moment (backend memory); saved as optimizer.exp_avg_sq.<param> */
   int64_t step;       /* updates taken (fairseq's state["step"]); bias corrections use it */
 } MoelmAdam;
 
-/* Zeroed moments of n floats each (64-byte aligned), step 0. */
-gboolean moelm_adam_init(MoelmAdam *adam, const MoelmAdamConfig *cfg, size_t n, GError **error);
+/* Zeroed moments of n floats each in `be`'s memory, step 0. */
+gboolean moelm_adam_init(MoelmAdam *adam, const MoelmAdamConfig *cfg, MoelmBackend *be, size_t n, GError **error);
 void moelm_adam_free(MoelmAdam *adam);
 
 /* Zero the moments and the step count (--reset-optimizer). */
@@ -68,8 +69,7 @@ double moelm_adam_step_size(const MoelmAdamConfig *cfg, int64_t step, double lr)
  *   m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g;
  *   p -= lr*wd*p;  p -= step_size * m / (sqrt(v) + eps).
  * n must equal adam->n (else an error and nothing changes). */
-gboolean moelm_adam_step(MoelmAdam *adam, MoelmBackend *be, float *params, const float *grads, size_t n, double lr,
-                         GError **error);
+gboolean moelm_adam_step(MoelmAdam *adam, float *params, const float *grads, size_t n, double lr, GError **error);
 
 /* Checkpoint metadata: {"name": "adam", "step": N, "betas": [b1, b2], "eps": e,
  * "weight_decay": wd}. Loading restores `step` only: like fairseq (optimizer_overrides), the

@@ -10,16 +10,9 @@
 #include <stdint.h>
 #include <glib.h>
 
+#include "moelm/dtype.h"
+
 G_BEGIN_DECLS
-
-typedef enum {
-  MOELM_DT_F32, MOELM_DT_F16, MOELM_DT_BF16, MOELM_DT_F64,
-  MOELM_DT_I64, MOELM_DT_I32, MOELM_DT_I16, MOELM_DT_I8,
-  MOELM_DT_U64, MOELM_DT_U32, MOELM_DT_U16, MOELM_DT_U8, MOELM_DT_BOOL
-} MoelmDtype;
-
-const char *moelm_dtype_name(MoelmDtype dt); /* "F32", ... as safetensors spells them */
-gsize moelm_dtype_size(MoelmDtype dt);
 
 #define MOELM_ST_MAX_DIMS 8
 

@@ -12,8 +12,6 @@
 #include "optim/json_state.h"
 #include "optim/number_list.h"
 
-#define ADAM_ALIGN 64
-
 void moelm_adam_config_init(MoelmAdamConfig *cfg)
 {
   cfg->beta1 = 0.9;
@@ -79,54 +77,42 @@ gboolean moelm_parse_adam_betas(const char *text, double *beta1, double *beta2, 
   return TRUE;
 }
 
-static float *alloc_zeroed(size_t n, GError **error)
-{
-  if (n > (SIZE_MAX - ADAM_ALIGN) / sizeof(float)) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "adam: %zu floats do not fit in memory", n);
-    return NULL;
-  }
-  size_t bytes = (n * sizeof(float) + ADAM_ALIGN - 1) / ADAM_ALIGN * ADAM_ALIGN;
-  void *mem = NULL;
-  if (posix_memalign(&mem, ADAM_ALIGN, bytes > 0 ? bytes : ADAM_ALIGN) != 0) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "adam: cannot allocate %zu bytes for a moment buffer",
-                bytes);
-    return NULL;
-  }
-  memset(mem, 0, bytes);
-  return mem;
-}
-
-gboolean moelm_adam_init(MoelmAdam *adam, const MoelmAdamConfig *cfg, size_t n, GError **error)
+gboolean moelm_adam_init(MoelmAdam *adam, const MoelmAdamConfig *cfg, MoelmBackend *be, size_t n, GError **error)
 {
   memset(adam, 0, sizeof *adam);
   if (!moelm_adam_config_validate(cfg, error))
     return FALSE;
-  adam->exp_avg = alloc_zeroed(n, error);
-  if (adam->exp_avg == NULL)
+  if (n > SIZE_MAX / sizeof(float)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "adam: %zu floats do not fit in memory", n);
     return FALSE;
-  adam->exp_avg_sq = alloc_zeroed(n, error);
+  }
+  adam->be = be;
+  adam->exp_avg = be->ops->alloc(be, n * sizeof(float), error);
+  adam->exp_avg_sq = adam->exp_avg ? be->ops->alloc(be, n * sizeof(float), error) : NULL;
   if (adam->exp_avg_sq == NULL) {
-    free(adam->exp_avg);
-    adam->exp_avg = NULL;
+    moelm_adam_free(adam);
     return FALSE;
   }
   adam->cfg = *cfg;
   adam->n = n;
+  moelm_adam_reset(adam);
   return TRUE;
 }
 
 void moelm_adam_free(MoelmAdam *adam)
 {
-  free(adam->exp_avg);
-  free(adam->exp_avg_sq);
+  if (adam->be) {
+    adam->be->ops->free(adam->be, adam->exp_avg);
+    adam->be->ops->free(adam->be, adam->exp_avg_sq);
+  }
   memset(adam, 0, sizeof *adam);
 }
 
 void moelm_adam_reset(MoelmAdam *adam)
 {
   if (adam->n > 0) {
-    memset(adam->exp_avg, 0, adam->n * sizeof(float));
-    memset(adam->exp_avg_sq, 0, adam->n * sizeof(float));
+    adam->be->ops->zero(adam->be, adam->exp_avg, adam->n * sizeof(float));
+    adam->be->ops->zero(adam->be, adam->exp_avg_sq, adam->n * sizeof(float));
   }
   adam->step = 0;
 }
@@ -138,8 +124,7 @@ double moelm_adam_step_size(const MoelmAdamConfig *cfg, int64_t step, double lr)
   return lr * sqrt(bias_correction2) / bias_correction1;
 }
 
-gboolean moelm_adam_step(MoelmAdam *adam, MoelmBackend *be, float *params, const float *grads, size_t n, double lr,
-                         GError **error)
+gboolean moelm_adam_step(MoelmAdam *adam, float *params, const float *grads, size_t n, double lr, GError **error)
 {
   if (n != adam->n) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_MISMATCH,
@@ -157,7 +142,7 @@ gboolean moelm_adam_step(MoelmAdam *adam, MoelmBackend *be, float *params, const
     .grad_scale = 1.0f,
     .step = adam->step,
   };
-  be->ops->adam_step(be, params, grads, adam->exp_avg, adam->exp_avg_sq, n, &hp);
+  adam->be->ops->adam_step(adam->be, params, grads, adam->exp_avg, adam->exp_avg_sq, n, &hp);
   return TRUE;
 }
 

@@ -40,7 +40,7 @@ typedef struct {
 static double emb_loss(void *p)
 {
   EmbCtx *c = p;
-  c->be->ops->embedding_forward(c->be, c->out, c->tokens, c->positions, c->wte, c->wpe, c->N, c->C, c->scale);
+  c->be->ops->embedding_forward(c->be, A(c->out), c->tokens, c->positions, c->wte, c->wpe, c->N, c->C, c->scale);
   return bt_dot(c->out, c->r, (size_t)c->N * c->C);
 }
 
@@ -61,13 +61,13 @@ static void test_embedding_grad(void)
     c.r = bt_uniform(&rng, (size_t)c.N * c.C, -1, 1);
     float *dwte0 = bt_uniform(&rng, (size_t)V * c.C, -1, 1), *dwpe0 = bt_uniform(&rng, (size_t)P * c.C, -1, 1);
     float *dwte = bt_copy(dwte0, (size_t)V * c.C), *dwpe = bt_copy(dwpe0, (size_t)P * c.C);
-    c.be->ops->embedding_backward(c.be, dwte, dwpe, c.r, c.tokens, c.positions, c.N, c.C, c.scale);
+    c.be->ops->embedding_backward(c.be, dwte, dwpe, A(c.r), c.tokens, c.positions, c.N, c.C, c.scale);
     float *gw = added(dwte, dwte0, (size_t)V * c.C), *gp = added(dwpe, dwpe0, (size_t)P * c.C);
     bt_check_grad("embedding dwte", emb_loss, &c, c.wte, (size_t)V * c.C, gw, 1, 1e-2, RTOL, ATOL);
     bt_check_grad("embedding dwpe", emb_loss, &c, c.wpe, (size_t)P * c.C, gp, 1, 1e-2, RTOL, ATOL);
     /* without learned positions: dwpe NULL and wpe NULL */
     float *dwte_only = bt_copy(dwte0, (size_t)V * c.C);
-    c.be->ops->embedding_backward(c.be, dwte_only, NULL, c.r, c.tokens, c.positions, c.N, c.C, c.scale);
+    c.be->ops->embedding_backward(c.be, dwte_only, NULL, A(c.r), c.tokens, c.positions, c.N, c.C, c.scale);
     bt_assert_close("embedding dwte without positions", dwte_only, dwte, (size_t)V * c.C, 1e-6, 1e-6);
     g_free(c.wte), g_free(c.wpe), g_free(c.out), g_free(c.r), g_free(dwte0), g_free(dwpe0), g_free(dwte);
     g_free(dwpe), g_free(gw), g_free(gp), g_free(dwte_only);
@@ -86,7 +86,7 @@ typedef struct {
 static double ln_loss(void *p)
 {
   LnCtx *c = p;
-  c->be->ops->layernorm_forward(c->be, c->out, c->mean, c->rstd, c->inp, c->weight, c->bias, c->N, c->C, 1e-5f);
+  c->be->ops->layernorm_forward(c->be, A(c->out), c->mean, c->rstd, A(c->inp), c->weight, c->bias, c->N, c->C, 1e-5f);
   return bt_dot(c->out, c->r, (size_t)c->N * c->C);
 }
 
@@ -106,7 +106,7 @@ static void test_layernorm_grad(void)
     float *dinp0 = bt_uniform(&rng, nc, -1, 1), *dw0 = bt_uniform(&rng, c.C, -1, 1);
     float *db0 = bt_uniform(&rng, c.C, -1, 1);
     float *dinp = bt_copy(dinp0, nc), *dw = bt_copy(dw0, c.C), *db = bt_copy(db0, c.C);
-    c.be->ops->layernorm_backward(c.be, dinp, dw, db, c.r, c.inp, c.weight, c.mean, c.rstd, c.N, c.C);
+    c.be->ops->layernorm_backward(c.be, A(dinp), dw, db, A(c.r), A(c.inp), c.weight, c.mean, c.rstd, c.N, c.C);
     float *gi = added(dinp, dinp0, nc), *gw = added(dw, dw0, c.C), *gb = added(db, db0, c.C);
     bt_check_grad("layernorm dinp", ln_loss, &c, c.inp, nc, gi, 1, 1e-2, RTOL, ATOL);
     bt_check_grad("layernorm dweight", ln_loss, &c, c.weight, c.C, gw, 1, 1e-2, RTOL, ATOL);
@@ -129,7 +129,7 @@ typedef struct {
 static double lin_loss(void *p)
 {
   LinCtx *c = p;
-  c->be->ops->linear_forward(c->be, c->out, c->inp, c->weight, c->bias, c->N, c->IC, c->OC);
+  c->be->ops->linear_forward(c->be, A(c->out), A(c->inp), c->weight, c->bias, c->N, c->IC, c->OC);
   return bt_dot(c->out, c->r, (size_t)c->N * c->OC);
 }
 
@@ -149,7 +149,7 @@ static void test_linear_grad(void)
       float *dinp0 = bt_uniform(&rng, ni, -1, 1), *dw0 = bt_uniform(&rng, nw, -1, 1);
       float *db0 = bt_uniform(&rng, c.OC, -1, 1);
       float *dinp = bt_copy(dinp0, ni), *dw = bt_copy(dw0, nw), *db = bt_copy(db0, c.OC);
-      c.be->ops->linear_backward(c.be, dinp, dw, with_bias ? db : NULL, c.r, c.inp, c.weight, c.N, c.IC, c.OC);
+      c.be->ops->linear_backward(c.be, A(dinp), dw, with_bias ? db : NULL, A(c.r), A(c.inp), c.weight, c.N, c.IC, c.OC);
       float *gi = added(dinp, dinp0, ni), *gw = added(dw, dw0, nw), *gb = added(db, db0, c.OC);
       bt_check_grad("linear dinp", lin_loss, &c, c.inp, ni, gi, 1, 1e-2, RTOL, ATOL);
       bt_check_grad("linear dweight", lin_loss, &c, c.weight, nw, gw, 1, 1e-2, RTOL, ATOL);
@@ -159,7 +159,7 @@ static void test_linear_grad(void)
         bt_assert_close("linear: NULL dbias untouched", db, db0, c.OC, 0, 0);
       /* dinp NULL skips the input gradient but still gives dweight */
       float *dw_only = bt_copy(dw0, nw);
-      c.be->ops->linear_backward(c.be, NULL, dw_only, NULL, c.r, c.inp, c.weight, c.N, c.IC, c.OC);
+      c.be->ops->linear_backward(c.be, NULL, dw_only, NULL, A(c.r), A(c.inp), c.weight, c.N, c.IC, c.OC);
       bt_assert_close("linear dweight without dinp", dw_only, dw, nw, 1e-5, 1e-6);
       g_free(c.inp), g_free(c.weight), g_free(c.bias), g_free(c.out), g_free(c.r), g_free(dinp0), g_free(dw0);
       g_free(db0), g_free(dinp), g_free(dw), g_free(db), g_free(gi), g_free(gw), g_free(gb), g_free(dw_only);
@@ -181,7 +181,7 @@ typedef struct {
 static double attn_loss(void *p)
 {
   AttnCtx *c = p;
-  c->be->ops->attention_forward(c->be, c->out, c->saved, c->qkv, c->kpm, c->B, c->T, c->C, c->NH, c->p, &c->ids);
+  c->be->ops->attention_forward(c->be, A(c->out), c->saved, A(c->qkv), c->kpm, c->B, c->T, c->C, c->NH, c->p, &c->ids);
   return bt_dot(c->out, c->r, (size_t)c->B * c->T * c->C);
 }
 
@@ -197,11 +197,11 @@ static void check_attention_grad(int which, gboolean with_mask, float p)
   size_t nqkv = (size_t)c.B * c.T * 3 * c.C, no = (size_t)c.B * c.T * c.C;
   c.qkv = bt_uniform(&rng, nqkv, -1.5f, 1.5f);
   c.out = bt_zeros(no);
-  c.saved = bt_zeros(c.be->ops->attention_saved_floats(c.be, c.B, c.T, c.C, c.NH));
+  c.saved = bt_zeros(c.be->ops->attention_saved_bytes(c.be, c.B, c.T, c.C, c.NH) / sizeof(float));
   c.r = bt_uniform(&rng, no, -1, 1);
   attn_loss(&c);
   float *d0 = bt_uniform(&rng, nqkv, -1, 1), *d = bt_copy(d0, nqkv);
-  c.be->ops->attention_backward(c.be, d, c.r, c.qkv, c.saved, c.kpm, c.B, c.T, c.C, c.NH, c.p, &c.ids);
+  c.be->ops->attention_backward(c.be, A(d), A(c.r), A(c.qkv), c.saved, c.kpm, c.B, c.T, c.C, c.NH, c.p, &c.ids);
   float *g = added(d, d0, nqkv);
   bt_check_grad("attention dqkv", attn_loss, &c, c.qkv, nqkv, g, 1, 1e-2, RTOL, ATOL);
   if (with_mask) { /* the fully masked query row (b=1, t=0) outputs zeros */
@@ -235,7 +235,7 @@ typedef struct {
 static double act_loss(void *p)
 {
   ElemCtx *c = p;
-  c->be->ops->activation_forward(c->be, c->act, c->out, c->inp, c->n);
+  c->be->ops->activation_forward(c->be, c->act, A(c->out), A(c->inp), c->n);
   return bt_dot(c->out, c->r, c->n);
 }
 
@@ -254,7 +254,7 @@ static void test_activation_grad(void)
       c.out = bt_zeros(c.n);
       c.r = bt_uniform(&rng, c.n, -1, 1);
       float *d0 = bt_uniform(&rng, c.n, -1, 1), *d = bt_copy(d0, c.n);
-      c.be->ops->activation_backward(c.be, c.act, d, c.inp, c.r, c.n);
+      c.be->ops->activation_backward(c.be, c.act, A(d), A(c.inp), A(c.r), c.n);
       float *g = added(d, d0, c.n);
       bt_check_grad("activation dinp", act_loss, &c, c.inp, c.n, g, 1, 1e-3, RTOL, ATOL);
       g_free(c.inp), g_free(c.out), g_free(c.r), g_free(d0), g_free(d), g_free(g);
@@ -265,7 +265,7 @@ static void test_activation_grad(void)
 static double dropout_loss(void *p)
 {
   ElemCtx *c = p;
-  c->be->ops->dropout_forward(c->be, c->out, c->inp, c->n, c->p, &c->ids);
+  c->be->ops->dropout_forward(c->be, A(c->out), A(c->inp), c->n, c->p, &c->ids);
   return bt_dot(c->out, c->r, c->n);
 }
 
@@ -279,7 +279,7 @@ static void test_dropout_grad(void)
     c.out = bt_zeros(c.n);
     c.r = bt_uniform(&rng, c.n, -1, 1);
     float *d0 = bt_uniform(&rng, c.n, -1, 1), *d = bt_copy(d0, c.n);
-    c.be->ops->dropout_backward(c.be, d, c.r, c.n, c.p, &c.ids);
+    c.be->ops->dropout_backward(c.be, A(d), A(c.r), c.n, c.p, &c.ids);
     float *g = added(d, d0, c.n);
     bt_check_grad("dropout dinp", dropout_loss, &c, c.inp, c.n, g, 1, 1e-2, RTOL, ATOL);
     int dropped = 0;
@@ -303,7 +303,7 @@ typedef struct {
 static double ce_loss(void *p)
 {
   CeCtx *c = p;
-  c->be->ops->cross_entropy(c->be, c->losses, c->logits, c->targets, NULL, c->N, c->V, 1);
+  c->be->ops->cross_entropy(c->be, c->losses, A(c->logits), c->targets, NULL, c->N, c->V, 1);
   return bt_dot(c->losses, c->dloss, c->N);
 }
 
@@ -319,7 +319,7 @@ static void test_cross_entropy_grad(void)
     c.dloss = bt_uniform(&rng, c.N, 0.2f, 2.0f);
     float *grad = bt_copy(c.logits, nl);
     float *losses = bt_zeros(c.N);
-    c.be->ops->cross_entropy(c.be, losses, grad, c.targets, c.dloss, c.N, c.V, 1);
+    c.be->ops->cross_entropy(c.be, losses, A(grad), c.targets, c.dloss, c.N, c.V, 1);
     bt_check_grad("cross_entropy dlogits", ce_loss, &c, c.logits, nl, grad, 1, 1e-2, RTOL, ATOL);
     ce_loss(&c);
     bt_assert_close("cross_entropy losses with and without gradient", losses, c.losses, c.N, 1e-6, 1e-7);
@@ -334,7 +334,7 @@ static void test_cross_entropy_grad(void)
 static double log_softmax_loss(void *p)
 {
   CeCtx *c = p;
-  c->be->ops->log_softmax_forward(c->be, c->out, c->logits, c->N, c->V);
+  c->be->ops->log_softmax_forward(c->be, c->out, A(c->logits), c->N, c->V);
   return bt_dot(c->out, c->r, (size_t)c->N * c->V);
 }
 
@@ -350,7 +350,7 @@ static void test_log_softmax_grad(void)
     c.r = bt_uniform(&rng, nl, -1, 1);
     log_softmax_loss(&c);
     float *d0 = bt_uniform(&rng, nl, -1, 1), *d = bt_copy(d0, nl);
-    c.be->ops->log_softmax_backward(c.be, d, c.out, c.r, c.N, c.V);
+    c.be->ops->log_softmax_backward(c.be, A(d), c.out, c.r, c.N, c.V);
     float *g = added(d, d0, nl);
     bt_check_grad("log_softmax dinp", log_softmax_loss, &c, c.logits, nl, g, 1, 1e-2, RTOL, ATOL);
     g_free(c.logits), g_free(c.out), g_free(c.r), g_free(d0), g_free(d), g_free(g);
@@ -372,11 +372,11 @@ static double rows_loss(void *p)
 {
   RowsCtx *c = p;
   if (c->gather) {
-    c->be->ops->gather_rows(c->be, c->out, c->inp, c->idx, c->n, c->C);
+    c->be->ops->gather_rows(c->be, A(c->out), A(c->inp), c->idx, c->n, c->C);
     return bt_dot(c->out, c->r, (size_t)c->n * c->C);
   }
   memcpy(c->out, c->base, (size_t)c->rows * c->C * sizeof(float));
-  c->be->ops->scatter_add_rows(c->be, c->out, c->inp, c->idx, c->weight, c->n, c->C);
+  c->be->ops->scatter_add_rows(c->be, A(c->out), A(c->inp), c->idx, c->weight, c->n, c->C);
   return bt_dot(c->out, c->r, (size_t)c->rows * c->C);
 }
 
@@ -395,7 +395,7 @@ static void test_rows_grad(void)
     /* scatter_add_rows: d/d inp and d/d weight */
     float *di0 = bt_uniform(&rng, ni, -1, 1), *dw0 = bt_uniform(&rng, c.n, -1, 1);
     float *di = bt_copy(di0, ni), *dw = bt_copy(dw0, c.n);
-    c.be->ops->scatter_add_rows_backward(c.be, di, dw, c.r, c.inp, c.idx, c.weight, c.n, c.C);
+    c.be->ops->scatter_add_rows_backward(c.be, A(di), dw, A(c.r), A(c.inp), c.idx, c.weight, c.n, c.C);
     float *gi = added(di, di0, ni), *gw = added(dw, dw0, c.n);
     bt_check_grad("scatter_add_rows dinp", rows_loss, &c, c.inp, ni, gi, 1, 1e-2, RTOL, ATOL);
     bt_check_grad("scatter_add_rows dweight", rows_loss, &c, c.weight, c.n, gw, 1, 1e-2, RTOL, ATOL);
@@ -405,7 +405,7 @@ static void test_rows_grad(void)
     float *save_inp = c.inp;
     c.inp = src;
     float *dsrc0 = bt_uniform(&rng, nr, -1, 1), *dsrc = bt_copy(dsrc0, nr);
-    c.be->ops->scatter_add_rows(c.be, dsrc, c.r, c.idx, NULL, c.n, c.C);
+    c.be->ops->scatter_add_rows(c.be, A(dsrc), A(c.r), c.idx, NULL, c.n, c.C);
     float *gs = added(dsrc, dsrc0, nr);
     bt_check_grad("gather_rows dinp", rows_loss, &c, c.inp, nr, gs, 1, 1e-2, RTOL, ATOL);
     c.inp = save_inp;

@@ -49,8 +49,8 @@ static void test_cross_entropy_values(void)
     MoelmBackend *be = which == 0 ? bt_reference() : bt_fast(2);
     float l[6], losses[2] = {-1, -1}, lprobs[2] = {-1, -1};
     memcpy(l, logits, sizeof(l));
-    be->ops->target_log_probs(be, lprobs, logits, targets, 2, 3, 1);
-    be->ops->cross_entropy(be, losses, l, targets, dloss, 2, 3, 1);
+    be->ops->target_log_probs(be, lprobs, A(logits), targets, 2, 3, 1);
+    be->ops->cross_entropy(be, losses, A(l), targets, dloss, 2, 3, 1);
     CU_ASSERT_DOUBLE_EQUAL(losses[0], M_LN2, 1e-6);
     CU_ASSERT_DOUBLE_EQUAL(lprobs[0], -M_LN2, 1e-6);
     CU_ASSERT_EQUAL(losses[1], 0.0f);
@@ -63,7 +63,7 @@ static void test_cross_entropy_values(void)
       CU_ASSERT_EQUAL(l[v], 0.0f);
     /* without dloss the logits are left alone */
     memcpy(l, logits, sizeof(l));
-    be->ops->cross_entropy(be, losses, l, targets, NULL, 2, 3, 1);
+    be->ops->cross_entropy(be, losses, A(l), targets, NULL, 2, 3, 1);
     CU_ASSERT_EQUAL(memcmp(l, logits, sizeof(l)), 0);
     moelm_backend_free(be);
   }
@@ -81,10 +81,10 @@ static void test_attention_masked_rows(void)
   for (int which = 0; which < 2; which++) {
     MoelmBackend *be = which == 0 ? bt_reference() : bt_fast(2);
     float *out = bt_uniform(&rng, (size_t)B * T * C, -1, 1); /* garbage that must be overwritten */
-    float *saved = bt_zeros(be->ops->attention_saved_floats(be, B, T, C, NH));
+    float *saved = bt_zeros(be->ops->attention_saved_bytes(be, B, T, C, NH) / sizeof(float));
     float *dqkv = bt_zeros((size_t)B * T * 3 * C);
-    be->ops->attention_forward(be, out, saved, qkv, kpm, B, T, C, NH, 0.2f, &ids);
-    be->ops->attention_backward(be, dqkv, dout, qkv, saved, kpm, B, T, C, NH, 0.2f, &ids);
+    be->ops->attention_forward(be, A(out), saved, A(qkv), kpm, B, T, C, NH, 0.2f, &ids);
+    be->ops->attention_backward(be, A(dqkv), A(dout), A(qkv), saved, kpm, B, T, C, NH, 0.2f, &ids);
     for (int i = 0; i < T * C; i++)
       CU_ASSERT_EQUAL(out[i], 0.0f); /* batch row 0: all zeros */
     for (int i = 0; i < 2 * C; i++)
@@ -115,7 +115,7 @@ static void test_attention_uniform(void)
   for (int which = 0; which < 2; which++) {
     MoelmBackend *be = which == 0 ? bt_reference() : bt_fast(2);
     float out[4 * 2];
-    be->ops->attention_forward(be, out, NULL, qkv, NULL, 1, T, C, NH, 0.0f, NULL);
+    be->ops->attention_forward(be, A(out), NULL, A(qkv), NULL, 1, T, C, NH, 0.0f, NULL);
     static const float expect[8] = {1, 10, 1.5f, 15, 2, 20, 2.5f, 25};
     bt_assert_close("attention with uniform probabilities", out, expect, 8, 1e-6, 1e-6);
     moelm_backend_free(be);
@@ -142,9 +142,9 @@ static void test_attention_decode(void)
   for (int which = 0; which < 2; which++) {
     MoelmBackend *be = which == 0 ? bt_reference() : bt_fast(2);
     float *full = bt_zeros((size_t)B * T * C), *dec = bt_zeros((size_t)B * T * C);
-    be->ops->attention_forward(be, full, NULL, qkv, kpm, B, T, C, NH, 0.0f, NULL);
+    be->ops->attention_forward(be, A(full), NULL, A(qkv), kpm, B, T, C, NH, 0.0f, NULL);
     /* all T queries at once */
-    be->ops->attention_decode(be, dec, q, kc, vc, kpm, B, T, T, Tcap, C, NH);
+    be->ops->attention_decode(be, A(dec), A(q), A(kc), A(vc), kpm, B, T, T, Tcap, C, NH);
     bt_assert_close("decode of all positions vs forward", dec, full, (size_t)B * T * C, 1e-5, 1e-6);
     /* one step at a time, the cache growing; the mask has Tk columns */
     for (int t = 0; t < T; t++) {
@@ -154,7 +154,7 @@ static void test_attention_decode(void)
       float qt[2 * 12], ot[2 * 12];
       for (int b = 0; b < B; b++)
         memcpy(qt + b * C, q + ((size_t)b * T + t) * C, C * sizeof(float));
-      be->ops->attention_decode(be, ot, qt, kc, vc, mask_t, B, 1, t + 1, Tcap, C, NH);
+      be->ops->attention_decode(be, A(ot), A(qt), A(kc), A(vc), mask_t, B, 1, t + 1, Tcap, C, NH);
       for (int b = 0; b < B; b++)
         bt_assert_close("decode step vs forward", ot + b * C, full + ((size_t)b * T + t) * C, C, 1e-5, 1e-6);
     }
@@ -173,7 +173,7 @@ static void test_dropout_masks(void)
   for (size_t i = 0; i < n; i++)
     ones[i] = 1.0f;
   MoelmBackend *be = bt_fast(2);
-  be->ops->dropout_forward(be, out, ones, n, p, &ids);
+  be->ops->dropout_forward(be, A(out), A(ones), n, p, &ids);
   size_t dropped = 0, wrong = 0;
   for (size_t i = 0; i < n; i++) {
     gboolean keep = moelm_u32_to_unit_float(moelm_philox_word(1234, 17, 2, 3, i)) >= p;
@@ -185,9 +185,9 @@ static void test_dropout_masks(void)
   /* another site draws another mask; p = 0 is the identity */
   MoelmDropoutIds ids2 = ids;
   ids2.site = 4;
-  be->ops->dropout_forward(be, other, ones, n, p, &ids2);
+  be->ops->dropout_forward(be, A(other), A(ones), n, p, &ids2);
   CU_ASSERT_NOT_EQUAL(memcmp(out, other, n * sizeof(float)), 0);
-  be->ops->dropout_forward(be, other, ones, n, 0.0f, NULL);
+  be->ops->dropout_forward(be, A(other), A(ones), n, 0.0f, NULL);
   CU_ASSERT_EQUAL(memcmp(ones, other, n * sizeof(float)), 0);
   moelm_backend_free(be);
   g_free(ones), g_free(out), g_free(other);
@@ -284,7 +284,7 @@ static void test_backend_creation(void)
   fast->ops->to_host(fast, back, dev, sizeof(host));
   CU_ASSERT_EQUAL(memcmp(host, back, sizeof(host)), 0);
   fast->ops->zero(fast, dev, sizeof(host));
-  fast->ops->synchronize(fast);
+  CU_ASSERT_TRUE(fast->ops->synchronize(fast, NULL));
   fast->ops->to_host(fast, back, dev, sizeof(host));
   CU_ASSERT_EQUAL(back[0] + back[4], 0.0f);
   fast->ops->free(fast, dev);

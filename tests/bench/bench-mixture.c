@@ -101,7 +101,11 @@ int main(int argc, char **argv)
       threads = atoi(argv[i + 1]);
   }
   GError *error = NULL;
-  MoelmInference *inf = moelm_inference_open(ckpt_path, data, threads, &error);
+  MoelmBackendSpec spec;
+  moelm_backend_spec_init(&spec);
+  spec.kind = MOELM_BACKEND_CPU;
+  spec.threads = threads;
+  MoelmInference *inf = moelm_inference_open(ckpt_path, data, &spec, &error);
   if (inf == NULL)
     return die(ckpt_path, error);
   MoelmModel *model = inf->model;

@@ -60,7 +60,7 @@ static gboolean bench_init(Bench *bm, MoelmBackend *be, int moe_freq, int expert
   moelm_model_init_params(bm->m, 1);
   MoelmAdamConfig acfg;
   moelm_adam_config_init(&acfg);
-  moelm_adam_init(&bm->adam, &acfg, moelm_model_num_params(bm->m), NULL);
+  moelm_adam_init(&bm->adam, &acfg, be, moelm_model_num_params(bm->m), NULL);
   bm->train_s = g_new0(double, steps);
   bm->eval_s = g_new0(double, steps);
   return TRUE;
@@ -88,7 +88,7 @@ static void bench_step(Bench *bm, const MoelmBatch *batch, uint32_t update, int 
   moelm_model_train_step(bm->m, batch, &ids, w, NULL, rows, NULL);
   moelm_multiply_grads(moelm_model_backend(bm->m), moelm_model_grads(bm->m), np, 1.0 / N);
   moelm_clip_grad_norm(moelm_model_backend(bm->m), moelm_model_grads(bm->m), np, 1.0);
-  moelm_adam_step(&bm->adam, moelm_model_backend(bm->m), moelm_model_params(bm->m), moelm_model_grads(bm->m), np, 1e-4, NULL);
+  moelm_adam_step(&bm->adam, moelm_model_params(bm->m), moelm_model_grads(bm->m), np, 1e-4, NULL);
   const double t1 = moelm_time_now();
   moelm_model_score(bm->m, batch, NULL, NULL, rows, NULL);
   const double t2 = moelm_time_now();

@@ -100,7 +100,7 @@ static gboolean report_value(const char *out, const char *key, const char *fmt, 
 /* Loss and perplexity from the library on the same checkpoint and split. */
 static double library_loss(const Trained *t, const char *split_name, int C)
 {
-  MoelmInference *inf = moelm_inference_open(t->ckpt, t->data, 1, NULL);
+  MoelmInference *inf = moelm_inference_open(t->ckpt, t->data, MOELM_TEST_CPU_SPEC(1), NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(inf);
   MoelmLmSplit *s = moelm_lm_split_open(t->data, split_name, 32 - C, MOELM_BREAK_NONE,
                                         moelm_dictionary_size(inf->dict), NULL);

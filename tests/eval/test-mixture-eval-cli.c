@@ -36,7 +36,7 @@ static char *eval_lm(const char *ckpt, const char *const *extra)
 static double library_loss(const char *ckpt, int C)
 {
   const MixtureCliFixture *f = mixture_cli_fixture();
-  MoelmInference *inf = moelm_inference_open(ckpt, f->data, 1, NULL);
+  MoelmInference *inf = moelm_inference_open(ckpt, f->data, MOELM_TEST_CPU_SPEC(1), NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(inf);
   CU_ASSERT_TRUE_FATAL(inf->mixture);
   CU_ASSERT_PTR_NOT_NULL(inf->gate);

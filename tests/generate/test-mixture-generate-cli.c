@@ -134,7 +134,7 @@ static double *forward_from(MoelmInference *inf, int32_t bos, const GArray *ids)
 static MoelmInference *open_mixture(void)
 {
   const MixtureCliFixture *f = mixture_cli_fixture();
-  MoelmInference *inf = moelm_inference_open(f->mixture, f->data, 1, NULL);
+  MoelmInference *inf = moelm_inference_open(f->mixture, f->data, MOELM_TEST_CPU_SPEC(1), NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(inf);
   CU_ASSERT_TRUE_FATAL(inf->mixture && inf->mix.num_experts == MIXTURE_CLI_K);
   return inf;

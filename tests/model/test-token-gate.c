@@ -1,15 +1,100 @@
-/* fairseq's Top1Gate/Top2Gate routing (gating/token_gate) against a brute-force per-token
- * reference written here from the definition, l_aux on hand-computed cases, and the
- * router's gradient against central differences. */
+/* fairseq's Top1Gate/Top2Gate routing (the moe_gate_* ops of the CPU backend, the reference
+ * every backend's routing is held to) against a brute-force per-token reference written here
+ * from the definition, l_aux on hand-computed cases, and the router's gradient against
+ * central differences. */
 #include "config.h"
 
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
-#include "gating/token_gate.h"
 #include "moelm-test.h"
+#include "moelm/backend.h"
 #include "moelm/rng.h"
+
+/* ---- the routing ops on the CPU backend (host memory), under the test's old names ---------- */
+
+typedef struct {
+  MoelmBackend *be;
+  MoelmRouteBuffers buf;
+  double stats[MOELM_ROUTE_N_STATS];
+  int S, K;
+  /* views of the last routing */
+  int32_t *choice, *location, *offsets, *dispatch_token, *dispatch_slot;
+  uint8_t *kept;
+  float *weight, *dispatch_weight;
+  int n_dispatch;
+  double l_aux, overflow1, overflow2;
+} MoelmRouting;
+
+enum { MAX_S = 64, MAX_E = 8 };
+
+static MoelmRouting *moelm_routing_new(void)
+{
+  MoelmRouting *r = g_new0(MoelmRouting, 1);
+  r->be = moelm_backend_cpu_new(TRUE, 1, NULL);
+  MoelmRouteBuffers *b = &r->buf;
+  const size_t slots = (size_t)MAX_S * 2;
+  b->gates = g_new0(float, (size_t)MAX_S * MAX_E);
+  b->choice = g_new0(int32_t, slots);
+  b->norm = g_new0(float, slots);
+  b->queued = g_new0(uint8_t, slots);
+  b->location = g_new0(int32_t, slots);
+  b->kept = g_new0(uint8_t, slots);
+  b->weight = g_new0(float, slots);
+  b->count1 = g_new0(int32_t, MAX_E);
+  b->offsets = g_new0(int32_t, MAX_E + 1);
+  b->dispatch_token = g_new0(int32_t, slots);
+  b->dispatch_slot = g_new0(int32_t, slots);
+  b->dispatch_weight = g_new0(float, slots);
+  b->order = g_new0(int32_t, MAX_S);
+  return r;
+}
+
+static void moelm_routing_free(MoelmRouting *r)
+{
+  MoelmRouteBuffers *b = &r->buf;
+  void *bufs[] = {b->gates, b->choice, b->norm, b->queued, b->location, b->kept, b->weight,
+                  b->count1, b->offsets, b->dispatch_token, b->dispatch_slot, b->dispatch_weight, b->order};
+  for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
+    g_free(bufs[i]);
+  moelm_backend_free(r->be);
+  g_free(r);
+}
+
+static void moelm_token_gate_route(const MoelmRouteParams *p, const float *logits, const uint8_t *pad, int S,
+                                   MoelmRouting *r)
+{
+  g_assert(S <= MAX_S && p->experts <= MAX_E);
+  MoelmBackend *be = r->be;
+  be->ops->moe_gate_topk(be, p, logits, pad, S, &r->buf);
+  be->ops->moe_gate_dispatch(be, p, S, &r->buf);
+  be->ops->moe_gate_stats(be, p, S, &r->buf, r->stats);
+  r->S = S;
+  r->K = p->top_k;
+  r->choice = r->buf.choice;
+  r->location = r->buf.location;
+  r->offsets = r->buf.offsets;
+  r->dispatch_token = r->buf.dispatch_token;
+  r->dispatch_slot = r->buf.dispatch_slot;
+  r->kept = r->buf.kept;
+  r->weight = r->buf.weight;
+  r->dispatch_weight = r->buf.dispatch_weight;
+  r->n_dispatch = r->buf.offsets[p->experts];
+  r->l_aux = r->stats[MOELM_ROUTE_STAT_L_AUX];
+  r->overflow1 = r->stats[MOELM_ROUTE_STAT_OVERFLOW1];
+  r->overflow2 = r->stats[MOELM_ROUTE_STAT_OVERFLOW2];
+}
+
+/* dweight per slot (S*K), as the old host router took it: mapped to the dispatch rows. */
+static void moelm_token_gate_backward(const MoelmRouteParams *p, const MoelmRouting *r, const float *dweight,
+                                      double aux_coef, float *dlogits)
+{
+  float drow[MAX_S * 2];
+  for (int i = 0; i < r->S * r->K; i++)
+    drow[i] = i < r->n_dispatch ? dweight[r->dispatch_slot[i]] : 0.0f;
+  r->be->ops->moe_gate_backward(r->be, p, r->S, &r->buf, drow, aux_coef, dlogits);
+}
 
 /* ---- the reference: per token, straightforward loops --------------------------------- */
 
@@ -19,13 +104,13 @@ typedef struct {
   double weight[2];
 } RefToken;
 
-static double ref_unit(const MoelmTokenGateParams *p, uint16_t site, uint64_t i)
+static double ref_unit(const MoelmRouteParams *p, uint16_t site, uint64_t i)
 {
   return ((moelm_philox_word(p->seed, p->update, p->layer, site, i) >> 8) + 0.5) / 16777216.0;
 }
 
 /* Returns l_aux; fills out[S]. */
-static double ref_route(const MoelmTokenGateParams *p, const float *logits, const uint8_t *pad, int S, RefToken *out)
+static double ref_route(const MoelmRouteParams *p, const float *logits, const uint8_t *pad, int S, RefToken *out)
 {
   const int E = p->experts, K = p->top_k;
   double *g = g_new(double, (size_t)S * E), *v = g_new(double, (size_t)S * 2);
@@ -135,7 +220,7 @@ typedef struct {
   int checked, dropped;
 } Tally;
 
-static void compare(const MoelmTokenGateParams *p, const float *logits, const uint8_t *pad, int S, Tally *tally)
+static void compare(const MoelmRouteParams *p, const float *logits, const uint8_t *pad, int S, Tally *tally)
 {
   RefToken *ref = g_new0(RefToken, S);
   const double aux = ref_route(p, logits, pad, S, ref);
@@ -192,7 +277,7 @@ static void test_router_matches_reference(void)
   for (int K = 1; K <= 2; K++)
     for (int policy = 0; policy < (K == 2 ? 3 : 1); policy++)
       for (int variant = 0; variant < 16; variant++) {
-        MoelmTokenGateParams p = {
+        MoelmRouteParams p = {
             .experts = E,
             .top_k = K,
             .policy = (MoelmSecondExpertPolicy)policy,
@@ -204,7 +289,7 @@ static void test_router_matches_reference(void)
             .layer = 3,
         };
         const gboolean bind = (variant & 4) != 0, masked = (variant & 8) != 0;
-        p.capacity = bind ? moelm_token_gate_capacity(S, E, K, 1.0, FALSE, FALSE, 0) : 0;
+        p.capacity = bind ? moelm_route_capacity(S, E, K, 1.0, FALSE, FALSE, 0) : 0;
         random_logits(logits, S, E, (uint64_t)(100 + variant + 16 * policy + 64 * K));
         Tally *t = bind ? &binding : policy == MOELM_SECOND_EXPERT_RANDOM ? &random_drops : &loose;
         compare(&p, logits, masked ? pad : NULL, S, t);
@@ -223,8 +308,8 @@ static void test_router_eval_is_deterministic(void)
   float logits[S * E];
   random_logits(logits, S, E, 5);
   for (int policy = 0; policy < 3; policy++) {
-    MoelmTokenGateParams p = {.experts = E, .top_k = 2, .policy = (MoelmSecondExpertPolicy)policy, .noise = FALSE};
-    MoelmTokenGateParams all = p;
+    MoelmRouteParams p = {.experts = E, .top_k = 2, .policy = (MoelmSecondExpertPolicy)policy, .noise = FALSE};
+    MoelmRouteParams all = p;
     all.policy = MOELM_SECOND_EXPERT_ALL;
     Tally t = {0, 0};
     compare(&p, logits, NULL, S, &t);
@@ -241,19 +326,19 @@ static void test_router_eval_is_deterministic(void)
 static void test_capacity_formula(void)
 {
   /* fairseq: top-1 int(f * ceil(S/E)); top-2 2 * ceil(S/E); eval ceil(fraction * S) */
-  CU_ASSERT_EQUAL(moelm_token_gate_capacity(10, 4, 1, 1.0, FALSE, FALSE, 0), 3);
-  CU_ASSERT_EQUAL(moelm_token_gate_capacity(10, 4, 1, 1.5, FALSE, FALSE, 0), 4);
-  CU_ASSERT_EQUAL(moelm_token_gate_capacity(10, 4, 2, 1.0, FALSE, FALSE, 0), 6);
-  CU_ASSERT_EQUAL(moelm_token_gate_capacity(10, 4, 2, 1.0, FALSE, TRUE, 0.25), 3);
-  CU_ASSERT_EQUAL(moelm_token_gate_capacity(10, 4, 2, 1.0, FALSE, TRUE, -1), 0);
-  CU_ASSERT_EQUAL(moelm_token_gate_capacity(10, 4, 2, 1.0, TRUE, FALSE, 0), 0);
+  CU_ASSERT_EQUAL(moelm_route_capacity(10, 4, 1, 1.0, FALSE, FALSE, 0), 3);
+  CU_ASSERT_EQUAL(moelm_route_capacity(10, 4, 1, 1.5, FALSE, FALSE, 0), 4);
+  CU_ASSERT_EQUAL(moelm_route_capacity(10, 4, 2, 1.0, FALSE, FALSE, 0), 6);
+  CU_ASSERT_EQUAL(moelm_route_capacity(10, 4, 2, 1.0, FALSE, TRUE, 0.25), 3);
+  CU_ASSERT_EQUAL(moelm_route_capacity(10, 4, 2, 1.0, FALSE, TRUE, -1), 0);
+  CU_ASSERT_EQUAL(moelm_route_capacity(10, 4, 2, 1.0, TRUE, FALSE, 0), 0);
 }
 
 /* l_aux and combine weights on cases small enough to do by hand. */
 static void test_l_aux_by_hand(void)
 {
   MoelmRouting *r = moelm_routing_new();
-  MoelmTokenGateParams p = {.experts = 2, .top_k = 1};
+  MoelmRouteParams p = {.experts = 2, .top_k = 1};
   /* gates [0.75, 0.25] and [0.5, 0.5] (tie: expert 0): me = [0.625, 0.375], ce = [1, 0] */
   const float a[4] = {logf(3.0f), 0.0f, 0.0f, 0.0f};
   moelm_token_gate_route(&p, a, NULL, 2, r);
@@ -271,7 +356,7 @@ static void test_l_aux_by_hand(void)
   CU_ASSERT_EQUAL(r->kept[1], 0);
   CU_ASSERT_EQUAL(r->n_dispatch, 1);
   /* top-2 over 3 experts, gates [4/7, 2/7, 1/7]: weights renormalised to [2/3, 1/3] */
-  MoelmTokenGateParams p2 = {.experts = 3, .top_k = 2, .policy = MOELM_SECOND_EXPERT_ALL};
+  MoelmRouteParams p2 = {.experts = 3, .top_k = 2, .policy = MOELM_SECOND_EXPERT_ALL};
   const float c[3] = {logf(4.0f), logf(2.0f), 0.0f};
   moelm_token_gate_route(&p2, c, NULL, 1, r);
   CU_ASSERT_EQUAL(r->choice[0], 0);
@@ -299,7 +384,7 @@ static void test_l_aux_by_hand(void)
 }
 
 /* f(logits) = sum_j c_j weight_j + c_aux l_aux, routing held fixed. */
-static double router_objective(const MoelmTokenGateParams *p, const float *logits, const uint8_t *pad, int S,
+static double router_objective(const MoelmRouteParams *p, const float *logits, const uint8_t *pad, int S,
                                const float *c, double c_aux, MoelmRouting *r, const MoelmRouting *expect)
 {
   moelm_token_gate_route(p, logits, pad, S, r);
@@ -328,7 +413,7 @@ static void test_router_gradient(void)
   int bad = 0, checked = 0;
   for (int variant = 0; variant < 8; variant++) {
     const int K = variant & 1 ? 1 : 2;
-    MoelmTokenGateParams p = {.experts = E,
+    MoelmRouteParams p = {.experts = E,
                               .top_k = K,
                               .policy = MOELM_SECOND_EXPERT_ALL,
                               .normalize_before_dropping = (variant & 2) != 0,
@@ -347,7 +432,7 @@ static void test_router_gradient(void)
         dropped += r0->location[j] >= 0 && !r0->kept[j];
       CU_ASSERT(dropped > 0);
     }
-    moelm_token_gate_backward(r0, c, c_aux, dlogits);
+    moelm_token_gate_backward(&p, r0, c, c_aux, dlogits);
     for (int i = 0; i < S * E; i++) {
       const float saved = logits[i], h = 1e-3f;
       logits[i] = saved + h;

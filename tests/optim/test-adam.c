@@ -42,10 +42,10 @@ static void test_first_step_by_hand(void)
     moelm_adam_config_init(&cfg);
     cfg.weight_decay = with_decay ? 0.1 : 0.0;
     MoelmAdam adam;
-    CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, 3, NULL));
+    CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, be, 3, NULL));
     float p[3] = {1.0f, -2.0f, 0.0f};
     const float g[3] = {0.5f, -0.5f, 0.0f};
-    CU_ASSERT_FATAL(moelm_adam_step(&adam, be, p, g, 3, 0.01, NULL));
+    CU_ASSERT_FATAL(moelm_adam_step(&adam, p, g, 3, 0.01, NULL));
     CU_ASSERT_EQUAL(adam.step, 1);
     double expect0 = with_decay ? 0.98900000632455132 : 0.99000000632455132;
     double expect1 = with_decay ? -2.0 + 0.002 + 0.0099999936754486806 : -2.0 + 0.0099999936754486806;
@@ -83,7 +83,7 @@ static void test_matches_double_reference(void)
   const RefCfg rc = {0.9, 0.98, 1e-6, 0.01};
   MoelmAdamConfig cfg = {rc.b1, rc.b2, rc.eps, rc.wd};
   MoelmAdam adam;
-  CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, N, NULL));
+  CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, be, N, NULL));
   float p[N], g[N];
   double rp[N], rg[N], rm[N] = {0}, rv[N] = {0};
   MoelmRng rng;
@@ -97,7 +97,7 @@ static void test_matches_double_reference(void)
       float scale = i % 5 == 0 ? 1e-5f : 1.0f;
       rg[i] = g[i] = scale * moelm_rng_next_normal(&rng);
     }
-    CU_ASSERT_FATAL(moelm_adam_step(&adam, be, p, g, N, lrs[t - 1], NULL));
+    CU_ASSERT_FATAL(moelm_adam_step(&adam, p, g, N, lrs[t - 1], NULL));
     ref_adam_step(rp, rg, rm, rv, N, t, lrs[t - 1], &rc);
   }
   CU_ASSERT_EQUAL(adam.step, STEPS);
@@ -116,8 +116,8 @@ static void run_threads(size_t n, int n_threads, float *p, float *m)
   moelm_adam_config_init(&cfg);
   cfg.weight_decay = 0.05;
   MoelmAdam adam;
-  CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, n, NULL));
   MoelmBackend *be = cpu(n_threads);
+  CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, be, n, NULL));
   float *g = g_new(float, n);
   MoelmRng rng;
   moelm_rng_init(&rng, 11, 0, 0);
@@ -126,7 +126,7 @@ static void run_threads(size_t n, int n_threads, float *p, float *m)
   for (int t = 0; t < 3; t++) {
     for (size_t i = 0; i < n; i++)
       g[i] = moelm_rng_next_normal(&rng);
-    CU_ASSERT_FATAL(moelm_adam_step(&adam, be, p, g, n, 1e-3, NULL));
+    CU_ASSERT_FATAL(moelm_adam_step(&adam, p, g, n, 1e-3, NULL));
   }
   memcpy(m, adam.exp_avg, n * sizeof(float));
   g_free(g);
@@ -156,16 +156,16 @@ static void test_errors_and_reset(void)
   MoelmAdamConfig cfg;
   moelm_adam_config_init(&cfg);
   MoelmAdam adam;
-  CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, 4, NULL));
+  CU_ASSERT_FATAL(moelm_adam_init(&adam, &cfg, be, 4, NULL));
   float p[5] = {1, 2, 3, 4, 5}, g[5] = {1, 1, 1, 1, 1};
   GError *error = NULL;
-  CU_ASSERT_FALSE(moelm_adam_step(&adam, be, p, g, 5, 1e-3, &error));
+  CU_ASSERT_FALSE(moelm_adam_step(&adam, p, g, 5, 1e-3, &error));
   MOELM_ASSERT_ERROR(error, "5 parameters");
   g_clear_error(&error);
   CU_ASSERT_EQUAL(adam.step, 0);
   CU_ASSERT_EQUAL(p[0], 1.0f);
 
-  CU_ASSERT_TRUE(moelm_adam_step(&adam, be, p, g, 4, 1e-3, NULL));
+  CU_ASSERT_TRUE(moelm_adam_step(&adam, p, g, 4, 1e-3, NULL));
   CU_ASSERT_NOT_EQUAL(adam.exp_avg[0], 0.0f);
   moelm_adam_reset(&adam);
   CU_ASSERT_EQUAL(adam.step, 0);
@@ -174,7 +174,7 @@ static void test_errors_and_reset(void)
   moelm_adam_free(&adam);
 
   cfg.beta2 = 1.0;
-  CU_ASSERT_FALSE(moelm_adam_init(&adam, &cfg, 4, &error));
+  CU_ASSERT_FALSE(moelm_adam_init(&adam, &cfg, be, 4, &error));
   MOELM_ASSERT_ERROR(error, "beta2");
   g_clear_error(&error);
   moelm_adam_config_init(&cfg);
@@ -199,9 +199,10 @@ static void test_state_json(void)
 {
   MoelmAdamConfig cfg;
   moelm_adam_config_init(&cfg);
+  MoelmBackend *be = cpu(1);
   MoelmAdam a, b;
-  CU_ASSERT_FATAL(moelm_adam_init(&a, &cfg, 2, NULL));
-  CU_ASSERT_FATAL(moelm_adam_init(&b, &cfg, 2, NULL));
+  CU_ASSERT_FATAL(moelm_adam_init(&a, &cfg, be, 2, NULL));
+  CU_ASSERT_FATAL(moelm_adam_init(&b, &cfg, be, 2, NULL));
   a.step = 12345;
   JsonNode *node = moelm_adam_state_to_json(&a);
   char *text = json_to_string(node, FALSE);
@@ -226,6 +227,7 @@ static void test_state_json(void)
   CU_ASSERT_EQUAL(b.step, 12345);
   moelm_adam_free(&a);
   moelm_adam_free(&b);
+  moelm_backend_free(be);
 }
 
 MOELM_TEST_SUITE(optim_adam)

@@ -54,7 +54,8 @@ static void tiny_train_config(MoelmTrainConfig *c, const char *data, const char 
   c->batch_size = 4;
   c->required_multiple = 1;
   c->log_interval = 0;
-  c->threads = 1;
+  c->backend.kind = MOELM_BACKEND_CPU;
+  c->backend.threads = 1;
   c->seed = 3;
   c->lr.name = "inverse_sqrt";
   c->lr.lr[0] = 1e-3;
@@ -199,7 +200,8 @@ static void test_small_model_learns(void)
   c.max_update = 400;
   c.lr.lr[0] = 5e-3;
   c.lr.warmup_updates = 40;
-  c.threads = 2;
+  c.backend.kind = MOELM_BACKEND_CPU;
+  c.backend.threads = 2;
   c.no_save = TRUE;
   MoelmObjective *obj = moelm_lm_objective_new();
   MoelmTrainResult res;

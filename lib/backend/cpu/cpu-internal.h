@@ -28,15 +28,44 @@ void moelm_thread_pool_run(MoelmThreadPool *pool, int64_t n, int64_t grain, Moel
 
 /* ---- backend state ----------------------------------------------------------------- */
 
+typedef struct MoelmHalfScratch MoelmHalfScratch;
+
 typedef struct {
   gboolean reference;
+  MoelmCpuIsa isa;       /* the fast kernels' instruction set */
   MoelmThreadPool *pool; /* NULL for the reference backend */
+  /* the half-storage variant: the fp32 table it computes with, and its staging buffers */
+  const struct moelm_backend_ops *inner;
+  MoelmHalfScratch *half;
+  /* fault injection for the error channel's tests: ops left before a failure (0: never) */
+  int fail_after_ops;
+  gboolean own_table; /* be->ops is this backend's own (faulty) copy */
 } MoelmCpuState;
 
 static inline MoelmThreadPool *moelm_cpu_pool(MoelmBackend *be)
 {
   return ((MoelmCpuState *)be->priv)->pool;
 }
+
+/* ---- kernels built once per instruction set ------------------------------------------
+ * The fast kernels (fast-*.c, sgemm.c, dropout-mask.c) are compiled twice: for the x86-64
+ * baseline (names ending in _generic) and, with -march=x86-64-v3, for AVX2 + FMA (_avx2,
+ * when configure found the compiler able to: HAVE_CPU_AVX2_KERNELS). The backend picks one
+ * set at run time (moelm_cpu_has_avx2). Inside those files the plain names below refer to
+ * the set being compiled. */
+#ifdef MOELM_CPU_AVX2_BUILD
+#define MOELM_CPU_ISA_SYM(name) name##_avx2
+#else
+#define MOELM_CPU_ISA_SYM(name) name##_generic
+#endif
+#define moelm_cpu_sgemm MOELM_CPU_ISA_SYM(moelm_cpu_sgemm)
+#define moelm_cpu_sgemm_blocked MOELM_CPU_ISA_SYM(moelm_cpu_sgemm_blocked)
+#define moelm_cpu_sgemm_parallel MOELM_CPU_ISA_SYM(moelm_cpu_sgemm_parallel)
+#define moelm_dropout_fill_multipliers MOELM_CPU_ISA_SYM(moelm_dropout_fill_multipliers)
+#define moelm_fast_fill_elementwise MOELM_CPU_ISA_SYM(moelm_fast_fill_elementwise)
+#define moelm_fast_fill_dense MOELM_CPU_ISA_SYM(moelm_fast_fill_dense)
+#define moelm_fast_fill_attention MOELM_CPU_ISA_SYM(moelm_fast_fill_attention)
+#define moelm_fast_fill_softmax MOELM_CPU_ISA_SYM(moelm_fast_fill_softmax)
 
 /* ---- sgemm ------------------------------------------------------------------------- */
 
@@ -121,5 +150,19 @@ void moelm_fast_fill_elementwise(struct moelm_backend_ops *ops);
 void moelm_fast_fill_dense(struct moelm_backend_ops *ops);
 void moelm_fast_fill_attention(struct moelm_backend_ops *ops);
 void moelm_fast_fill_softmax(struct moelm_backend_ops *ops);
+/* Shared by every CPU table: routing (routing.c), grouped linear (grouped-linear.c). */
+void moelm_cpu_fill_routing(struct moelm_backend_ops *ops);
+void moelm_cpu_fill_grouped_linear(struct moelm_backend_ops *ops);
+/* The half-storage variant (half-storage.c): every activation op converts its inputs to
+ * fp32, runs the fp32 op of state->inner and rounds its outputs back. */
+void moelm_cpu_fill_half_storage(struct moelm_backend_ops *ops);
+void moelm_half_scratch_free(MoelmHalfScratch *scratch);
+
+/* Count one op against the fault-injection budget; TRUE when the op must fail (it records
+ * the error and does nothing). */
+gboolean moelm_cpu_inject_fault(MoelmBackend *be, const char *op);
+/* Make `be` (a CPU backend) record a failure in its `ops`-th linear_forward and every one
+ * after it (its own copy of the table). */
+void moelm_cpu_backend_inject_faults(MoelmBackend *be, int ops);
 
 #endif

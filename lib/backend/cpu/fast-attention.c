@@ -28,9 +28,9 @@ typedef struct {
   int Tq, Tk, Tcap;
 } AttnJob;
 
-static size_t fast_attention_saved_floats(MoelmBackend *be, int B, int T, int C, int NH)
+static size_t fast_attention_saved_bytes(MoelmBackend *be, int B, int T, int C, int NH)
 {
-  return (size_t)B * NH * T * T;
+  return (size_t)B * NH * T * T * sizeof(float); /* the pre-dropout probabilities */
 }
 
 /* Causal, key-padding-masked softmax of the scaled scores in row[0..T), in place: the
@@ -106,10 +106,13 @@ static void attention_forward_heads(void *ctx, int64_t begin, int64_t end)
   g_free(mult);
 }
 
-static void fast_attention_forward(MoelmBackend *be, float *out, float *saved, const float *qkv,
+static void fast_attention_forward(MoelmBackend *be, MoelmAct *out_, void *saved_, const MoelmAct *qkv_,
                                    const uint8_t *key_padding_mask, int B, int T, int C, int NH, float p,
                                    const MoelmDropoutIds *ids)
 {
+  float *saved = saved_;
+  float *out = (float *)out_;
+  const float *qkv = (const float *)qkv_;
   AttnJob j = {.out = out, .saved = saved, .qkv = qkv, .kpm = key_padding_mask, .B = B, .T = T, .C = C, .NH = NH,
                .p = p, .ids = ids};
   moelm_thread_pool_run(moelm_cpu_pool(be), (int64_t)B * NH, 1, attention_forward_heads, &j);
@@ -170,10 +173,14 @@ static void attention_backward_heads(void *ctx, int64_t begin, int64_t end)
   g_free(ds);
 }
 
-static void fast_attention_backward(MoelmBackend *be, float *dqkv, const float *dout, const float *qkv,
-                                    const float *saved, const uint8_t *key_padding_mask, int B, int T, int C, int NH,
+static void fast_attention_backward(MoelmBackend *be, MoelmAct *dqkv_, const MoelmAct *dout_, const MoelmAct *qkv_,
+                                    const void *saved_, const uint8_t *key_padding_mask, int B, int T, int C, int NH,
                                     float p, const MoelmDropoutIds *ids)
 {
+  const float *saved = saved_;
+  float *dqkv = (float *)dqkv_;
+  const float *dout = (const float *)dout_;
+  const float *qkv = (const float *)qkv_;
   AttnJob j = {.dqkv = dqkv, .dout = dout, .saved = (float *)saved, .qkv = qkv, .kpm = key_padding_mask, .B = B,
                .T = T, .C = C, .NH = NH, .p = p, .ids = ids};
   moelm_thread_pool_run(moelm_cpu_pool(be), (int64_t)B * NH, 1, attention_backward_heads, &j);
@@ -217,10 +224,14 @@ static void attention_decode_heads(void *ctx, int64_t begin, int64_t end)
   g_free(qs);
 }
 
-static void fast_attention_decode(MoelmBackend *be, float *out, const float *q, const float *k_cache,
-                                  const float *v_cache, const uint8_t *key_padding_mask, int B, int Tq, int Tk,
+static void fast_attention_decode(MoelmBackend *be, MoelmAct *out_, const MoelmAct *q_, const MoelmAct *k_cache_,
+                                  const MoelmAct *v_cache_, const uint8_t *key_padding_mask, int B, int Tq, int Tk,
                                   int Tcap, int C, int NH)
 {
+  float *out = (float *)out_;
+  const float *q = (const float *)q_;
+  const float *k_cache = (const float *)k_cache_;
+  const float *v_cache = (const float *)v_cache_;
   AttnJob j = {.out = out, .q = q, .k_cache = k_cache, .v_cache = v_cache, .kpm = key_padding_mask, .B = B,
                .C = C, .NH = NH, .Tq = Tq, .Tk = Tk, .Tcap = Tcap};
   int64_t work = (int64_t)Tq * Tk * C;
@@ -230,7 +241,7 @@ static void fast_attention_decode(MoelmBackend *be, float *out, const float *q, 
 
 void moelm_fast_fill_attention(struct moelm_backend_ops *ops)
 {
-  ops->attention_saved_floats = fast_attention_saved_floats;
+  ops->attention_saved_bytes = fast_attention_saved_bytes;
   ops->attention_forward = fast_attention_forward;
   ops->attention_backward = fast_attention_backward;
   ops->attention_decode = fast_attention_decode;

@@ -44,9 +44,10 @@ static void embedding_forward_rows(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_embedding_forward(MoelmBackend *be, float *out, const int32_t *tokens, const int32_t *positions,
+static void fast_embedding_forward(MoelmBackend *be, MoelmAct *out_, const int32_t *tokens, const int32_t *positions,
                                    const float *wte, const float *wpe, int N, int C, float scale)
 {
+  float *out = (float *)out_;
   EmbeddingJob j = {.out = out, .tokens = tokens, .positions = positions, .wte = wte, .wpe = wpe, .N = N, .C = C,
                     .scale = scale};
   moelm_thread_pool_run(moelm_cpu_pool(be), N, 16384 / (C > 0 ? C : 1) + 1, embedding_forward_rows, &j);
@@ -66,9 +67,10 @@ static void embedding_backward_cols(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_embedding_backward(MoelmBackend *be, float *dwte, float *dwpe, const float *dout,
+static void fast_embedding_backward(MoelmBackend *be, float *dwte, float *dwpe, const MoelmAct *dout_,
                                     const int32_t *tokens, const int32_t *positions, int N, int C, float scale)
 {
+  const float *dout = (const float *)dout_;
   EmbeddingJob j = {.dout = dout, .dwte = dwte, .dwpe = dwpe, .tokens = tokens, .positions = positions, .N = N,
                     .C = C, .scale = scale};
   int slices = (C + COL_SLICE - 1) / COL_SLICE;
@@ -112,9 +114,11 @@ static void layernorm_forward_rows(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_layernorm_forward(MoelmBackend *be, float *out, float *mean, float *rstd, const float *inp,
+static void fast_layernorm_forward(MoelmBackend *be, MoelmAct *out_, float *mean, float *rstd, const MoelmAct *inp_,
                                    const float *weight, const float *bias, int N, int C, float eps)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   LayerNormJob j = {.out = out, .mean = mean, .rstd = rstd, .inp = inp, .weight = weight, .bias = bias, .N = N,
                     .C = C, .eps = eps};
   moelm_thread_pool_run(moelm_cpu_pool(be), N, 16384 / (C > 0 ? C : 1) + 1, layernorm_forward_rows, &j);
@@ -156,10 +160,13 @@ static void layernorm_backward_parts(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_layernorm_backward(MoelmBackend *be, float *dinp, float *dweight, float *dbias,
-                                    const float *dout, const float *inp, const float *weight, const float *mean,
-                                    const float *rstd, int N, int C)
+static void fast_layernorm_backward(MoelmBackend *be, MoelmAct *dinp_, float *dweight, float *dbias,
+                                    const MoelmAct *dout_, const MoelmAct *inp_, const float *weight,
+                                    const float *mean, const float *rstd, int N, int C)
 {
+  float *dinp = (float *)dinp_;
+  const float *dout = (const float *)dout_;
+  const float *inp = (const float *)inp_;
   MoelmThreadPool *pool = moelm_cpu_pool(be);
   int parts = (int64_t)N * C < 32768 ? 1 : moelm_thread_pool_size(pool);
   if (parts > N)
@@ -212,9 +219,11 @@ static void bias_grad_cols(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_linear_forward(MoelmBackend *be, float *out, const float *inp, const float *weight,
+static void fast_linear_forward(MoelmBackend *be, MoelmAct *out_, const MoelmAct *inp_, const float *weight,
                                 const float *bias, int N, int IC, int OC)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   MoelmThreadPool *pool = moelm_cpu_pool(be);
   if (bias != NULL) {
     BiasJob j = {.out = out, .bias = bias, .N = N, .OC = OC};
@@ -224,9 +233,13 @@ static void fast_linear_forward(MoelmBackend *be, float *out, const float *inp, 
                            out, OC);
 }
 
-static void fast_linear_backward(MoelmBackend *be, float *dinp, float *dweight, float *dbias, const float *dout,
-                                 const float *inp, const float *weight, int N, int IC, int OC)
+static void fast_linear_backward(MoelmBackend *be, MoelmAct *dinp_, float *dweight, float *dbias,
+                                 const MoelmAct *dout_, const MoelmAct *inp_, const float *weight, int N, int IC,
+                                 int OC)
 {
+  float *dinp = (float *)dinp_;
+  const float *dout = (const float *)dout_;
+  const float *inp = (const float *)inp_;
   MoelmThreadPool *pool = moelm_cpu_pool(be);
   if (dinp != NULL) /* dinp(N,IC) += dout(N,OC) weight(OC,IC) */
     moelm_cpu_sgemm_parallel(pool, FALSE, FALSE, N, IC, OC, 1.0f, dout, OC, weight, IC, 1.0f, dinp, IC);

@@ -59,8 +59,11 @@ static void add_chunks(void *ctx, int64_t begin, int64_t end)
     j->out[i] = j->a[i] + j->b[i];
 }
 
-static void fast_add(MoelmBackend *be, float *out, const float *a, const float *b, size_t n)
+static void fast_add(MoelmBackend *be, MoelmAct *out_, const MoelmAct *a_, const MoelmAct *b_, size_t n)
 {
+  float *out = (float *)out_;
+  const float *a = (const float *)a_;
+  const float *b = (const float *)b_;
   ElemJob j = {.out = out, .a = a, .b = b};
   run_chunks(be, n, add_chunks, &j);
 }
@@ -173,8 +176,11 @@ static void activation_forward_chunks(void *ctx, int64_t begin, int64_t end)
     j->out[i] = act_forward(j->act, j->a[i]);
 }
 
-static void fast_activation_forward(MoelmBackend *be, MoelmActivation act, float *out, const float *inp, size_t n)
+static void fast_activation_forward(MoelmBackend *be, MoelmActivation act, MoelmAct *out_, const MoelmAct *inp_,
+                                    size_t n)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   ElemJob j = {.out = out, .a = inp, .act = act};
   run_chunks(be, n, activation_forward_chunks, &j);
 }
@@ -191,9 +197,12 @@ static void activation_backward_chunks(void *ctx, int64_t begin, int64_t end)
     j->out[i] += j->b[i] * act_grad(j->act, j->a[i]);
 }
 
-static void fast_activation_backward(MoelmBackend *be, MoelmActivation act, float *dinp, const float *inp,
-                                     const float *dout, size_t n)
+static void fast_activation_backward(MoelmBackend *be, MoelmActivation act, MoelmAct *dinp_, const MoelmAct *inp_,
+                                     const MoelmAct *dout_, size_t n)
 {
+  float *dinp = (float *)dinp_;
+  const float *inp = (const float *)inp_;
+  const float *dout = (const float *)dout_;
   ElemJob j = {.out = dinp, .a = inp, .b = dout, .act = act};
   run_chunks(be, n, activation_backward_chunks, &j);
 }
@@ -211,9 +220,11 @@ static void dropout_forward_chunks(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_dropout_forward(MoelmBackend *be, float *out, const float *inp, size_t n, float p,
+static void fast_dropout_forward(MoelmBackend *be, MoelmAct *out_, const MoelmAct *inp_, size_t n, float p,
                                  const MoelmDropoutIds *ids)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   if (p == 0.0f) {
     if (out != inp)
       memmove(out, inp, n * sizeof(float));
@@ -234,9 +245,11 @@ static void dropout_backward_chunks(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_dropout_backward(MoelmBackend *be, float *dinp, const float *dout, size_t n, float p,
+static void fast_dropout_backward(MoelmBackend *be, MoelmAct *dinp_, const MoelmAct *dout_, size_t n, float p,
                                   const MoelmDropoutIds *ids)
 {
+  float *dinp = (float *)dinp_;
+  const float *dout = (const float *)dout_;
   if (p == 0.0f) {
     fast_axpy(be, dinp, 1.0f, dout, n);
     return;
@@ -300,12 +313,18 @@ typedef struct {
 static void gather_part(void *ctx, int64_t begin, int64_t end)
 {
   const RowsJob *j = ctx;
-  for (int64_t i = begin; i < end; i++)
-    memcpy(j->out + i * j->C, j->inp + (size_t)j->idx[i] * j->C, (size_t)j->C * sizeof(float));
+  for (int64_t i = begin; i < end; i++) {
+    if (j->idx[i] < 0)
+      memset(j->out + i * j->C, 0, (size_t)j->C * sizeof(float));
+    else
+      memcpy(j->out + i * j->C, j->inp + (size_t)j->idx[i] * j->C, (size_t)j->C * sizeof(float));
+  }
 }
 
-static void fast_gather_rows(MoelmBackend *be, float *out, const float *inp, const int32_t *idx, int n, int C)
+static void fast_gather_rows(MoelmBackend *be, MoelmAct *out_, const MoelmAct *inp_, const int32_t *idx, int n, int C)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   RowsJob j = {.out = out, .inp = inp, .idx = idx, .n = n, .C = C};
   moelm_thread_pool_run(moelm_cpu_pool(be), n, 16384 / (C > 0 ? C : 1) + 1, gather_part, &j);
 }
@@ -318,13 +337,16 @@ static void scatter_part(void *ctx, int64_t begin, int64_t end)
   const RowsJob *j = ctx;
   int c0 = (int)begin * COL_SLICE, c1 = (int)end * COL_SLICE < j->C ? (int)end * COL_SLICE : j->C;
   for (int i = 0; i < j->n; i++)
-    moelm_vaxpy(j->out + (size_t)j->idx[i] * j->C + c0, j->weight ? j->weight[i] : 1.0f,
+    if (j->idx[i] >= 0)
+      moelm_vaxpy(j->out + (size_t)j->idx[i] * j->C + c0, j->weight ? j->weight[i] : 1.0f,
                 j->inp + (size_t)i * j->C + c0, c1 - c0);
 }
 
-static void fast_scatter_add_rows(MoelmBackend *be, float *out, const float *inp, const int32_t *idx,
+static void fast_scatter_add_rows(MoelmBackend *be, MoelmAct *out_, const MoelmAct *inp_, const int32_t *idx,
                                   const float *weight, int n, int C)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   RowsJob j = {.out = out, .inp = inp, .idx = idx, .weight = weight, .n = n, .C = C};
   int slices = (C + COL_SLICE - 1) / COL_SLICE;
   moelm_thread_pool_run(moelm_cpu_pool(be), slices, (int64_t)n * C < 65536 ? slices : 1, scatter_part, &j);
@@ -334,6 +356,8 @@ static void scatter_backward_part(void *ctx, int64_t begin, int64_t end)
 {
   const RowsJob *j = ctx;
   for (int64_t i = begin; i < end; i++) {
+    if (j->idx[i] < 0)
+      continue;
     const float *g = j->dout + (size_t)j->idx[i] * j->C;
     if (j->out != NULL)
       moelm_vaxpy(j->out + i * j->C, j->weight ? j->weight[i] : 1.0f, g, j->C);
@@ -342,9 +366,12 @@ static void scatter_backward_part(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_scatter_add_rows_backward(MoelmBackend *be, float *dinp, float *dweight, const float *dout,
-                                           const float *inp, const int32_t *idx, const float *weight, int n, int C)
+static void fast_scatter_add_rows_backward(MoelmBackend *be, MoelmAct *dinp_, float *dweight, const MoelmAct *dout_,
+                                           const MoelmAct *inp_, const int32_t *idx, const float *weight, int n, int C)
 {
+  float *dinp = (float *)dinp_;
+  const float *dout = (const float *)dout_;
+  const float *inp = (const float *)inp_;
   RowsJob j = {.out = dinp, .dweight = dweight, .dout = dout, .inp = inp, .idx = idx, .weight = weight, .n = n,
                .C = C};
   moelm_thread_pool_run(moelm_cpu_pool(be), n, 16384 / (C > 0 ? C : 1) + 1, scatter_backward_part, &j);

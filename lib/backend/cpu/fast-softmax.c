@@ -47,9 +47,10 @@ static void cross_entropy_rows(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_cross_entropy(MoelmBackend *be, float *losses, float *logits, const int32_t *targets,
+static void fast_cross_entropy(MoelmBackend *be, float *losses, MoelmAct *logits_, const int32_t *targets,
                                const float *dloss, int N, int V, int ignore_index)
 {
+  float *logits = (float *)logits_;
   RowJob j = {.losses = losses, .logits = logits, .targets = targets, .dloss = dloss, .V = V,
               .ignore_index = ignore_index};
   moelm_thread_pool_run(moelm_cpu_pool(be), N, row_grain(V), cross_entropy_rows, &j);
@@ -65,9 +66,10 @@ static void target_log_probs_rows(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_target_log_probs(MoelmBackend *be, float *lprobs, const float *logits, const int32_t *targets,
+static void fast_target_log_probs(MoelmBackend *be, float *lprobs, const MoelmAct *logits_, const int32_t *targets,
                                   int N, int V, int ignore_index)
 {
+  const float *logits = (const float *)logits_;
   RowJob j = {.out = lprobs, .cinp = logits, .targets = targets, .V = V, .ignore_index = ignore_index};
   moelm_thread_pool_run(moelm_cpu_pool(be), N, row_grain(V), target_log_probs_rows, &j);
 }
@@ -84,8 +86,9 @@ static void log_softmax_rows(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_log_softmax_forward(MoelmBackend *be, float *out, const float *inp, int N, int V)
+static void fast_log_softmax_forward(MoelmBackend *be, float *out, const MoelmAct *inp_, int N, int V)
 {
+  const float *inp = (const float *)inp_;
   RowJob j = {.out = out, .cinp = inp, .V = V};
   moelm_thread_pool_run(moelm_cpu_pool(be), N, row_grain(V), log_softmax_rows, &j);
 }
@@ -105,9 +108,10 @@ static void log_softmax_backward_rows(void *ctx, int64_t begin, int64_t end)
   }
 }
 
-static void fast_log_softmax_backward(MoelmBackend *be, float *dinp, const float *out, const float *dout, int N,
+static void fast_log_softmax_backward(MoelmBackend *be, MoelmAct *dinp_, const float *out, const float *dout, int N,
                                       int V)
 {
+  float *dinp = (float *)dinp_;
   RowJob j = {.dinp = dinp, .cinp = out, .dout = dout, .V = V};
   moelm_thread_pool_run(moelm_cpu_pool(be), N, row_grain(V), log_softmax_backward_rows, &j);
 }

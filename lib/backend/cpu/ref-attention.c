@@ -6,9 +6,9 @@
 
 #include "backend/cpu/cpu-internal.h"
 
-static size_t ref_attention_saved_floats(MoelmBackend *be, int B, int T, int C, int NH)
+static size_t ref_attention_saved_bytes(MoelmBackend *be, int B, int T, int C, int NH)
 {
-  return (size_t)B * NH * T * T;
+  return (size_t)B * NH * T * T * sizeof(float); /* the pre-dropout probabilities */
 }
 
 /* Softmax over the keys query t may see; writes probs[0..T) (zeros where invisible).
@@ -55,10 +55,13 @@ static double attn_drop(const MoelmDropoutIds *ids, float p, int NH, int T, int 
   return moelm_dropout_keep(ids, p, i) ? moelm_dropout_multiplier(p) : 0.0;
 }
 
-static void ref_attention_forward(MoelmBackend *be, float *out, float *saved, const float *qkv,
+static void ref_attention_forward(MoelmBackend *be, MoelmAct *out_, void *saved_, const MoelmAct *qkv_,
                                   const uint8_t *key_padding_mask, int B, int T, int C, int NH, float p,
                                   const MoelmDropoutIds *ids)
 {
+  float *saved = saved_;
+  float *out = (float *)out_;
+  const float *qkv = (const float *)qkv_;
   int hs = C / NH;
   double *probs = g_new(double, T);
   for (int b = 0; b < B; b++)
@@ -83,10 +86,14 @@ static void ref_attention_forward(MoelmBackend *be, float *out, float *saved, co
   g_free(probs);
 }
 
-static void ref_attention_backward(MoelmBackend *be, float *dqkv, const float *dout, const float *qkv,
-                                   const float *saved, const uint8_t *key_padding_mask, int B, int T, int C, int NH,
+static void ref_attention_backward(MoelmBackend *be, MoelmAct *dqkv_, const MoelmAct *dout_, const MoelmAct *qkv_,
+                                   const void *saved_, const uint8_t *key_padding_mask, int B, int T, int C, int NH,
                                    float p, const MoelmDropoutIds *ids)
 {
+  const float *saved = saved_;
+  float *dqkv = (float *)dqkv_;
+  const float *dout = (const float *)dout_;
+  const float *qkv = (const float *)qkv_;
   int hs = C / NH;
   double scale = 1.0 / sqrt((double)hs);
   double *dprobs = g_new(double, T);
@@ -127,10 +134,14 @@ static void ref_attention_backward(MoelmBackend *be, float *dqkv, const float *d
   g_free(dprobs);
 }
 
-static void ref_attention_decode(MoelmBackend *be, float *out, const float *q, const float *k_cache,
-                                 const float *v_cache, const uint8_t *key_padding_mask, int B, int Tq, int Tk,
+static void ref_attention_decode(MoelmBackend *be, MoelmAct *out_, const MoelmAct *q_, const MoelmAct *k_cache_,
+                                 const MoelmAct *v_cache_, const uint8_t *key_padding_mask, int B, int Tq, int Tk,
                                  int Tcap, int C, int NH)
 {
+  float *out = (float *)out_;
+  const float *q = (const float *)q_;
+  const float *k_cache = (const float *)k_cache_;
+  const float *v_cache = (const float *)v_cache_;
   int hs = C / NH;
   double scale = 1.0 / sqrt((double)hs);
   double *probs = g_new(double, Tk);
@@ -170,7 +181,7 @@ static void ref_attention_decode(MoelmBackend *be, float *out, const float *q, c
 
 void moelm_ref_fill_attention(struct moelm_backend_ops *ops)
 {
-  ops->attention_saved_floats = ref_attention_saved_floats;
+  ops->attention_saved_bytes = ref_attention_saved_bytes;
   ops->attention_forward = ref_attention_forward;
   ops->attention_backward = ref_attention_backward;
   ops->attention_decode = ref_attention_decode;

@@ -20,9 +20,10 @@ static void ref_gemm(MoelmBackend *be, float *c, const float *a, const float *b,
     }
 }
 
-static void ref_embedding_forward(MoelmBackend *be, float *out, const int32_t *tokens, const int32_t *positions,
+static void ref_embedding_forward(MoelmBackend *be, MoelmAct *out_, const int32_t *tokens, const int32_t *positions,
                                   const float *wte, const float *wpe, int N, int C, float scale)
 {
+  float *out = (float *)out_;
   for (int n = 0; n < N; n++) {
     const float *e = wte + (size_t)tokens[n] * C;
     const float *p = wpe ? wpe + (size_t)positions[n] * C : NULL;
@@ -32,9 +33,10 @@ static void ref_embedding_forward(MoelmBackend *be, float *out, const int32_t *t
   }
 }
 
-static void ref_embedding_backward(MoelmBackend *be, float *dwte, float *dwpe, const float *dout,
+static void ref_embedding_backward(MoelmBackend *be, float *dwte, float *dwpe, const MoelmAct *dout_,
                                    const int32_t *tokens, const int32_t *positions, int N, int C, float scale)
 {
+  const float *dout = (const float *)dout_;
   for (int n = 0; n < N; n++) {
     const float *g = dout + (size_t)n * C;
     if (dwte != NULL) {
@@ -50,9 +52,11 @@ static void ref_embedding_backward(MoelmBackend *be, float *dwte, float *dwpe, c
   }
 }
 
-static void ref_layernorm_forward(MoelmBackend *be, float *out, float *mean, float *rstd, const float *inp,
+static void ref_layernorm_forward(MoelmBackend *be, MoelmAct *out_, float *mean, float *rstd, const MoelmAct *inp_,
                                   const float *weight, const float *bias, int N, int C, float eps)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
     double m = 0;
@@ -74,10 +78,13 @@ static void ref_layernorm_forward(MoelmBackend *be, float *out, float *mean, flo
   }
 }
 
-static void ref_layernorm_backward(MoelmBackend *be, float *dinp, float *dweight, float *dbias, const float *dout,
-                                   const float *inp, const float *weight, const float *mean, const float *rstd,
-                                   int N, int C)
+static void ref_layernorm_backward(MoelmBackend *be, MoelmAct *dinp_, float *dweight, float *dbias,
+                                   const MoelmAct *dout_, const MoelmAct *inp_, const float *weight,
+                                   const float *mean, const float *rstd, int N, int C)
 {
+  float *dinp = (float *)dinp_;
+  const float *dout = (const float *)dout_;
+  const float *inp = (const float *)inp_;
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * C;
     const float *g = dout + (size_t)n * C;
@@ -106,9 +113,11 @@ static void ref_layernorm_backward(MoelmBackend *be, float *dinp, float *dweight
   }
 }
 
-static void ref_linear_forward(MoelmBackend *be, float *out, const float *inp, const float *weight,
+static void ref_linear_forward(MoelmBackend *be, MoelmAct *out_, const MoelmAct *inp_, const float *weight,
                                const float *bias, int N, int IC, int OC)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   for (int n = 0; n < N; n++)
     for (int o = 0; o < OC; o++) {
       const float *x = inp + (size_t)n * IC;
@@ -120,9 +129,12 @@ static void ref_linear_forward(MoelmBackend *be, float *out, const float *inp, c
     }
 }
 
-static void ref_linear_backward(MoelmBackend *be, float *dinp, float *dweight, float *dbias, const float *dout,
-                                const float *inp, const float *weight, int N, int IC, int OC)
+static void ref_linear_backward(MoelmBackend *be, MoelmAct *dinp_, float *dweight, float *dbias,
+                                const MoelmAct *dout_, const MoelmAct *inp_, const float *weight, int N, int IC, int OC)
 {
+  float *dinp = (float *)dinp_;
+  const float *dout = (const float *)dout_;
+  const float *inp = (const float *)inp_;
   if (dinp != NULL)
     for (int n = 0; n < N; n++)
       for (int i = 0; i < IC; i++) {

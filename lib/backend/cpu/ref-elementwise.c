@@ -12,8 +12,11 @@ static void ref_fill(MoelmBackend *be, float *x, float value, size_t n)
     x[i] = value;
 }
 
-static void ref_add(MoelmBackend *be, float *out, const float *a, const float *b, size_t n)
+static void ref_add(MoelmBackend *be, MoelmAct *out_, const MoelmAct *a_, const MoelmAct *b_, size_t n)
 {
+  float *out = (float *)out_;
+  const float *a = (const float *)a_;
+  const float *b = (const float *)b_;
   for (size_t i = 0; i < n; i++)
     out[i] = a[i] + b[i];
 }
@@ -38,22 +41,30 @@ static double ref_sum_squares(MoelmBackend *be, const float *x, size_t n)
   return sum;
 }
 
-static void ref_activation_forward(MoelmBackend *be, MoelmActivation act, float *out, const float *inp, size_t n)
+static void ref_activation_forward(MoelmBackend *be, MoelmActivation act, MoelmAct *out_, const MoelmAct *inp_,
+                                   size_t n)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   for (size_t i = 0; i < n; i++)
     out[i] = (float)moelm_act_ref(act, inp[i]);
 }
 
-static void ref_activation_backward(MoelmBackend *be, MoelmActivation act, float *dinp, const float *inp,
-                                    const float *dout, size_t n)
+static void ref_activation_backward(MoelmBackend *be, MoelmActivation act, MoelmAct *dinp_, const MoelmAct *inp_,
+                                    const MoelmAct *dout_, size_t n)
 {
+  float *dinp = (float *)dinp_;
+  const float *inp = (const float *)inp_;
+  const float *dout = (const float *)dout_;
   for (size_t i = 0; i < n; i++)
     dinp[i] += (float)(dout[i] * moelm_act_grad_ref(act, inp[i]));
 }
 
-static void ref_dropout_forward(MoelmBackend *be, float *out, const float *inp, size_t n, float p,
+static void ref_dropout_forward(MoelmBackend *be, MoelmAct *out_, const MoelmAct *inp_, size_t n, float p,
                                 const MoelmDropoutIds *ids)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   if (p == 0.0f) {
     if (out != inp)
       memmove(out, inp, n * sizeof(float));
@@ -64,25 +75,37 @@ static void ref_dropout_forward(MoelmBackend *be, float *out, const float *inp, 
     out[i] = moelm_dropout_keep(ids, p, i) ? inp[i] * mult : 0.0f;
 }
 
-static void ref_dropout_backward(MoelmBackend *be, float *dinp, const float *dout, size_t n, float p,
+static void ref_dropout_backward(MoelmBackend *be, MoelmAct *dinp_, const MoelmAct *dout_, size_t n, float p,
                                  const MoelmDropoutIds *ids)
 {
+  float *dinp = (float *)dinp_;
+  const float *dout = (const float *)dout_;
   float mult = p == 0.0f ? 1.0f : moelm_dropout_multiplier(p);
   for (size_t i = 0; i < n; i++)
     if (p == 0.0f || moelm_dropout_keep(ids, p, i))
       dinp[i] += dout[i] * mult;
 }
 
-static void ref_gather_rows(MoelmBackend *be, float *out, const float *inp, const int32_t *idx, int n, int C)
+static void ref_gather_rows(MoelmBackend *be, MoelmAct *out_, const MoelmAct *inp_, const int32_t *idx, int n, int C)
 {
-  for (int i = 0; i < n; i++)
-    memcpy(out + (size_t)i * C, inp + (size_t)idx[i] * C, (size_t)C * sizeof(float));
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
+  for (int i = 0; i < n; i++) {
+    if (idx[i] < 0)
+      memset(out + (size_t)i * C, 0, (size_t)C * sizeof(float));
+    else
+      memcpy(out + (size_t)i * C, inp + (size_t)idx[i] * C, (size_t)C * sizeof(float));
+  }
 }
 
-static void ref_scatter_add_rows(MoelmBackend *be, float *out, const float *inp, const int32_t *idx,
+static void ref_scatter_add_rows(MoelmBackend *be, MoelmAct *out_, const MoelmAct *inp_, const int32_t *idx,
                                  const float *weight, int n, int C)
 {
+  float *out = (float *)out_;
+  const float *inp = (const float *)inp_;
   for (int i = 0; i < n; i++) {
+    if (idx[i] < 0)
+      continue;
     float w = weight ? weight[i] : 1.0f;
     float *o = out + (size_t)idx[i] * C;
     const float *x = inp + (size_t)i * C;
@@ -91,10 +114,15 @@ static void ref_scatter_add_rows(MoelmBackend *be, float *out, const float *inp,
   }
 }
 
-static void ref_scatter_add_rows_backward(MoelmBackend *be, float *dinp, float *dweight, const float *dout,
-                                          const float *inp, const int32_t *idx, const float *weight, int n, int C)
+static void ref_scatter_add_rows_backward(MoelmBackend *be, MoelmAct *dinp_, float *dweight, const MoelmAct *dout_,
+                                          const MoelmAct *inp_, const int32_t *idx, const float *weight, int n, int C)
 {
+  float *dinp = (float *)dinp_;
+  const float *dout = (const float *)dout_;
+  const float *inp = (const float *)inp_;
   for (int i = 0; i < n; i++) {
+    if (idx[i] < 0)
+      continue;
     const float *g = dout + (size_t)idx[i] * C;
     if (dinp != NULL) {
       float w = weight ? weight[i] : 1.0f;

@@ -17,9 +17,10 @@ static double row_logsumexp(const float *row, int V)
   return max + log(sum);
 }
 
-static void ref_cross_entropy(MoelmBackend *be, float *losses, float *logits, const int32_t *targets,
+static void ref_cross_entropy(MoelmBackend *be, float *losses, MoelmAct *logits_, const int32_t *targets,
                               const float *dloss, int N, int V, int ignore_index)
 {
+  float *logits = (float *)logits_;
   for (int n = 0; n < N; n++) {
     float *row = logits + (size_t)n * V;
     int target = targets[n];
@@ -35,17 +36,19 @@ static void ref_cross_entropy(MoelmBackend *be, float *losses, float *logits, co
   }
 }
 
-static void ref_target_log_probs(MoelmBackend *be, float *lprobs, const float *logits, const int32_t *targets,
+static void ref_target_log_probs(MoelmBackend *be, float *lprobs, const MoelmAct *logits_, const int32_t *targets,
                                  int N, int V, int ignore_index)
 {
+  const float *logits = (const float *)logits_;
   for (int n = 0; n < N; n++) {
     const float *row = logits + (size_t)n * V;
     lprobs[n] = targets[n] == ignore_index ? 0.0f : (float)(row[targets[n]] - row_logsumexp(row, V));
   }
 }
 
-static void ref_log_softmax_forward(MoelmBackend *be, float *out, const float *inp, int N, int V)
+static void ref_log_softmax_forward(MoelmBackend *be, float *out, const MoelmAct *inp_, int N, int V)
 {
+  const float *inp = (const float *)inp_;
   for (int n = 0; n < N; n++) {
     const float *x = inp + (size_t)n * V;
     float *o = out + (size_t)n * V;
@@ -55,9 +58,10 @@ static void ref_log_softmax_forward(MoelmBackend *be, float *out, const float *i
   }
 }
 
-static void ref_log_softmax_backward(MoelmBackend *be, float *dinp, const float *out, const float *dout, int N,
+static void ref_log_softmax_backward(MoelmBackend *be, MoelmAct *dinp_, const float *out, const float *dout, int N,
                                      int V)
 {
+  float *dinp = (float *)dinp_;
   for (int n = 0; n < N; n++) {
     const float *y = out + (size_t)n * V;
     const float *g = dout + (size_t)n * V;

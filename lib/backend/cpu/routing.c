@@ -1,73 +1,18 @@
-/* moelm — fairseq's Top1Gate/Top2Gate routing and its backward (see token_gate.h). */
+/* moelm — token routing on the CPU: fairseq's Top1Gate / Top2Gate (fairseq/modules/moe/
+ * top1gate.py, top2gate.py) as the four moe_gate_* ops of the table (semantics in
+ * lib/moelm/backend.h). One implementation serves the reference and the fast path: routing
+ * is O(S*E) and sequential by nature (capacity queues), and this is the reference any other
+ * backend's routing is tested against. */
 #include "config.h"
 
 #include <float.h>
 #include <math.h>
 #include <string.h>
 
-#include "moelm/rng.h"
-#include "token_gate.h"
+#include "backend/cpu/cpu-internal.h"
 
 /* fairseq's logging: the top/bottom 20% of experts (SAMPLE_FRACTION in top2gate.py). */
 #define BALANCE_FRACTION 0.2
-
-int moelm_token_gate_capacity(int S, int E, int top_k, double capacity_factor, gboolean dropless, gboolean eval,
-                              double eval_fraction)
-{
-  if (dropless)
-    return 0;
-  if (eval)
-    return eval_fraction > 0 ? MAX(1, (int)ceil(eval_fraction * S)) : 0;
-  const int per_expert = (S + E - 1) / E;
-  return MAX(1, (int)(capacity_factor * (double)(top_k * per_expert)));
-}
-
-MoelmRouting *moelm_routing_new(void) { return g_new0(MoelmRouting, 1); }
-
-static void free_arrays(MoelmRouting *r)
-{
-  g_free(r->gates);
-  g_free(r->choice);
-  g_free(r->location);
-  g_free(r->kept);
-  g_free(r->norm);
-  g_free(r->weight);
-  g_free(r->count1);
-  g_free(r->offsets);
-  g_free(r->dispatch_token);
-  g_free(r->dispatch_slot);
-  g_free(r->dispatch_weight);
-}
-
-void moelm_routing_free(MoelmRouting *r)
-{
-  if (r == NULL)
-    return;
-  free_arrays(r);
-  g_free(r);
-}
-
-static void ensure(MoelmRouting *r, int S, int E, int K)
-{
-  if (S <= r->alloc_S && E == r->alloc_E && K == r->alloc_K)
-    return;
-  free_arrays(r);
-  const size_t slots = (size_t)S * K;
-  r->gates = g_new(float, (size_t)S * E);
-  r->choice = g_new(int32_t, slots);
-  r->location = g_new(int32_t, slots);
-  r->kept = g_new(uint8_t, slots);
-  r->norm = g_new(float, slots);
-  r->weight = g_new(float, slots);
-  r->count1 = g_new(int32_t, E);
-  r->offsets = g_new(int32_t, E + 1);
-  r->dispatch_token = g_new(int32_t, slots);
-  r->dispatch_slot = g_new(int32_t, slots);
-  r->dispatch_weight = g_new(float, slots);
-  r->alloc_S = S;
-  r->alloc_E = E;
-  r->alloc_K = K;
-}
 
 static float unit_open(uint64_t seed, uint32_t update, uint16_t layer, uint16_t site, uint64_t i)
 {
@@ -94,9 +39,9 @@ static void softmax_rows(const float *logits, float *gates, int S, int E)
 }
 
 /* The k-th choices: first = argmax of the gates; second per policy. */
-static void choose(const MoelmTokenGateParams *p, const float *logits, MoelmRouting *r, int S)
+static void choose(const MoelmRouteParams *p, const float *logits, const MoelmRouteBuffers *r, int S)
 {
-  const int E = r->E, K = r->K;
+  const int E = p->experts, K = p->top_k;
   for (int s = 0; s < S; s++) {
     const float *g = r->gates + (size_t)s * E;
     int e1 = 0;
@@ -127,9 +72,9 @@ static void choose(const MoelmTokenGateParams *p, const float *logits, MoelmRout
 
 /* norm: the gate values combined (normalised over the two choices before dropping when
  * asked); queued: whether a slot takes part in capacity assignment at all. */
-static void gate_values(const MoelmTokenGateParams *p, const uint8_t *pad, MoelmRouting *r, int S, uint8_t *queued)
+static void gate_values(const MoelmRouteParams *p, const uint8_t *pad, const MoelmRouteBuffers *r, int S)
 {
-  const int E = r->E, K = r->K;
+  const int E = p->experts, K = p->top_k;
   for (int s = 0; s < S; s++) {
     const float *g = r->gates + (size_t)s * E;
     float *nv = r->norm + (size_t)s * K;
@@ -142,29 +87,36 @@ static void gate_values(const MoelmTokenGateParams *p, const uint8_t *pad, Moelm
     }
     const gboolean real = pad == NULL || !pad[s];
     for (int k = 0; k < K; k++)
-      queued[(size_t)s * K + k] = real;
+      r->queued[(size_t)s * K + k] = real;
     if (K == 2 && p->noise && p->policy == MOELM_SECOND_EXPERT_RANDOM &&
         !(2.0f * nv[1] > unit_open(p->seed, p->update, p->layer, MOELM_GATE_SITE_RANDOM, (uint64_t)s)))
-      queued[(size_t)s * K + 1] = 0;
+      r->queued[(size_t)s * K + 1] = 0;
   }
 }
 
-/* Queue positions: first choices before second choices, tokens in `order`. */
-static void assign_locations(MoelmRouting *r, int S, const int32_t *order, const uint8_t *queued)
+static void cpu_moe_gate_topk(MoelmBackend *be, const MoelmRouteParams *p, const float *logits, const uint8_t *pad,
+                              int S, const MoelmRouteBuffers *r)
 {
-  const int E = r->E, K = r->K;
+  softmax_rows(logits, r->gates, S, p->experts);
+  choose(p, logits, r, S);
+  gate_values(p, pad, r, S);
+}
+
+/* Queue positions: first choices before second choices, tokens in `order` (NULL: token
+ * order); count1 = queued first choices per expert (for l_aux). */
+static void assign_locations(const MoelmRouteParams *p, const MoelmRouteBuffers *r, int S, const int32_t *order)
+{
+  const int E = p->experts, K = p->top_k;
   int32_t *fill = g_new0(int32_t, E);
-  for (int k = 0; k < K; k++)
+  for (int k = 0; k < K; k++) {
     for (int i = 0; i < S; i++) {
       const int s = order ? order[i] : i;
       const size_t j = (size_t)s * K + k;
-      r->location[j] = queued[j] ? fill[r->choice[j]]++ : -1;
+      r->location[j] = r->queued[j] ? fill[r->choice[j]]++ : -1;
     }
-  /* after the first pass fill[] held the first-choice counts; recount them for l_aux */
-  memset(r->count1, 0, (size_t)E * sizeof(int32_t));
-  for (int s = 0; s < S; s++)
-    if (queued[(size_t)s * K])
-      r->count1[r->choice[(size_t)s * K]]++;
+    if (k == 0)
+      memcpy(r->count1, fill, (size_t)E * sizeof(int32_t));
+  }
   g_free(fill);
 }
 
@@ -177,9 +129,10 @@ static int cmp_priority(const void *a, const void *b, void *data)
   return (i > j) - (i < j);
 }
 
-static void combine_weights(MoelmRouting *r, int S, gboolean normalize_before)
+static void combine_weights(const MoelmRouteParams *p, const MoelmRouteBuffers *r, int S)
 {
-  const int K = r->K;
+  const int K = p->top_k;
+  const gboolean normalize_before = K == 2 && p->normalize_before_dropping;
   for (int s = 0; s < S; s++) {
     float *w = r->weight + (size_t)s * K;
     const float *nv = r->norm + (size_t)s * K;
@@ -194,30 +147,56 @@ static void combine_weights(MoelmRouting *r, int S, gboolean normalize_before)
   }
 }
 
-static void dispatch_order(MoelmRouting *r, int S)
+static void dispatch_order(const MoelmRouteParams *p, const MoelmRouteBuffers *r, int S)
 {
-  const int E = r->E, K = r->K;
+  const int E = p->experts, K = p->top_k;
+  const size_t slots = (size_t)S * K;
   memset(r->offsets, 0, (size_t)(E + 1) * sizeof(int32_t));
-  for (size_t j = 0; j < (size_t)S * K; j++)
+  for (size_t j = 0; j < slots; j++)
     if (r->kept[j])
       r->offsets[r->choice[j] + 1]++;
   for (int e = 0; e < E; e++)
     r->offsets[e + 1] += r->offsets[e];
-  r->n_dispatch = r->offsets[E];
   /* kept locations of an expert are 0..kept_e-1, so offset + location is the row */
-  for (size_t j = 0; j < (size_t)S * K; j++)
+  for (size_t j = 0; j < slots; j++)
     if (r->kept[j]) {
       const int row = r->offsets[r->choice[j]] + r->location[j];
       r->dispatch_token[row] = (int32_t)(j / (size_t)K);
       r->dispatch_slot[row] = (int32_t)j;
       r->dispatch_weight[row] = r->weight[j];
     }
+  for (size_t row = (size_t)r->offsets[E]; row < slots; row++) {
+    r->dispatch_token[row] = r->dispatch_slot[row] = -1;
+    r->dispatch_weight[row] = 0.0f;
+  }
+}
+
+static void cpu_moe_gate_dispatch(MoelmBackend *be, const MoelmRouteParams *p, int S, const MoelmRouteBuffers *r)
+{
+  const int E = p->experts, K = p->top_k;
+  int32_t *order = NULL;
+  if (p->batch_prioritized) {
+    float *key = g_new(float, S > 0 ? S : 1);
+    order = r->order;
+    for (int s = 0; s < S; s++) {
+      key[s] = r->gates[(size_t)s * E + r->choice[(size_t)s * K]];
+      order[s] = s;
+    }
+    g_qsort_with_data(order, S, sizeof(int32_t), cmp_priority, key);
+    g_free(key);
+  }
+  assign_locations(p, r, S, order);
+  for (size_t j = 0; j < (size_t)S * K; j++)
+    r->kept[j] = r->location[j] >= 0 && (p->capacity <= 0 || r->location[j] < p->capacity);
+  combine_weights(p, r, S);
+  dispatch_order(p, r, S);
 }
 
 /* fairseq's balance metadata from the histogram of k-th choices over all S tokens. */
-static void balance(const MoelmRouting *r, int S, int k, int *unused, double *top, double *bottom)
+static void balance(const MoelmRouteParams *p, const MoelmRouteBuffers *r, int S, int k, double *unused,
+                    double *top, double *bottom)
 {
-  const int E = r->E, K = r->K;
+  const int E = p->experts, K = p->top_k;
   double *hist = g_new0(double, E);
   for (int s = 0; s < S; s++)
     hist[r->choice[(size_t)s * K + k]] += 100.0 / S;
@@ -240,9 +219,13 @@ static void balance(const MoelmRouting *r, int S, int k, int *unused, double *to
   g_free(hist);
 }
 
-static void metadata(MoelmRouting *r, int S, const uint8_t *queued)
+static void cpu_moe_gate_stats(MoelmBackend *be, const MoelmRouteParams *p, int S, const MoelmRouteBuffers *r,
+                               double *stats)
 {
-  const int E = r->E, K = r->K;
+  const int E = p->experts, K = p->top_k;
+  memset(stats, 0, MOELM_ROUTE_N_STATS * sizeof(double));
+  if (S <= 0)
+    return;
   double ent = 0, aux = 0;
   for (int s = 0; s < S; s++) {
     const float *g = r->gates + (size_t)s * E;
@@ -256,68 +239,34 @@ static void metadata(MoelmRouting *r, int S, const uint8_t *queued)
       me += r->gates[(size_t)s * E + e];
     aux += (me / S) * ((double)r->count1[e] / S);
   }
-  r->entropy = ent / S;
-  r->l_aux = aux * E;
-  for (int k = 0; k < 2; k++) {
+  stats[MOELM_ROUTE_STAT_ENTROPY] = ent / S;
+  stats[MOELM_ROUTE_STAT_L_AUX] = aux * E;
+  for (int k = 0; k < K; k++) {
     double queued_n = 0, dropped = 0;
-    for (int s = 0; k < K && s < S; s++) {
+    for (int s = 0; s < S; s++) {
       const size_t j = (size_t)s * K + k;
-      queued_n += queued[j];
-      dropped += queued[j] && !r->kept[j];
+      queued_n += r->queued[j];
+      dropped += r->queued[j] && !r->kept[j];
     }
-    const double overflow = queued_n > 0 ? 100.0 * dropped / queued_n : 0.0;
-    if (k == 0)
-      r->overflow1 = overflow;
-    else
-      r->overflow2 = overflow;
+    stats[k == 0 ? MOELM_ROUTE_STAT_OVERFLOW1 : MOELM_ROUTE_STAT_OVERFLOW2] =
+        queued_n > 0 ? 100.0 * dropped / queued_n : 0.0;
   }
-  balance(r, S, 0, &r->unused1, &r->balance_top1, &r->balance_bottom1);
+  balance(p, r, S, 0, &stats[MOELM_ROUTE_STAT_UNUSED1], &stats[MOELM_ROUTE_STAT_BALANCE_TOP1],
+          &stats[MOELM_ROUTE_STAT_BALANCE_BOTTOM1]);
   if (K == 2)
-    balance(r, S, 1, &r->unused2, &r->balance_top2, &r->balance_bottom2);
-  else {
-    r->unused2 = 0;
-    r->balance_top2 = r->balance_bottom2 = 0;
-  }
+    balance(p, r, S, 1, &stats[MOELM_ROUTE_STAT_UNUSED2], &stats[MOELM_ROUTE_STAT_BALANCE_TOP2],
+            &stats[MOELM_ROUTE_STAT_BALANCE_BOTTOM2]);
 }
 
-void moelm_token_gate_route(const MoelmTokenGateParams *p, const float *logits, const uint8_t *pad, int S,
-                            MoelmRouting *r)
+static void cpu_moe_gate_backward(MoelmBackend *be, const MoelmRouteParams *p, int S, const MoelmRouteBuffers *r,
+                                  const float *drow_weight, double aux_coef, float *dlogits)
 {
   const int E = p->experts, K = p->top_k;
-  ensure(r, S, E, K);
-  r->S = S;
-  r->E = E;
-  r->K = K;
-  r->capacity = p->capacity;
-  r->normalize_before = K == 2 && p->normalize_before_dropping;
-  softmax_rows(logits, r->gates, S, E);
-  choose(p, logits, r, S);
-  uint8_t *queued = g_new(uint8_t, (size_t)S * K);
-  gate_values(p, pad, r, S, queued);
-  int32_t *order = NULL;
-  if (p->batch_prioritized) {
-    float *key = g_new(float, S);
-    order = g_new(int32_t, S);
-    for (int s = 0; s < S; s++) {
-      key[s] = r->gates[(size_t)s * E + r->choice[(size_t)s * K]];
-      order[s] = s;
-    }
-    g_qsort_with_data(order, S, sizeof(int32_t), cmp_priority, key);
-    g_free(key);
-  }
-  assign_locations(r, S, order, queued);
-  for (size_t j = 0; j < (size_t)S * K; j++)
-    r->kept[j] = r->location[j] >= 0 && (p->capacity <= 0 || r->location[j] < p->capacity);
-  combine_weights(r, S, p->normalize_before_dropping);
-  dispatch_order(r, S);
-  metadata(r, S, queued);
-  g_free(order);
-  g_free(queued);
-}
-
-void moelm_token_gate_backward(const MoelmRouting *r, const float *dweight, double aux_coef, float *dlogits)
-{
-  const int S = r->S, E = r->E, K = r->K;
+  const gboolean normalize_before = K == 2 && p->normalize_before_dropping;
+  /* the dispatch rows' gradients back to their slots */
+  float *dweight = g_new0(float, (size_t)S * K + 1);
+  for (int row = 0; row < r->offsets[E]; row++)
+    dweight[r->dispatch_slot[row]] = drow_weight[row];
   /* d l_aux / d gates[s,e] = E * count1[e] / S^2 (the mask term carries no gradient) */
   float *daux = g_new(float, E);
   for (int e = 0; e < E; e++)
@@ -334,9 +283,8 @@ void moelm_token_gate_backward(const MoelmRouting *r, const float *dweight, doub
     if (K == 2) {
       /* the pair normalisation a/(a+b), b/(a+b): over the kept values after dropping, or over
        * the raw gates before it */
-      const gboolean before = r->normalize_before;
       float a, b, da, db;
-      if (before) {
+      if (normalize_before) {
         a = g[r->choice[j]];
         b = g[r->choice[j + 1]];
       } else {
@@ -352,9 +300,9 @@ void moelm_token_gate_backward(const MoelmRouting *r, const float *dweight, doub
         da = dn[0] / FLT_EPSILON;
         db = dn[1] / FLT_EPSILON;
       }
-      if (before || kept[0])
+      if (normalize_before || kept[0])
         dg[r->choice[j]] += da;
-      if (before || kept[1])
+      if (normalize_before || kept[1])
         dg[r->choice[j + 1]] += db;
     } else {
       dg[r->choice[j]] += dn[0];
@@ -369,4 +317,13 @@ void moelm_token_gate_backward(const MoelmRouting *r, const float *dweight, doub
   }
   g_free(dg);
   g_free(daux);
+  g_free(dweight);
+}
+
+void moelm_cpu_fill_routing(struct moelm_backend_ops *ops)
+{
+  ops->moe_gate_topk = cpu_moe_gate_topk;
+  ops->moe_gate_dispatch = cpu_moe_gate_dispatch;
+  ops->moe_gate_stats = cpu_moe_gate_stats;
+  ops->moe_gate_backward = cpu_moe_gate_backward;
 }
