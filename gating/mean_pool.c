@@ -170,7 +170,7 @@ gboolean moelm_mean_pool_gate_forward(MoelmGate *g, const int32_t *ctx, const in
   g_free(tok);
   g_free(row);
   g_free(wrow);
-  return TRUE;
+  return moelm_backend_check(be, NULL, error);
 }
 
 gboolean moelm_mean_pool_gate_backward(MoelmGate *g, const float *dlog_prior, GError **error)

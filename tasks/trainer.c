@@ -244,8 +244,10 @@ static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count,
     step.ntokens += (double)b.ntokens;
     step.nsentences += b.batch.B;
     moelm_lm_batch_clear(&b);
-    if (!ok)
+    if (!ok) {
+      moelm_error_prefix(error, "update %" G_GINT64_FORMAT, r->st.num_updates + 1);
       return FALSE;
+    }
   }
   if (!check_backend(r, error)) /* a failed device op, not a diverged run */
     return FALSE;

@@ -206,5 +206,5 @@ gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *toke
   o->linear_forward(be, kc->logits, kc->h, W_PARAM(m, m->out_proj), NULL, R, C, V);
   o->log_softmax_forward(be, kc->lprobs, kc->logits, R, V);
   o->to_host(be, lprobs, kc->lprobs, (size_t)R * V * sizeof(float));
-  return TRUE;
+  return moelm_backend_check(be, NULL, error);
 }

@@ -275,7 +275,7 @@ gboolean moelm_model_score(MoelmModel *m, const MoelmBatch *batch, const MoelmSt
   const int N = batch->B * batch->T;
   m->be->ops->cross_entropy(m->be, m->losses, m->logits, m->d_tgt, NULL, N, m->cfg.vocab_size, MOELM_PAD);
   collect(m, batch, tok_lprobs, row_lprobs);
-  return TRUE;
+  return moelm_backend_check(m->be, NULL, error); /* a failed device op: the scores are garbage */
 }
 
 /* Add the last (training) forward's gate metadata to the running sums. */
@@ -388,5 +388,5 @@ gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const Mo
   o->copy(be, m->dx, m->dtmp, moelm_act_bytes(be, NC));
   const float scale = c->scale_embedding ? sqrtf((float)C) : 1.0f;
   embedding_backward_skip_pad(m, G_PARAM(m, m->wte), c->learned_pos ? G_PARAM(m, m->wpe) : NULL, N, scale);
-  return TRUE;
+  return moelm_backend_check(be, NULL, error);
 }

@@ -72,7 +72,10 @@ typedef struct {
   uint32_t update;
 } MoelmStepIds;
 
-/* Forward only (no dropout unless `ids` is given): per-token target log-probs (B,T) (0 at pad)
+/* Every call below ends with the backend's error check: a device op that failed during it
+ * makes it return FALSE with that error (docs/backend.md, "errors").
+ *
+ * Forward only (no dropout unless `ids` is given): per-token target log-probs (B,T) (0 at pad)
  * and per-row sums (B); either output may be NULL. */
 gboolean moelm_model_score(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids, float *tok_lprobs,
                            float *row_lprobs, GError **error);
