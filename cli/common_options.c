@@ -15,7 +15,6 @@ const MoelmArgSpec moelm_ignored_options[] = {
   {"--wandb-project", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--fp16-init-scale", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--fp16-scale-window", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
-  {"--distributed-world-size", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--distributed-port", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--dataset-impl", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--best-checkpoint-metric", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},

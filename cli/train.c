@@ -23,6 +23,10 @@ typedef struct {
   int batch_size, batch_size_valid, required_multiple, update_freq, max_epoch, validate_interval, save_interval;
   int keep_last_epochs, keep_interval_updates, keep_best, patience, log_interval;
   gint64 seed;
+  int world_size;       /* --distributed-world-size (-1: not given) */
+  double bucket_cap_mb; /* --bucket-cap-mb */
+  gboolean expert_parallel;
+  char *normalize_expert_grad;
   gboolean disable_validation, no_save, no_epoch_checkpoints, no_last_checkpoints, no_save_optimizer_state;
   gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters, skip_invalid;
   MoelmBackendOptions backend;
@@ -61,6 +65,9 @@ static void options_init(TrainOptions *o)
   o->keep_last_epochs = o->keep_interval_updates = o->keep_best = o->patience = -1;
   o->log_interval = 100;
   o->seed = 1;
+  o->world_size = -1;
+  o->bucket_cap_mb = 25;
+  o->normalize_expert_grad = g_strdup("world_size");
   moelm_backend_options_init(&o->backend);
   moelm_model_options_init(&o->model);
   moelm_task_options_init(&o->task_opts);
@@ -126,6 +133,13 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--no-last-checkpoints", NULL, MOELM_ARG_FLAG, &o->no_last_checkpoints, NULL, "no checkpoint_last.pt", NULL},
     {"--no-save-optimizer-state", NULL, MOELM_ARG_FLAG, &o->no_save_optimizer_state, NULL, "leave Adam moments out", NULL},
     {"--patience", NULL, MOELM_ARG_INT, &o->patience, NULL, "stop after N validations without improvement", NULL},
+    {"--distributed-world-size", NULL, MOELM_ARG_INT, &o->world_size, NULL,
+     "processes in the job; checked against mpirun's (default: mpirun's)", NULL},
+    {"--bucket-cap-mb", NULL, MOELM_ARG_DOUBLE, &o->bucket_cap_mb, NULL, "all-reduce bucket size in MB (25)", NULL},
+    {"--moe-expert-parallel", NULL, MOELM_ARG_FLAG, &o->expert_parallel, NULL,
+     "split the experts of each MoE layer over the ranks (all-to-all)", NULL},
+    {"--moe-normalize-expert-grad", NULL, MOELM_ARG_CHOICE, &o->normalize_expert_grad, "world_size|sqrt_world_size",
+     "expert gradients as fairseq scales them (world_size: exact)", NULL},
     {NULL, NULL, 0, NULL, NULL, NULL, NULL},
   };
   memcpy(t, spec, sizeof spec);
@@ -205,6 +219,27 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->progress_bar = isatty(STDERR_FILENO) && strcmp(o->log_format, "none") != 0;
   if (!moelm_backend_options_apply(&o->backend, &c->backend, error))
     return FALSE;
+  if (o->world_size >= 0 && o->world_size != moelm_comm_size(c->comm)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--distributed-world-size %d, but %d process%s started (launch with mpirun -np %d or srun)",
+                o->world_size, moelm_comm_size(c->comm), moelm_comm_size(c->comm) == 1 ? " was" : "es were",
+                o->world_size);
+    return FALSE;
+  }
+  if (!(o->bucket_cap_mb > 0)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--bucket-cap-mb %g: must be > 0", o->bucket_cap_mb);
+    return FALSE;
+  }
+  c->bucket_cap_mb = o->bucket_cap_mb;
+  c->expert_parallel = o->expert_parallel;
+  c->expert_grad_sqrt = strcmp(o->normalize_expert_grad, "sqrt_world_size") == 0;
+  if (c->expert_parallel && moelm_comm_size(c->comm) > 1 && o->model.moe_freq <= 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--moe-expert-parallel needs token-level MoE layers (--moe-freq and --moe-expert-count)");
+    return FALSE;
+  }
+  if (moelm_comm_rank(c->comm) > 0)
+    c->progress_bar = FALSE; /* only rank 0 shows progress */
   if (c->backend.precision == MOELM_PRECISION_FP16) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED,
                 "--fp16: training with fp16 activations needs the dynamic loss scaler, which comes with the CUDA "
@@ -236,6 +271,15 @@ int moelm_cmd_train(int argc, char **argv)
   MoelmTrainConfig cfg;
   moelm_train_config_init(&cfg);
   MoelmTrainTask *task = NULL;
+  /* join the process group first (MPI wants to start before any thread) */
+  MoelmComm *comm = moelm_comm_open(&error);
+  if (comm == NULL) {
+    rc = moelm_cli_fail("train", error, 1);
+    goto out;
+  }
+  cfg.comm = comm;
+  if (moelm_comm_rank(comm) > 0)
+    moelm_log_set_level(MOELM_LOG_ERROR); /* rank 0 writes the log */
   if (!moelm_args_parse("moelm train", tables, argc, argv, 1, pos, &help, &error)) {
     rc = moelm_cli_fail("train", error, 2);
     goto out;
@@ -261,6 +305,9 @@ int moelm_cmd_train(int argc, char **argv)
     goto out;
   }
 out:
+  if (rc != 0 && moelm_comm_size(comm) > 1) /* the other ranks must not wait for this one */
+    moelm_comm_abort(comm, rc);
+  moelm_comm_free(comm);
   g_clear_error(&error);
   moelm_train_task_free(task);
   if (cfg.task_meta)

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "moelm/dictionary.h"
 #include "objective.h"
 
 static gboolean lm_train(MoelmObjective *obj, MoelmModel *model, const MoelmLmBatch *b, const MoelmStepIds *ids,
@@ -73,6 +74,17 @@ void moelm_lm_batch_load(MoelmLmBatch *b, const MoelmLmSplit *split, const Moelm
   b->batch.tgt = tgt;
 }
 
+void moelm_lm_batch_load_empty(MoelmLmBatch *b, const MoelmLmSplit *split)
+{
+  memset(b, 0, sizeof *b);
+  b->split = split;
+  int32_t *src = g_new(int32_t, 1), *tgt = g_new(int32_t, 1);
+  src[0] = tgt[0] = MOELM_PAD;
+  b->batch.B = b->batch.T = 1;
+  b->batch.src = src;
+  b->batch.tgt = tgt;
+}
+
 void moelm_lm_batch_clear(MoelmLmBatch *b)
 {
   g_free((int32_t *)b->batch.src);
@@ -84,11 +96,24 @@ gboolean moelm_objective_score_batches(MoelmObjective *obj, MoelmModel *model, c
                                        GPtrArray *batches, double *nll, double *ntokens, double *nrows,
                                        GError **error)
 {
+  return moelm_objective_score_shard(obj, model, split, batches, 0, 1, nll, ntokens, nrows, error);
+}
+
+gboolean moelm_objective_score_shard(MoelmObjective *obj, MoelmModel *model, const MoelmLmSplit *split,
+                                     GPtrArray *batches, int rank, int world, double *nll, double *ntokens,
+                                     double *nrows, GError **error)
+{
   *nll = *ntokens = *nrows = 0;
   gboolean ok = TRUE;
-  for (guint i = 0; ok && i < batches->len; i++) {
+  /* expert parallel: every rank runs as many forwards as rank 0 (empty batches at the end) */
+  const gboolean lockstep = moelm_model_expert_world(model) > 1;
+  for (guint i = (guint)rank; ok && (i < batches->len || (lockstep && i - (guint)rank < batches->len));
+       i += (guint)world) {
     MoelmLmBatch b;
-    moelm_lm_batch_load(&b, split, g_ptr_array_index(batches, i));
+    if (i < batches->len)
+      moelm_lm_batch_load(&b, split, g_ptr_array_index(batches, i));
+    else
+      moelm_lm_batch_load_empty(&b, split);
     double loss = 0;
     ok = obj->valid_batch(obj, model, &b, &loss, error);
     *nll += loss;

@@ -71,7 +71,7 @@ static gboolean prior(struct MoelmGate *gate, const MoelmMixtureConfig *cfg, con
   const int G = MAX(cfg->gating_context, 1);
   int32_t *ctx = g_new0(int32_t, (size_t)B * G);
   int *lens = g_new0(int, B);
-  if (cfg->gating_context > 0)
+  if (cfg->gating_context > 0 && b->indices != NULL) /* an empty (padding) batch has no context */
     moelm_mixture_gather_context(b->split, b->indices, G, ctx, lens);
   gboolean ok = moelm_mean_pool_gate_forward(gate, ctx, lens, B, G, ids, log_prior, error);
   g_free(ctx);
@@ -242,6 +242,22 @@ static void mix_log_fields(MoelmObjective *obj, GString *line, const MoelmLogSty
   mx->rows = 0;
 }
 
+static gboolean mix_all_reduce(MoelmObjective *obj, MoelmComm *comm, GError **error)
+{
+  Mixture *mx = obj->priv;
+  const int K = mx->cfg.num_experts;
+  double *v = g_new(double, (size_t)K + 1);
+  memcpy(v, mx->mass, (size_t)K * sizeof(double));
+  v[K] = mx->rows;
+  gboolean ok = moelm_comm_allreduce_f64(comm, v, (size_t)K + 1, error);
+  if (ok) {
+    memcpy(mx->mass, v, (size_t)K * sizeof(double));
+    mx->rows = v[K];
+  }
+  g_free(v);
+  return ok;
+}
+
 static void mix_detach(MoelmObjective *obj)
 {
   Mixture *mx = obj->priv;
@@ -267,6 +283,7 @@ MoelmObjective *moelm_mixture_objective_new(const MoelmMixtureConfig *cfg)
   obj->train_batch = mix_train;
   obj->valid_batch = mix_valid;
   obj->log_fields = mix_log_fields;
+  obj->all_reduce = mix_all_reduce;
   obj->detach = mix_detach;
   obj->free = mix_free;
   obj->priv = mx;

@@ -11,6 +11,7 @@
 
 #include "lm_data.h"
 #include "train_meters.h"
+#include "moelm/dist.h"
 #include "moelm/model.h"
 
 G_BEGIN_DECLS
@@ -38,6 +39,9 @@ struct MoelmObjective {
   /* Append the objective's own log fields (e.g. expert utilisation) accumulated since the
    * last call with moelm_log_field, then reset them. NULL: none. */
   void (*log_fields)(MoelmObjective *obj, GString *line, const MoelmLogStyle *style);
+  /* Data parallel: sum what log_fields reports over the ranks (called on every rank before
+   * log_fields). NULL: nothing to sum. */
+  gboolean (*all_reduce)(MoelmObjective *obj, MoelmComm *comm, GError **error);
   /* Drop everything tied to the model it was last given (called before that model and its
    * backend are freed). NULL: nothing to drop. */
   void (*detach)(MoelmObjective *obj);
@@ -48,12 +52,19 @@ struct MoelmObjective {
 /* Collate the blocks `indices` of `split` into b (padded src/tgt owned by b). */
 void moelm_lm_batch_load(MoelmLmBatch *b, const MoelmLmSplit *split, const MoelmBatchIndices *indices);
 void moelm_lm_batch_clear(MoelmLmBatch *b);
+/* A batch of one padding token (no targets): an expert-parallel rank with nothing left to
+ * train or score still takes part in the other ranks' exchanges with it. */
+void moelm_lm_batch_load_empty(MoelmLmBatch *b, const MoelmLmSplit *split);
 
 /* The exact validation NLL of `batches` of `split` with obj->valid_batch: sums of the loss
  * (nats), of the target tokens and of the rows. */
 gboolean moelm_objective_score_batches(MoelmObjective *obj, MoelmModel *model, const MoelmLmSplit *split,
                                        GPtrArray *batches, double *nll, double *ntokens, double *nrows,
                                        GError **error);
+/* The same over batches rank, rank + world, rank + 2*world, ... (a data-parallel shard). */
+gboolean moelm_objective_score_shard(MoelmObjective *obj, MoelmModel *model, const MoelmLmSplit *split,
+                                     GPtrArray *batches, int rank, int world, double *nll, double *ntokens,
+                                     double *nrows, GError **error);
 
 /* fairseq's language_modeling + cross_entropy: every row weight 1, sample size = tokens. */
 MoelmObjective *moelm_lm_objective_new(void);

@@ -105,6 +105,27 @@ static void prune(const char *dir, gboolean updates, int keep)
   g_ptr_array_unref(names);
 }
 
+/* A checkpoint NAME.pt is one file or NAME-shared.pt + NAME-rank-R.pt: after saving one
+ * form, the other (from an earlier run with another world size) must go, or a resume would
+ * read it. */
+static void remove_other_form(const char *path, gboolean sharded)
+{
+  if (sharded) {
+    g_unlink(path);
+    return;
+  }
+  char *shared = moelm_checkpoint_part_path(path, MOELM_CKPT_SHARED, 0);
+  g_unlink(shared);
+  g_free(shared);
+  for (int r = 0;; r++) {
+    char *part = moelm_checkpoint_part_path(path, MOELM_CKPT_EXPERTS, r);
+    const gboolean gone = g_unlink(part) != 0;
+    g_free(part);
+    if (gone)
+      break;
+  }
+}
+
 gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const MoelmCheckpointRequest *req,
                                         GError **error)
 {
@@ -124,15 +145,41 @@ gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const Mo
   if (req->last_file)
     g_ptr_array_add(targets, g_strdup("checkpoint_last.pt"));
   gboolean ok = TRUE;
+  /* expert parallel: every rank writes its experts' file, rank 0 also the shared one */
+  const gboolean sharded = moelm_model_expert_world(ctx->model) > 1;
+  const int rank = moelm_comm_rank(cfg->comm);
   if (targets->len > 0) {
     JsonObject *meta = build_meta(ctx);
     char *first = g_build_filename(cfg->save_dir, g_ptr_array_index(targets, 0), NULL);
     const gboolean moments = !cfg->no_save_optimizer_state;
-    ok = moelm_checkpoint_save(first, ctx->model, moments ? ctx->adam->exp_avg : NULL,
-                               moments ? ctx->adam->exp_avg_sq : NULL, meta, error);
-    for (guint i = 1; ok && i < targets->len; i++) {
+    for (int part = sharded ? MOELM_CKPT_SHARED : MOELM_CKPT_ALL; ok && part <= (sharded ? MOELM_CKPT_EXPERTS : 0);
+         part++) {
+      if (part == MOELM_CKPT_SHARED && rank != 0)
+        continue;
+      char *file = moelm_checkpoint_part_path(first, (MoelmCheckpointPart)part, rank);
+      ok = moelm_checkpoint_save_part(file, ctx->model, moments ? ctx->adam->exp_avg : NULL,
+                                      moments ? ctx->adam->exp_avg_sq : NULL, meta, (MoelmCheckpointPart)part, error);
+      for (guint i = 1; ok && i < targets->len; i++) {
+        char *path = g_build_filename(cfg->save_dir, g_ptr_array_index(targets, i), NULL);
+        char *to = moelm_checkpoint_part_path(path, (MoelmCheckpointPart)part, rank);
+        ok = copy_checkpoint(file, to, error);
+        g_free(to);
+        g_free(path);
+      }
+      g_free(file);
+    }
+    if (sharded) { /* nobody goes on until every rank's files are written */
+      gboolean all = FALSE;
+      if (!moelm_comm_all_true(cfg->comm, ok, &all, ok ? error : NULL))
+        ok = FALSE;
+      else if (ok && !all) {
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_IO, "%s: another rank could not write its part", first);
+        ok = FALSE;
+      }
+    }
+    for (guint i = 0; ok && rank == 0 && i < targets->len; i++) {
       char *path = g_build_filename(cfg->save_dir, g_ptr_array_index(targets, i), NULL);
-      ok = copy_checkpoint(first, path, error);
+      remove_other_form(path, sharded);
       g_free(path);
     }
     if (ok)
@@ -177,7 +224,9 @@ gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
   char *path = g_path_is_absolute(cfg->restore_file) || strchr(cfg->restore_file, '/')
                    ? g_strdup(cfg->restore_file)
                    : g_build_filename(cfg->save_dir, cfg->restore_file, NULL);
-  const gboolean exists = g_file_test(path, G_FILE_TEST_EXISTS);
+  char *shared = moelm_checkpoint_part_path(path, MOELM_CKPT_SHARED, 0);
+  const gboolean exists = g_file_test(path, G_FILE_TEST_EXISTS) || g_file_test(shared, G_FILE_TEST_EXISTS);
+  g_free(shared);
   const gboolean finetune = !exists && cfg->finetune_from_model != NULL;
   if (!exists && !finetune) {
     if (strcmp(cfg->restore_file, "checkpoint_last.pt") != 0) {

@@ -8,7 +8,9 @@
 #include <glib/gstdio.h>
 
 #include "moelm/checkpoint.h"
+#include "moelm/dist.h"
 #include "moelm/errors.h"
+#include "moelm/json.h"
 #include "moelm/log.h"
 #include "moelm/timer.h"
 #include "train_checkpoints.h"
@@ -67,11 +69,14 @@ typedef struct {
   MoelmTrainState st;
   double start_time;
   MoelmStopwatch train_wall;
+  MoelmGradSync *sync;       /* data parallel: the bucketed all-reduce (NULL on one rank) */
+  double comm_seconds;       /* waiting for the all-reduce, since the start */
 } Run;
 
 static int64_t updates_per_epoch(const Run *r)
 {
-  return (r->train_batches->len + r->cfg->update_freq - 1) / r->cfg->update_freq;
+  const int64_t per_update = (int64_t)r->cfg->update_freq * moelm_comm_size(r->cfg->comm);
+  return ((int64_t)r->train_batches->len + per_update - 1) / per_update;
 }
 
 static double base2(double nats_per_token) { return nats_per_token / M_LN2; }
@@ -91,10 +96,16 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
       return FALSE;
     double loss = 0, ntok = 0, nsent = 0, t0 = moelm_time_now();
     const double nbatches = batches->len;
-    gboolean ok = moelm_objective_score_batches(r->obj, r->model, split, batches, &loss, &ntok, &nsent, error);
+    /* sharded: rank r scores every r-th batch; the sums are reduced */
+    gboolean ok = moelm_objective_score_shard(r->obj, r->model, split, batches, moelm_comm_rank(cfg->comm),
+                                              moelm_comm_size(cfg->comm), &loss, &ntok, &nsent, error);
     g_ptr_array_unref(batches);
-    if (!ok)
+    double sums[3] = {loss, ntok, nsent};
+    if (!ok || !moelm_comm_allreduce_f64(cfg->comm, sums, 3, error))
       return FALSE;
+    loss = sums[0];
+    ntok = sums[1];
+    nsent = sums[2];
     const double vloss = ntok > 0 ? base2(loss / ntok) : NAN;
     if (v == 0) {
       first = vloss;
@@ -135,7 +146,32 @@ static void log_moe_fields(Run *r, GString *line, const MoelmLogStyle *style)
   if (n == 0)
     return;
   MoelmMoeLayerStats *st = g_new0(MoelmMoeLayerStats, n);
-  if (moelm_model_moe_stats_take(r->model, st) > 0) {
+  int64_t forwards = moelm_model_moe_stats_take(r->model, st);
+  if (moelm_comm_size(r->cfg->comm) > 1) { /* the mean over the ranks */
+    const int W = moelm_comm_size(r->cfg->comm), F = 7;
+    double *v = g_new(double, (size_t)n * F + 1);
+    for (int i = 0; i < n; i++) {
+      const double f[7] = {st[i].gate_loss, st[i].entropy, st[i].overflow_expert1, st[i].overflow_expert2,
+                           st[i].unused_expert1, st[i].expert1_balance_top, st[i].expert1_balance_bottom};
+      memcpy(v + (size_t)i * F, f, sizeof f);
+    }
+    v[(size_t)n * F] = (double)forwards;
+    if (moelm_comm_allreduce_f64(r->cfg->comm, v, (size_t)n * F + 1, NULL)) {
+      for (int i = 0; i < n; i++) {
+        double *f = v + (size_t)i * F;
+        st[i].gate_loss = f[0] / W;
+        st[i].entropy = f[1] / W;
+        st[i].overflow_expert1 = f[2] / W;
+        st[i].overflow_expert2 = f[3] / W;
+        st[i].unused_expert1 = f[4] / W;
+        st[i].expert1_balance_top = f[5] / W;
+        st[i].expert1_balance_bottom = f[6] / W;
+      }
+      forwards = (int64_t)v[(size_t)n * F];
+    }
+    g_free(v);
+  }
+  if (forwards > 0) {
     double total = 0;
     for (int i = 0; i < n; i++)
       total += st[i].gate_loss;
@@ -184,6 +220,8 @@ static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_
   if (cfg->clip_norm > 0)
     moelm_log_field(line, &style, "clip", m->updates ? 100.0 * m->clipped / m->updates : 0, 1);
   moelm_log_field(line, &style, "train_wall", moelm_stopwatch_elapsed(&r->train_wall), 0);
+  if (r->obj->all_reduce && moelm_comm_size(cfg->comm) > 1)
+    r->obj->all_reduce(r->obj, cfg->comm, NULL);
   if (r->obj->log_fields)
     r->obj->log_fields(r->obj, line, &style);
   log_moe_fields(r, line, &style);
@@ -222,23 +260,52 @@ static gboolean check_backend(Run *r, GError **error)
   return ok;
 }
 
-static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count, MoelmTrainMeters *m,
-                             GError **error)
+/* The model reports each layer's finished gradient during the last sub-batch's backward: the
+ * bucketed all-reduce starts on it while the backward goes on. */
+static void grad_ready(void *data, size_t offset, size_t count)
+{
+  moelm_grad_sync_ready(data, offset, count);
+}
+
+/* One update: this rank's share of the update's update_freq * world sub-batches (rank r takes
+ * the r-th of every `world`, fairseq's data-parallel split), their gradients summed over the
+ * ranks. One rank with --update-freq F*N does exactly the same arithmetic as N ranks with F:
+ * same sub-batches, same dropout streams, the same sums. */
+static gboolean train_update(Run *r, GPtrArray *order, int64_t update_in_epoch, MoelmTrainMeters *m, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
   const size_t n = moelm_model_num_params(r->model);
   float *grads = moelm_model_grads(r->model);
+  const int W = moelm_comm_size(cfg->comm), rank = moelm_comm_rank(cfg->comm);
+  const int64_t per_update = (int64_t)cfg->update_freq * W;
+  const int64_t first = update_in_epoch * per_update;
   moelm_stopwatch_start(&r->train_wall);
   const double t0 = moelm_time_now();
   moelm_model_zero_grad(r->model);
+  if (r->sync)
+    moelm_grad_sync_begin(r->sync);
   MoelmTrainMeters step;
   moelm_meters_reset(&step);
-  for (guint k = 0; k < count; k++) {
+  const gboolean lockstep = moelm_model_expert_world(r->model) > 1; /* every forward is a collective */
+  for (int k = 0; k < cfg->update_freq; k++) {
+    const int64_t slot = (int64_t)rank + (int64_t)W * k, g = first + slot;
+    const gboolean mine = g < (int64_t)order->len;
+    /* the epoch's last update may give this rank fewer sub-batches, or none; with expert
+     * parallelism it still takes part in every exchange rank 0 makes, with an empty batch */
+    if (!mine && !(lockstep && first + (int64_t)W * k < (int64_t)order->len))
+      break;
+    const gboolean last = k + 1 == cfg->update_freq || first + slot + W >= (int64_t)order->len;
+    if (r->sync && last)
+      moelm_model_set_grad_ready(r->model, grad_ready, r->sync);
     MoelmLmBatch b;
-    moelm_lm_batch_load(&b, r->train, g_ptr_array_index(order, first + k));
-    MoelmStepIds ids = {cfg->seed, (uint32_t)(r->st.num_updates * cfg->update_freq + k)};
+    if (mine)
+      moelm_lm_batch_load(&b, r->train, g_ptr_array_index(order, (guint)g));
+    else
+      moelm_lm_batch_load_empty(&b, r->train);
+    MoelmStepIds ids = {cfg->seed, (uint32_t)(r->st.num_updates * per_update + slot)};
     double loss = 0, sample = 0;
     gboolean ok = r->obj->train_batch(r->obj, r->model, &b, &ids, &loss, &sample, error);
+    moelm_model_set_grad_ready(r->model, NULL, NULL);
     step.loss_sum += loss;
     step.sample_size += sample;
     step.ntokens += (double)b.ntokens;
@@ -249,11 +316,37 @@ static gboolean train_update(Run *r, GPtrArray *order, guint first, guint count,
       return FALSE;
     }
   }
+  if (r->sync) { /* the gradient and the meters summed over the ranks */
+    double sums[4] = {step.loss_sum, step.sample_size, step.ntokens, step.nsentences};
+    if (!moelm_grad_sync_finish(r->sync, error) || !moelm_comm_allreduce_f64(cfg->comm, sums, 4, error)) {
+      moelm_error_prefix(error, "update %" G_GINT64_FORMAT, r->st.num_updates + 1);
+      return FALSE;
+    }
+    step.loss_sum = sums[0];
+    step.sample_size = sums[1];
+    step.ntokens = sums[2];
+    step.nsentences = sums[3];
+    r->comm_seconds += moelm_grad_sync_wait_seconds(r->sync);
+  }
   if (!check_backend(r, error)) /* a failed device op, not a diverged run */
     return FALSE;
+  const size_t shared = moelm_model_shared_params(r->model);
+  if (shared < n && cfg->expert_grad_sqrt) /* fairseq's sqrt_world_size: experts' share scaled up */
+    moelm_multiply_grads(r->be, grads + shared, n - shared, sqrt((double)W));
   if (step.sample_size > 0)
     moelm_multiply_grads(r->be, grads, n, 1.0 / step.sample_size);
-  const double gnorm = moelm_clip_grad_norm(r->be, grads, n, cfg->clip_norm);
+  double gnorm;
+  if (shared < n) { /* expert parallel: the norm over everyone's experts */
+    double ss[2] = {moelm_grad_sumsq(r->be, grads, shared), moelm_grad_sumsq(r->be, grads + shared, n - shared)};
+    if (!moelm_comm_allreduce_f64(cfg->comm, ss + 1, 1, error))
+      return FALSE;
+    gnorm = sqrt(ss[0] + ss[1]);
+    const double coef = moelm_clip_coef(gnorm, cfg->clip_norm);
+    if (coef < 1.0)
+      moelm_multiply_grads(r->be, grads, n, coef);
+  } else {
+    gnorm = moelm_clip_grad_norm(r->be, grads, n, cfg->clip_norm);
+  }
   if (!isfinite(gnorm)) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_FAILED,
                 "gradient norm is %g at update %" G_GINT64_FORMAT ": training diverged (lower --lr or set --clip-norm)",
@@ -309,13 +402,43 @@ static gboolean open_data(Run *r, GError **error)
   return TRUE;
 }
 
+/* Every rank must train the same thing: rank 0's description of the run against everyone's
+ * (a mismatch ends every rank with an error, instead of a hang or silent divergence). */
+static gboolean check_same_config(Run *r, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  if (moelm_comm_size(cfg->comm) == 1)
+    return TRUE;
+  JsonNode *model = moelm_model_config_to_json(&cfg->model);
+  char *text = moelm_json_to_string(model);
+  json_node_unref(model);
+  char *desc = g_strdup_printf("%s|%s|%s|%" G_GINT64_FORMAT "|%" G_GINT64_FORMAT "|%d|%d|%" G_GUINT64_FORMAT "|%s|%s",
+                               text, cfg->data_dir, cfg->train_subset, cfg->tokens_per_sample, cfg->max_tokens,
+                               cfg->batch_size, cfg->update_freq, cfg->seed, r->obj->name, cfg->lr.name);
+  char *mine = g_compute_checksum_for_string(G_CHECKSUM_SHA256, desc, -1);
+  char theirs[65];
+  g_strlcpy(theirs, mine, sizeof theirs);
+  gboolean same = FALSE;
+  gboolean ok = moelm_comm_broadcast(cfg->comm, theirs, sizeof theirs, error) &&
+                moelm_comm_all_true(cfg->comm, strcmp(theirs, mine) == 0, &same, error);
+  if (ok && !same)
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_MISMATCH,
+                "rank %d: the ranks were started with different training configurations (model, data, batch or "
+                "seed flags differ): every rank must get the same command line",
+                moelm_comm_rank(cfg->comm));
+  g_free(mine);
+  g_free(desc);
+  g_free(text);
+  return ok && same;
+}
+
 static gboolean setup(Run *r, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
   r->be = moelm_backend_open(&cfg->backend, error);
   if (r->be == NULL)
     return FALSE;
-  r->model = moelm_model_new(&cfg->model, r->be, error);
+  r->model = moelm_model_new_placed(&cfg->model, r->be, cfg->expert_parallel ? cfg->comm : NULL, error);
   if (r->model == NULL)
     return FALSE;
   moelm_model_init_params(r->model, cfg->seed);
@@ -327,7 +450,22 @@ static gboolean setup(Run *r, GError **error)
   if (r->sched == NULL)
     return FALSE;
   moelm_lr_step_update(r->sched, 0);
-  return open_data(r, error);
+  if (!check_same_config(r, error) || !open_data(r, error))
+    return FALSE;
+  if (moelm_comm_size(cfg->comm) > 1) {
+    const double mb = cfg->bucket_cap_mb > 0 ? cfg->bucket_cap_mb : 25.0;
+    /* expert parallel: each rank's experts sit after the shared parameters and are not reduced */
+    r->sync = moelm_grad_sync_new(cfg->comm, r->be, moelm_model_grads(r->model), moelm_model_shared_params(r->model),
+                                  (size_t)(mb * 1024 * 1024), error);
+    if (r->sync == NULL)
+      return FALSE;
+    moelm_info("moelm.train", "data parallel over %d ranks (%s): gradients all-reduced in %d buckets of %.4g MB",
+               moelm_comm_size(cfg->comm), moelm_comm_name(cfg->comm), moelm_grad_sync_n_buckets(r->sync), mb);
+    if (moelm_model_expert_world(r->model) > 1)
+      moelm_info("moelm.train", "expert parallel: %d of %d experts per MoE layer on each rank, tokens exchanged "
+                 "with all-to-all", moelm_model_local_experts(r->model), cfg->model.moe_experts);
+  }
+  return TRUE;
 }
 
 static void teardown(Run *r)
@@ -340,6 +478,7 @@ static void teardown(Run *r)
   moelm_lm_split_free(r->train);
   moelm_lr_scheduler_free(r->sched);
   moelm_adam_free(&r->adam);
+  moelm_grad_sync_free(r->sync);
   moelm_model_free(r->model);
   moelm_backend_free(r->be);
 }
@@ -389,7 +528,8 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
     }
   }
   r->st.end_of_epoch = end_of_epoch;
-  if (do_save) {
+  /* one writer, rank 0; with expert parallelism every rank writes its experts' file */
+  if (do_save && (moelm_comm_rank(cfg->comm) == 0 || moelm_model_expert_world(r->model) > 1)) {
     MoelmCheckpointRequest req = {.epoch_file = end_of_epoch && save_epoch && !cfg->no_epoch_checkpoints,
                                   .updates_file = !end_of_epoch && save_updates,
                                   .best_file = improved,
@@ -423,10 +563,8 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
     moelm_meters_reset(&epoch_m);
     gboolean ok = TRUE;
     while (ok && !stop && r->st.iterations_in_epoch < n_updates) {
-      const guint first = (guint)(r->st.iterations_in_epoch * cfg->update_freq);
-      const guint count = MIN((guint)cfg->update_freq, order->len - first);
       MoelmTrainMeters before = interval;
-      ok = train_update(r, order, first, count, &interval, error);
+      ok = train_update(r, order, r->st.iterations_in_epoch, &interval, error);
       if (!ok)
         break;
       MoelmTrainMeters step = interval;

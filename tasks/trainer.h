@@ -8,6 +8,7 @@
 #include <glib.h>
 
 #include "moelm/backend.h"
+#include "moelm/dist.h"
 #include "moelm/lr_scheduler.h"
 #include "moelm/model_config.h"
 #include "moelm/optim.h"
@@ -60,6 +61,11 @@ typedef struct {
   /* model and compute */
   MoelmModelConfig model;
   MoelmBackendSpec backend;          /* --cpu, --device-id, --threads, --fp32/--bf16/--fp16 */
+  /* distributed */
+  MoelmComm *comm;                   /* the process group (borrowed; NULL: one process) */
+  double bucket_cap_mb;              /* --bucket-cap-mb 25: all-reduce bucket size */
+  gboolean expert_parallel;          /* --moe-expert-parallel: experts split over the ranks */
+  gboolean expert_grad_sqrt;         /* --moe-normalize-expert-grad sqrt_world_size (default world_size) */
   /* the task's metadata written into checkpoints ("task"), owned by the caller */
   JsonNode *task_meta;
 } MoelmTrainConfig;

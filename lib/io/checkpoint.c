@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "io/checkpoint_internal.h"
 #include "moelm/checkpoint.h"
 #include "moelm/errors.h"
 #include "moelm/json.h"
@@ -15,6 +16,47 @@ static gboolean add_tensor(MoelmSafetensorsWriter *w, const char *name, const Mo
 
 gboolean moelm_checkpoint_save(const char *path, MoelmModel *model, const float *exp_avg, const float *exp_avg_sq,
                                JsonObject *meta, GError **error)
+{
+  return moelm_checkpoint_save_part(path, model, exp_avg, exp_avg_sq, meta, MOELM_CKPT_ALL, error);
+}
+
+/* "decoder.layers.3.moe_layer.experts.12.fc1.weight" with the expert number replaced (g_free). */
+static char *renumber_expert(const char *name, int expert)
+{
+  static const char key[] = ".moe_layer.experts.";
+  const char *at = strstr(name, key);
+  if (at == NULL)
+    return g_strdup(name);
+  const char *num = at + strlen(key), *rest = strchr(num, '.');
+  return g_strdup_printf("%.*s%d%s", (int)(num - name), name, expert, rest ? rest : "");
+}
+
+static gboolean in_part(const MoelmParam *p, MoelmCheckpointPart part)
+{
+  return part == MOELM_CKPT_ALL || (part == MOELM_CKPT_SHARED) == (p->expert < 0);
+}
+
+/* The name a tensor is saved under in `part`: experts of a rank file under local numbers. */
+static char *part_name(const MoelmModel *model, const MoelmParam *p, MoelmCheckpointPart part)
+{
+  if (part != MOELM_CKPT_EXPERTS)
+    return g_strdup(p->name);
+  const int local = moelm_model_local_experts(model);
+  return renumber_expert(p->name, p->expert % local);
+}
+
+char *moelm_checkpoint_part_path(const char *path, MoelmCheckpointPart part, int rank)
+{
+  if (part == MOELM_CKPT_ALL)
+    return g_strdup(path);
+  const size_t len = strlen(path);
+  const int stem = len > 3 && strcmp(path + len - 3, ".pt") == 0 ? (int)len - 3 : (int)len;
+  return part == MOELM_CKPT_SHARED ? g_strdup_printf("%.*s-shared.pt", stem, path)
+                                   : g_strdup_printf("%.*s-rank-%d.pt", stem, path, rank);
+}
+
+gboolean moelm_checkpoint_save_part(const char *path, MoelmModel *model, const float *exp_avg, const float *exp_avg_sq,
+                                    JsonObject *meta, MoelmCheckpointPart part, GError **error)
 {
   MoelmBackend *be = moelm_model_backend(model);
   const size_t n = moelm_model_num_params(model);
@@ -31,18 +73,27 @@ gboolean moelm_checkpoint_save(const char *path, MoelmModel *model, const float 
 
   MoelmSafetensorsWriter *w = moelm_safetensors_writer_new();
   gboolean ok = TRUE;
-  for (guint i = 0; ok && i < moelm_model_n_tensors(model); i++) {
-    const MoelmParam *p = moelm_model_tensor(model, i);
-    ok = add_tensor(w, p->name, p, host + p->offset, error);
-  }
-  for (int which = 0; ok && which + 1 < n_bufs; which++) {
-    const float *buf = host + (size_t)(which + 1) * n;
+  for (int which = 0; ok && which < n_bufs; which++) {
+    const float *buf = host + (size_t)which * n;
+    static const char *const prefix[3] = {"", "optimizer.exp_avg.", "optimizer.exp_avg_sq."};
     for (guint i = 0; ok && i < moelm_model_n_tensors(model); i++) {
       const MoelmParam *p = moelm_model_tensor(model, i);
-      char *name = g_strdup_printf("optimizer.%s.%s", which == 0 ? "exp_avg" : "exp_avg_sq", p->name);
+      if (!in_part(p, part))
+        continue;
+      char *base = part_name(model, p, part), *name = g_strconcat(prefix[which], base, NULL);
       ok = add_tensor(w, name, p, buf + p->offset, error);
       g_free(name);
+      g_free(base);
     }
+  }
+  if (ok && part != MOELM_CKPT_ALL) {
+    char *shard = g_strdup_printf("{\"rank\":%d,\"world\":%d}",
+                                  moelm_model_local_experts(model) > 0
+                                      ? moelm_model_first_expert(model) / moelm_model_local_experts(model)
+                                      : 0,
+                                  moelm_model_expert_world(model));
+    moelm_safetensors_writer_set_metadata(w, "expert_shard", shard);
+    g_free(shard);
   }
   if (ok) {
     moelm_safetensors_writer_set_metadata(w, "format", MOELM_CHECKPOINT_FORMAT);
@@ -72,6 +123,9 @@ void moelm_checkpoint_close(MoelmCheckpoint *ckpt)
   if (ckpt == NULL)
     return;
   moelm_safetensors_close(ckpt->st);
+  for (int r = 0; r < ckpt->n_shards; r++)
+    moelm_safetensors_close(ckpt->shards[r]);
+  g_free(ckpt->shards);
   if (ckpt->meta)
     json_object_unref(ckpt->meta);
   moelm_model_config_clear(&ckpt->model);
@@ -79,14 +133,32 @@ void moelm_checkpoint_close(MoelmCheckpoint *ckpt)
   g_free(ckpt);
 }
 
-static gboolean check_tensor(const MoelmCheckpoint *ckpt, const char *name, const MoelmParam *p,
-                             const MoelmTensorInfo **out, GError **error)
+/* The file that holds PREFIX<p's name>, and the tensor's name in it: the shared file, or the
+ * rank file of p's expert under its local number. */
+static const MoelmSafetensors *locate(const MoelmCheckpoint *ckpt, const char *name, const MoelmParam *p,
+                                      char **name_in_file)
 {
-  const MoelmTensorInfo *t = moelm_safetensors_find(ckpt->st, name);
+  if (ckpt->n_shards == 0 || p->expert < 0) {
+    *name_in_file = g_strdup(name);
+    return ckpt->st;
+  }
+  const int shard = p->expert / ckpt->experts_per_shard;
+  *name_in_file = renumber_expert(name, p->expert % ckpt->experts_per_shard);
+  return shard < ckpt->n_shards ? ckpt->shards[shard] : NULL;
+}
+
+static gboolean check_tensor(const MoelmCheckpoint *ckpt, const char *name, const MoelmParam *p,
+                             const MoelmTensorInfo **out, const MoelmSafetensors **file, GError **error)
+{
+  char *local = NULL;
+  const MoelmSafetensors *st = locate(ckpt, name, p, &local);
+  const MoelmTensorInfo *t = st ? moelm_safetensors_find(st, local) : NULL;
+  g_free(local);
   if (t == NULL) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: missing tensor '%s'", ckpt->path, name);
     return FALSE;
   }
+  *file = st;
   gboolean same = t->dtype == MOELM_DT_F32 && t->ndim == p->ndim;
   for (int d = 0; same && d < p->ndim; d++)
     same = t->shape[d] == p->shape[d];
@@ -103,7 +175,11 @@ MoelmCheckpoint *moelm_checkpoint_open(const char *path, GError **error)
 {
   MoelmCheckpoint *ckpt = g_new0(MoelmCheckpoint, 1);
   ckpt->path = g_strdup(path);
-  ckpt->st = moelm_safetensors_open(path, error);
+  /* NAME.pt of an expert-parallel run is NAME-shared.pt + NAME-rank-R.pt */
+  char *shared = moelm_checkpoint_part_path(path, MOELM_CKPT_SHARED, 0);
+  const gboolean sharded = !g_file_test(path, G_FILE_TEST_EXISTS) && g_file_test(shared, G_FILE_TEST_EXISTS);
+  ckpt->st = moelm_safetensors_open(sharded ? shared : path, error);
+  g_free(shared);
   if (ckpt->st == NULL)
     goto fail;
   const char *format = moelm_safetensors_metadata(ckpt->st, "format");
@@ -132,6 +208,8 @@ MoelmCheckpoint *moelm_checkpoint_open(const char *path, GError **error)
     moelm_error_prefix(error, "%s", path);
     goto fail;
   }
+  if (!moelm_checkpoint_open_shards(ckpt, sharded, error))
+    goto fail;
   return ckpt;
 fail:
   moelm_checkpoint_close(ckpt);
@@ -151,11 +229,12 @@ static gboolean gather(const MoelmCheckpoint *ckpt, MoelmModel *model, const cha
     const MoelmParam *p = moelm_model_tensor(model, i);
     char *name = g_strconcat(prefix, p->name, NULL);
     const MoelmTensorInfo *t = NULL;
-    gboolean ok = check_tensor(ckpt, name, p, &t, error);
+    const MoelmSafetensors *file = NULL;
+    gboolean ok = check_tensor(ckpt, name, p, &t, &file, error);
     g_free(name);
     if (!ok)
       return FALSE;
-    memcpy(dst + p->offset, moelm_safetensors_data(ckpt->st, t), p->numel * sizeof(float));
+    memcpy(dst + p->offset, moelm_safetensors_data(file, t), p->numel * sizeof(float));
   }
   return TRUE;
 }

@@ -299,6 +299,12 @@ static void accumulate_moe_stats(MoelmModel *m)
 
 int moelm_model_moe_layers(const MoelmModel *m) { return m->n_moe; }
 
+void moelm_model_set_grad_ready(MoelmModel *m, MoelmGradReadyFunc fn, void *data)
+{
+  m->grad_ready = fn;
+  m->grad_ready_data = data;
+}
+
 double moelm_model_last_gate_loss(const MoelmModel *m) { return m->last_gate_loss; }
 
 int64_t moelm_model_moe_stats_take(MoelmModel *m, MoelmMoeLayerStats *out)
@@ -379,8 +385,11 @@ gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const Mo
   }
   /* fairseq's MoECriterion: loss += wt * sample_size * (sum | average of the layers' l_aux) */
   const double aux_coef = c->moe_gate_loss_wt * sample_size / (c->moe_gate_loss_sum || m->n_moe == 0 ? 1 : m->n_moe);
-  for (int l = c->layers - 1; l >= 0; l--)
+  for (int l = c->layers - 1; l >= 0; l--) {
     layer_backward(m, l, B, T, ids, aux_coef);
+    if (m->grad_ready)
+      m->grad_ready(m->grad_ready_data, m->layers[l].begin, m->layers[l].end - m->layers[l].begin);
+  }
   /* embedding dropout, then the lookup */
   MoelmDropoutIds d_emb = moelm_drop_ids(ids, EMBED_LAYER, 0);
   o->zero(be, m->dtmp, moelm_act_bytes(be, NC));

@@ -2,8 +2,12 @@
 #ifndef MOELM_MODEL_PRIVATE_H
 #define MOELM_MODEL_PRIVATE_H
 
+#include "moelm/dist.h"
 #include "moelm/errors.h"
 #include "moelm/model.h"
+
+typedef struct MoelmExpertExchange MoelmExpertExchange;
+typedef struct MoeEpLayer MoeEpLayer;
 
 /* Offsets (in floats) of one layer's parameters in the arena. */
 typedef struct {
@@ -19,6 +23,7 @@ typedef struct {
   int moe_index;             /* 0-based among the MoE layers */
   size_t gate_w;
   size_t experts, expert_stride;
+  size_t begin, end;         /* the layer's whole range of the arena */
 } LayerParams;
 
 /* Offsets of expert e's tensors (Fe = expert FFN dim, C = embed dim). */
@@ -40,6 +45,7 @@ typedef struct {
   MoelmAct *fcact;         /* (R, Fe) dropout(act(fc1)) */
   MoelmAct *y;             /* (R, C) expert outputs after dropout */
   int rows;                /* N the buffers hold */
+  MoeEpLayer *ep;          /* expert parallel: the exchange's plan and the experts' rows */
 } MoeActs;
 
 /* Running sums of one MoE layer's gate metadata over training forwards. */
@@ -105,6 +111,16 @@ struct MoelmModel {
   double *moe_stats_host;   /* host: (n_moe, MOELM_ROUTE_N_STATS) the last forward's gate metadata */
   MoeStatsAcc *moe_acc;     /* (n_moe) */
   double last_gate_loss;    /* combined l_aux of the last forward */
+
+  /* expert parallel: this rank holds experts [first_expert, first_expert + local_experts) of
+   * every MoE layer, after the n_shared floats the ranks share */
+  MoelmComm *expert_comm;   /* NULL: every expert is here */
+  int expert_world, local_experts, first_expert;
+  size_t n_shared;
+  MoelmExpertExchange *ep;  /* the exchange's scratch (moe_exchange.c) */
+
+  MoelmGradReadyFunc grad_ready; /* see moelm_model_set_grad_ready */
+  void *grad_ready_data;
 };
 
 /* Allocate activations for N token rows (grows, never shrinks). */
@@ -143,6 +159,15 @@ void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, Mo
  * gate and expert gradients +=. aux_coef: dL/d l_aux of this layer. */
 void moelm_moe_backward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, const MoelmAct *dout,
                         MoelmAct *dinp, int N, const MoelmStepIds *ids, double aux_coef);
+/* Expert parallel (moe_exchange.c): the experts' part of the forward, from the dispatched
+ * rows a->xin (R of them) to a->y, through the experts' ranks; and its backward, from dL/dy (R
+ * rows) to dL/dxin. Failures of the exchange are recorded in the backend's error channel. */
+void moelm_moe_exchange_forward(MoelmModel *m, int l, MoeActs *a, const MoelmStepIds *ids, int R);
+void moelm_moe_exchange_backward(MoelmModel *m, int l, MoeActs *a, const MoelmStepIds *ids, MoelmAct *dy,
+                                 MoelmAct *dxin, int R);
+void moelm_moe_exchange_layer_free(MoelmModel *m, MoeActs *a);
+void moelm_moe_exchange_free(MoelmModel *m);
+
 /* Allocate the model-level MoE scratch for N tokens (no-op for a dense model). */
 gboolean moelm_moe_workspace_alloc(MoelmModel *m, int N, GError **error);
 void moelm_moe_workspace_free(MoelmModel *m);

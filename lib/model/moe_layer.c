@@ -73,6 +73,7 @@ void moelm_moe_acts_free(MoelmModel *m, MoeActs *a)
                   &a->logits_act, &a->xin,       &a->fc1,           &a->fcact,           &a->y};
   for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
     moelm_model_release(m, bufs[i]);
+  moelm_moe_exchange_layer_free(m, a);
   a->rows = 0;
 }
 
@@ -98,6 +99,7 @@ void moelm_moe_workspace_free(MoelmModel *m)
   void *bufs[] = {&m->moe_d1, &m->moe_d2, &m->moe_dw, &m->moe_dlogits, &m->moe_dlogits_act};
   for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
     moelm_model_release(m, bufs[i]);
+  moelm_moe_exchange_free(m);
 }
 
 void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, MoelmAct *out, int N,
@@ -123,14 +125,18 @@ void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, Mo
   o->moe_gate_dispatch(be, &rp, N, r);
   o->moe_gate_stats(be, &rp, N, r, a->stats);
 
-  /* permute → experts (grouped GEMMs) → un-permute */
+  /* permute → experts (grouped GEMMs, here or on their ranks) → un-permute */
   o->gather_rows(be, a->xin, inp, r->dispatch_token, R, C);
-  o->grouped_linear_forward(be, a->fc1, a->xin, W_PARAM(m, EXPERT_FC1_W(L, 0)), expert_w,
-                            W_PARAM(m, EXPERT_FC1_B(L, 0, C, Fe)), expert_w, r->offsets, E, R, C, Fe);
-  o->activation_forward(be, c->activation, a->fcact, a->fc1, (size_t)R * Fe);
-  o->dropout_forward(be, a->fcact, a->fcact, (size_t)R * Fe, pact, &d_act);
-  o->grouped_linear_forward(be, a->y, a->fcact, W_PARAM(m, EXPERT_FC2_W(L, 0, C, Fe)), expert_w,
-                            W_PARAM(m, EXPERT_FC2_B(L, 0, C, Fe)), expert_w, r->offsets, E, R, Fe, C);
+  if (m->expert_world > 1) {
+    moelm_moe_exchange_forward(m, l, a, ids, R);
+  } else {
+    o->grouped_linear_forward(be, a->fc1, a->xin, W_PARAM(m, EXPERT_FC1_W(L, 0)), expert_w,
+                              W_PARAM(m, EXPERT_FC1_B(L, 0, C, Fe)), expert_w, r->offsets, E, R, C, Fe);
+    o->activation_forward(be, c->activation, a->fcact, a->fc1, (size_t)R * Fe);
+    o->dropout_forward(be, a->fcact, a->fcact, (size_t)R * Fe, pact, &d_act);
+    o->grouped_linear_forward(be, a->y, a->fcact, W_PARAM(m, EXPERT_FC2_W(L, 0, C, Fe)), expert_w,
+                              W_PARAM(m, EXPERT_FC2_B(L, 0, C, Fe)), expert_w, r->offsets, E, R, Fe, C);
+  }
   o->dropout_forward(be, a->y, a->y, (size_t)R * C, p, &d_ffn);
   o->zero(be, out, moelm_act_bytes(be, (size_t)N * C));
   o->scatter_add_rows(be, out, a->y, r->dispatch_token, r->dispatch_weight, R, C);
@@ -159,18 +165,22 @@ void moelm_moe_backward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, c
   o->scatter_add_rows_backward(be, m->moe_d1, m->moe_dw, dout, a->y, r->dispatch_token, r->dispatch_weight, R, C);
   o->zero(be, m->moe_d2, moelm_act_bytes(be, RC));
   o->dropout_backward(be, m->moe_d2, m->moe_d1, RC, p, &d_ffn);
-  o->zero(be, m->dbig, moelm_act_bytes(be, RF));
-  o->grouped_linear_backward(be, m->dbig, G_PARAM(m, EXPERT_FC2_W(L, 0, C, Fe)), G_PARAM(m, EXPERT_FC2_B(L, 0, C, Fe)),
-                             m->moe_d2, a->fcact, W_PARAM(m, EXPERT_FC2_W(L, 0, C, Fe)), expert_w, expert_w,
-                             r->offsets, E, R, Fe, C);
-  o->zero(be, m->dbig2, moelm_act_bytes(be, RF));
-  o->dropout_backward(be, m->dbig2, m->dbig, RF, pact, &d_act);
-  o->zero(be, m->dbig, moelm_act_bytes(be, RF));
-  o->activation_backward(be, c->activation, m->dbig, a->fc1, m->dbig2, RF);
-  o->zero(be, m->moe_d1, moelm_act_bytes(be, RC));
-  o->grouped_linear_backward(be, m->moe_d1, G_PARAM(m, EXPERT_FC1_W(L, 0)), G_PARAM(m, EXPERT_FC1_B(L, 0, C, Fe)),
-                             m->dbig, a->xin, W_PARAM(m, EXPERT_FC1_W(L, 0)), expert_w, expert_w, r->offsets, E, R, C,
-                             Fe);
+  if (m->expert_world > 1) {
+    moelm_moe_exchange_backward(m, l, a, ids, m->moe_d2, m->moe_d1, R);
+  } else {
+    o->zero(be, m->dbig, moelm_act_bytes(be, RF));
+    o->grouped_linear_backward(be, m->dbig, G_PARAM(m, EXPERT_FC2_W(L, 0, C, Fe)),
+                               G_PARAM(m, EXPERT_FC2_B(L, 0, C, Fe)), m->moe_d2, a->fcact,
+                               W_PARAM(m, EXPERT_FC2_W(L, 0, C, Fe)), expert_w, expert_w, r->offsets, E, R, Fe, C);
+    o->zero(be, m->dbig2, moelm_act_bytes(be, RF));
+    o->dropout_backward(be, m->dbig2, m->dbig, RF, pact, &d_act);
+    o->zero(be, m->dbig, moelm_act_bytes(be, RF));
+    o->activation_backward(be, c->activation, m->dbig, a->fc1, m->dbig2, RF);
+    o->zero(be, m->moe_d1, moelm_act_bytes(be, RC));
+    o->grouped_linear_backward(be, m->moe_d1, G_PARAM(m, EXPERT_FC1_W(L, 0)), G_PARAM(m, EXPERT_FC1_B(L, 0, C, Fe)),
+                               m->dbig, a->xin, W_PARAM(m, EXPERT_FC1_W(L, 0)), expert_w, expert_w, r->offsets, E, R,
+                               C, Fe);
+  }
   /* every read of dout is done: dinp may alias it */
   o->scatter_add_rows(be, dinp, m->moe_d1, r->dispatch_token, NULL, R, C);
 

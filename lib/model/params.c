@@ -18,6 +18,7 @@ static size_t add_param(MoelmModel *m, const char *name, int64_t d0, int64_t d1)
   p->shape[0] = d0;
   p->shape[1] = d1 > 0 ? d1 : 0;
   p->numel = (size_t)d0 * (size_t)(d1 > 0 ? d1 : 1);
+  p->expert = -1;
   m->n_params += p->numel;
   g_ptr_array_add(m->tensors, p);
   g_hash_table_insert(m->by_name, p->name, p);
@@ -31,23 +32,32 @@ static void free_param(gpointer data)
   g_free(p);
 }
 
-/* fairseq's MoE layer in place of fc1/fc2: the gate, then the experts in order. */
-static void layout_moe(MoelmModel *m, int l, LayerParams *L)
+/* fairseq's MoE layer in place of fc1/fc2: the gate, and (unless they go to the end of the
+ * arena, expert parallel) the experts this rank holds, in order. */
+static void layout_moe_gate(MoelmModel *m, int l, LayerParams *L)
 {
   const MoelmModelConfig *c = &m->cfg;
-  const int C = c->embed_dim, E = c->moe_experts, Fe = moelm_model_config_expert_ffn_dim(c);
   char name[160];
   L->moe = TRUE;
   L->moe_index = m->n_moe++;
   g_snprintf(name, sizeof name, "decoder.layers.%d.moe_layer.gate.wg.weight", l);
-  L->gate_w = add_param(m, name, E, C);
-  for (int e = 0; e < E; e++) {
+  L->gate_w = add_param(m, name, c->moe_experts, c->embed_dim);
+}
+
+static void layout_moe_experts(MoelmModel *m, int l, LayerParams *L)
+{
+  const MoelmModelConfig *c = &m->cfg;
+  const int C = c->embed_dim, Fe = moelm_model_config_expert_ffn_dim(c);
+  char name[160];
+  for (int j = 0; j < m->local_experts; j++) {
+    const int e = m->first_expert + j; /* fairseq's (global) expert number */
     static const char *const parts[] = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"};
     const int64_t shapes[4][2] = {{Fe, C}, {Fe, 0}, {C, Fe}, {C, 0}};
     for (int k = 0; k < 4; k++) {
       g_snprintf(name, sizeof name, "decoder.layers.%d.moe_layer.experts.%d.%s", l, e, parts[k]);
       const size_t off = add_param(m, name, shapes[k][0], shapes[k][1]);
-      if (e == 0 && k == 0)
+      ((MoelmParam *)g_ptr_array_index(m->tensors, m->tensors->len - 1))->expert = e;
+      if (j == 0 && k == 0)
         L->experts = off;
     }
   }
@@ -65,6 +75,7 @@ static void layout(MoelmModel *m)
   m->layers = g_new0(LayerParams, c->layers > 0 ? c->layers : 1);
   for (int l = 0; l < c->layers; l++) {
     LayerParams *L = &m->layers[l];
+    L->begin = m->n_params;
 #define P(field, suffix, d0, d1)                                                   \
   do {                                                                             \
     g_snprintf(name, sizeof name, "decoder.layers.%d.%s", l, suffix);              \
@@ -84,9 +95,11 @@ static void layout(MoelmModel *m)
     P(out_b, "self_attn.out_proj.bias", C, 0);
     P(ln1_w, "self_attn_layer_norm.weight", C, 0);
     P(ln1_b, "self_attn_layer_norm.bias", C, 0);
-    if (moelm_model_config_is_moe_layer(c, l))
-      layout_moe(m, l, L);
-    else {
+    if (moelm_model_config_is_moe_layer(c, l)) {
+      layout_moe_gate(m, l, L);
+      if (m->expert_world <= 1)
+        layout_moe_experts(m, l, L);
+    } else {
       P(fc1_w, "fc1.weight", F, C);
       P(fc1_b, "fc1.bias", F, 0);
       P(fc2_w, "fc2.weight", C, F);
@@ -95,6 +108,7 @@ static void layout(MoelmModel *m)
     P(ln2_w, "final_layer_norm.weight", C, 0);
     P(ln2_b, "final_layer_norm.bias", C, 0);
 #undef P
+    L->end = m->n_params;
   }
   m->has_final_norm = c->normalize_before && c->final_norm;
   if (m->has_final_norm) {
@@ -108,15 +122,40 @@ static void layout(MoelmModel *m)
     m->gate_fc2_w = add_param(m, "gating_network.fc2.weight", c->gate_experts, C);
     m->gate_fc2_b = add_param(m, "gating_network.fc2.bias", c->gate_experts, 0);
   }
+  /* expert parallel: this rank's experts after everything the ranks share, so the gradient
+   * all-reduce covers one range [0, n_shared) and leaves the experts alone */
+  m->n_shared = m->n_params;
+  if (m->expert_world > 1)
+    for (int l = 0; l < c->layers; l++)
+      if (m->layers[l].moe)
+        layout_moe_experts(m, l, &m->layers[l]);
 }
 
 MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GError **error)
 {
+  return moelm_model_new_placed(cfg, be, NULL, error);
+}
+
+MoelmModel *moelm_model_new_placed(const MoelmModelConfig *cfg, MoelmBackend *be, MoelmComm *expert_comm,
+                                   GError **error)
+{
   if (!moelm_model_config_validate(cfg, error))
     return NULL;
+  const int W = moelm_comm_size(expert_comm);
+  if (W > 1 && cfg->moe_freq > 0 && cfg->moe_experts % W != 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--moe-expert-parallel: %d experts cannot be split evenly over %d ranks (--moe-expert-count must be "
+                "a multiple of the world size)",
+                cfg->moe_experts, W);
+    return NULL;
+  }
   MoelmModel *m = g_new0(MoelmModel, 1);
   moelm_model_config_copy(&m->cfg, cfg);
   m->be = be;
+  m->expert_comm = cfg->moe_freq > 0 && W > 1 ? expert_comm : NULL;
+  m->expert_world = m->expert_comm ? W : 1;
+  m->local_experts = cfg->moe_experts / m->expert_world;
+  m->first_expert = moelm_comm_rank(m->expert_comm) * m->local_experts;
   m->tensors = g_ptr_array_new_with_free_func(free_param);
   m->by_name = g_hash_table_new(g_str_hash, g_str_equal);
   layout(m);
@@ -268,6 +307,10 @@ const MoelmParam *moelm_model_find(const MoelmModel *m, const char *name)
 }
 float *moelm_model_params(MoelmModel *m) { return m->params; }
 float *moelm_model_grads(MoelmModel *m) { return m->grads; }
+size_t moelm_model_shared_params(const MoelmModel *m) { return m->n_shared; }
+int moelm_model_expert_world(const MoelmModel *m) { return m->expert_world; }
+int moelm_model_local_experts(const MoelmModel *m) { return m->local_experts; }
+int moelm_model_first_expert(const MoelmModel *m) { return m->first_expert; }
 
 void moelm_model_zero_grad(MoelmModel *m) { m->be->ops->zero(m->be, m->grads, m->n_params * sizeof(float)); }
 
@@ -313,10 +356,16 @@ void moelm_model_init_params(MoelmModel *m, uint64_t seed)
       /* wg: nn.Linear's default (fairseq.modules.linear.Linear); experts as the dense FFN */
       const int E = c->moe_experts, Fe = moelm_model_config_expert_ffn_dim(c);
       init_uniform(h + L->gate_w, (size_t)E * C, 1.0f / sqrtf((float)C), &rng);
+      /* every expert is drawn in order, so each rank's experts get the values a single
+       * process would give them; other ranks' experts are drawn into a scratch */
+      float *other = m->expert_world > 1 ? g_new(float, (size_t)Fe * C) : NULL;
       for (int e = 0; e < E; e++) {
-        init_xavier(h + EXPERT_FC1_W(L, e), Fe, C, 1.0f, &rng);
-        init_xavier(h + EXPERT_FC2_W(L, e, C, Fe), C, Fe, 1.0f, &rng);
+        const int j = e - m->first_expert;
+        const gboolean mine = j >= 0 && j < m->local_experts;
+        init_xavier(mine ? h + EXPERT_FC1_W(L, j) : other, Fe, C, 1.0f, &rng);
+        init_xavier(mine ? h + EXPERT_FC2_W(L, j, C, Fe) : other, C, Fe, 1.0f, &rng);
       }
+      g_free(other);
     } else {
       init_xavier(h + L->fc1_w, F, C, 1.0f, &rng);
       init_xavier(h + L->fc2_w, C, F, 1.0f, &rng);

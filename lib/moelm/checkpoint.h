@@ -32,15 +32,34 @@ G_BEGIN_DECLS
 gboolean moelm_checkpoint_save(const char *path, MoelmModel *model, const float *exp_avg, const float *exp_avg_sq,
                                JsonObject *meta, GError **error);
 
+/* What one file of a checkpoint holds: everything, or (expert parallel) the tensors every
+ * rank shares (NAME-shared.pt) or one rank's experts (NAME-rank-R.pt, under the rank's local
+ * expert numbers, as fairseq's MoE checkpoints). */
+typedef enum { MOELM_CKPT_ALL, MOELM_CKPT_SHARED, MOELM_CKPT_EXPERTS } MoelmCheckpointPart;
+
+/* moelm_checkpoint_save for one part; the "expert_shard" metadata {"rank", "world"} is added
+ * to both parts of a sharded checkpoint. */
+gboolean moelm_checkpoint_save_part(const char *path, MoelmModel *model, const float *exp_avg, const float *exp_avg_sq,
+                                    JsonObject *meta, MoelmCheckpointPart part, GError **error);
+/* NAME.pt → NAME-shared.pt / NAME-rank-R.pt (g_free). */
+char *moelm_checkpoint_part_path(const char *path, MoelmCheckpointPart part, int rank);
+
 typedef struct {
   char *path;
   MoelmSafetensors *st;
+  /* an expert-parallel checkpoint: st is NAME-shared.pt, shards[R] NAME-rank-R.pt, each with
+   * experts_per_shard experts per MoE layer under local numbers */
+  MoelmSafetensors **shards;
+  int n_shards, experts_per_shard;
   JsonObject *meta;        /* parsed metadata: each key's JSON value */
   MoelmModelConfig model;  /* from "model" */
 } MoelmCheckpoint;
 
 /* Open and validate a checkpoint: a valid safetensors file, our format tag, a model config,
- * and a tensor of the right shape for every parameter of that config. Errors name the file. */
+ * and a tensor of the right shape for every parameter of that config. Errors name the file.
+ * PATH may be a sharded (expert-parallel) checkpoint: NAME.pt is then read from
+ * NAME-shared.pt and every NAME-rank-R.pt (the files must come from the same update); its
+ * experts load into a model with any number of expert ranks. */
 MoelmCheckpoint *moelm_checkpoint_open(const char *path, GError **error);
 void moelm_checkpoint_close(MoelmCheckpoint *ckpt);
 

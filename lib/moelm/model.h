@@ -28,6 +28,7 @@
 #include <glib.h>
 
 #include "moelm/backend.h"
+#include "moelm/dist.h"
 #include "moelm/model_config.h"
 
 G_BEGIN_DECLS
@@ -38,11 +39,18 @@ typedef struct {
   size_t numel;
   int ndim;
   int64_t shape[2];
+  int expert;    /* the (global) expert of a token-MoE expert's tensor; -1 for every other tensor */
 } MoelmParam;
 
 typedef struct MoelmModel MoelmModel;
 
 MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GError **error);
+/* Expert parallel (--moe-expert-parallel): the moe_experts experts of every MoE layer are split
+ * evenly over the ranks of `expert_comm`, this rank holding its share (experts.{rank*E/W + j})
+ * after the parameters every rank has; MoE layers exchange tokens with all-to-all. NULL or a
+ * group of one: moelm_model_new. */
+MoelmModel *moelm_model_new_placed(const MoelmModelConfig *cfg, MoelmBackend *be, MoelmComm *expert_comm,
+                                   GError **error);
 void moelm_model_free(MoelmModel *m);
 
 const MoelmModelConfig *moelm_model_get_config(const MoelmModel *m);
@@ -54,6 +62,12 @@ const MoelmParam *moelm_model_tensor(const MoelmModel *m, guint i);
 const MoelmParam *moelm_model_find(const MoelmModel *m, const char *name);
 float *moelm_model_params(MoelmModel *m); /* arena (backend memory) */
 float *moelm_model_grads(MoelmModel *m);  /* gradient arena (backend memory) */
+/* The floats every rank holds (all of them unless expert parallel; then the rest of the arena
+ * is this rank's experts), the expert group's size, and the experts per MoE layer here. */
+size_t moelm_model_shared_params(const MoelmModel *m);
+int moelm_model_expert_world(const MoelmModel *m);
+int moelm_model_local_experts(const MoelmModel *m);
+int moelm_model_first_expert(const MoelmModel *m); /* the global number of this rank's first expert */
 
 /* fairseq's initialisation (normal embeddings, Xavier-uniform projections, zero biases
  * and pad rows), drawn from Philox(seed). */
@@ -84,6 +98,14 @@ gboolean moelm_model_score(MoelmModel *m, const MoelmBatch *batch, const MoelmSt
  * for L = -Σ_b row_weights[b]·Σ_t lprob[b,t]. Outputs as score(); may be NULL. */
 gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids,
                                 const float *row_weights, float *tok_lprobs, float *row_lprobs, GError **error);
+
+/* During train_step's backward, call fn(data, offset, count) for each decoder layer as soon as
+ * its parameters' gradient range [offset, offset + count) of the arena is complete (last layer
+ * first): a data-parallel trainer starts reducing it while the backward goes on. The other
+ * parameters (embeddings, final norm, output projection, gating network) are complete only
+ * when the objective returns. NULL fn: no calls. */
+typedef void (*MoelmGradReadyFunc)(void *data, size_t offset, size_t count);
+void moelm_model_set_grad_ready(MoelmModel *m, MoelmGradReadyFunc fn, void *data);
 
 /* ---- token-level MoE ------------------------------------------------------------------ */
 int moelm_model_moe_layers(const MoelmModel *m); /* MoE layers (0 for a dense model) */
