@@ -287,6 +287,7 @@ static gboolean train_update(Run *r, GPtrArray *order, int64_t update_in_epoch, 
   MoelmTrainMeters step;
   moelm_meters_reset(&step);
   const gboolean lockstep = moelm_model_expert_world(r->model) > 1; /* every forward is a collective */
+  gboolean hooked = FALSE; /* the backward reported its finished layers to the all-reduce */
   for (int k = 0; k < cfg->update_freq; k++) {
     const int64_t slot = (int64_t)rank + (int64_t)W * k, g = first + slot;
     const gboolean mine = g < (int64_t)order->len;
@@ -295,8 +296,10 @@ static gboolean train_update(Run *r, GPtrArray *order, int64_t update_in_epoch, 
     if (!mine && !(lockstep && first + (int64_t)W * k < (int64_t)order->len))
       break;
     const gboolean last = k + 1 == cfg->update_freq || first + slot + W >= (int64_t)order->len;
-    if (r->sync && last)
+    if (r->sync && last) {
       moelm_model_set_grad_ready(r->model, grad_ready, r->sync);
+      hooked = TRUE;
+    }
     MoelmLmBatch b;
     if (mine)
       moelm_lm_batch_load(&b, r->train, g_ptr_array_index(order, (guint)g));
@@ -309,13 +312,15 @@ static gboolean train_update(Run *r, GPtrArray *order, int64_t update_in_epoch, 
     step.loss_sum += loss;
     step.sample_size += sample;
     step.ntokens += (double)b.ntokens;
-    step.nsentences += b.batch.B;
+    step.nsentences += mine ? b.batch.B : 0;
     moelm_lm_batch_clear(&b);
     if (!ok) {
       moelm_error_prefix(error, "update %" G_GINT64_FORMAT, r->st.num_updates + 1);
       return FALSE;
     }
   }
+  if (r->sync && !hooked) /* no batch here: start the reductions in the others' order */
+    moelm_model_replay_grad_ready(r->model, grad_ready, r->sync);
   if (r->sync) { /* the gradient and the meters summed over the ranks */
     double sums[4] = {step.loss_sum, step.sample_size, step.ntokens, step.nsentences};
     if (!moelm_grad_sync_finish(r->sync, error) || !moelm_comm_allreduce_f64(cfg->comm, sums, 4, error)) {

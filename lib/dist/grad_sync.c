@@ -2,7 +2,9 @@
  * lib/moelm/dist.h). Buckets are fixed ranges of the arena; each counts the floats of it that
  * the backward has finished; a full bucket starts its MPI_Iallreduce at once. The backward
  * finishes the arena roughly from the end to the start (last layer first), so buckets start
- * in that order too. */
+ * in that order too. MPI wants non-blocking collectives started in the same order on every
+ * rank: the order follows the sequence of ready() calls, which the trainer makes the same on
+ * every rank (a rank without a batch replays the model's sequence). */
 #include "config.h"
 
 #include <string.h>

@@ -305,6 +305,12 @@ void moelm_model_set_grad_ready(MoelmModel *m, MoelmGradReadyFunc fn, void *data
   m->grad_ready_data = data;
 }
 
+void moelm_model_replay_grad_ready(const MoelmModel *m, MoelmGradReadyFunc fn, void *data)
+{
+  for (int l = m->cfg.layers - 1; l >= 0; l--)
+    fn(data, m->layers[l].begin, m->layers[l].end - m->layers[l].begin);
+}
+
 double moelm_model_last_gate_loss(const MoelmModel *m) { return m->last_gate_loss; }
 
 int64_t moelm_model_moe_stats_take(MoelmModel *m, MoelmMoeLayerStats *out)

@@ -106,6 +106,10 @@ gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const Mo
  * when the objective returns. NULL fn: no calls. */
 typedef void (*MoelmGradReadyFunc)(void *data, size_t offset, size_t count);
 void moelm_model_set_grad_ready(MoelmModel *m, MoelmGradReadyFunc fn, void *data);
+/* Call fn with the same ranges, in the same order, as a train_step's backward would (for a
+ * data-parallel rank that has no batch in an update: its reductions must start in the same
+ * order as the other ranks'). */
+void moelm_model_replay_grad_ready(const MoelmModel *m, MoelmGradReadyFunc fn, void *data);
 
 /* ---- token-level MoE ------------------------------------------------------------------ */
 int moelm_model_moe_layers(const MoelmModel *m); /* MoE layers (0 for a dense model) */
