@@ -638,6 +638,12 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   }
   if (ok)
     moelm_info("moelm.train", "done training in %.1f seconds", moelm_time_now() - r.start_time);
+  if (ok && r.sync)
+    moelm_info("moelm.train",
+               "data parallel: %.2f s of %.2f s training waiting for the gradient all-reduce; %d of %d buckets "
+               "started during the backward in the last update",
+               r.comm_seconds, moelm_stopwatch_elapsed(&r.train_wall), moelm_grad_sync_overlapped(r.sync),
+               moelm_grad_sync_n_buckets(r.sync));
   if (cfg->progress_bar) { /* leave a clean terminal line for whatever comes next */
     g_printerr("\r\033[K");
     moelm_log_set_progress_line(FALSE);
