@@ -1,4 +1,4 @@
-/* moelm — op harness cases: memory and element-wise helpers, gemm, embedding, layer norm,
+/* moelm — op harness cases: memory ops and element-wise helpers, gemm, embedding, layer norm,
  * linear and grouped linear, activations, dropout, rows, Adam. Sizes are odd on purpose (not
  * multiples of the vector width or the GEMM blocks), include a size-1 edge, and the shapes of
  * the "tiny" benchmark model (C=256, FFN 1024, T=256, vocabulary 8000, 4 experts top-2). */
@@ -31,6 +31,24 @@ static void run_convert(OpsRun *r, const OpsCase *c)
     if (OPS_OK(r))
       O(r)->convert(BE(r), dst, MOELM_DT_F32, src, BE(r)->act_dtype, n);
   }
+}
+
+/* zero and copy on sub-ranges of activation buffers: the bytes around them stay. */
+static void run_zero(OpsRun *r, const OpsCase *c)
+{
+  const size_t n = (size_t)c->d[0], a = n / 4;
+  MoelmAct *x = ops_act_inout(r, "x", n, -1, 1);
+  if (OPS_OK(r))
+    O(r)->zero(BE(r), moelm_act_at(BE(r), x, a), moelm_act_bytes(BE(r), n - 2 * a));
+}
+
+static void run_copy(OpsRun *r, const OpsCase *c)
+{
+  const size_t n = (size_t)c->d[0], from = n / 4, to = n / 8, m = n - n / 4;
+  const MoelmAct *src = ops_act(r, n, -1, 1);
+  MoelmAct *dst = ops_act_inout(r, "dst", n, -1, 1);
+  if (OPS_OK(r))
+    O(r)->copy(BE(r), moelm_act_at(BE(r), dst, to), moelm_act_at(BE(r), src, from), moelm_act_bytes(BE(r), m));
 }
 
 static void run_fill(OpsRun *r, const OpsCase *c)
@@ -85,11 +103,15 @@ static void run_sum_squares(OpsRun *r, const OpsCase *c)
   ops_host_result(r, "sum", &ss, 1);
 }
 
-static const OpsDef def_convert = {"convert", OPS_MEM, "n", NULL, {OPS_NEEDS(convert)}, OPS_TOL_ELEMENTWISE, run_convert};
+static const OpsDef def_convert = {"convert", OPS_MEM, "n", NULL, {OPS_NEEDS(convert)},
+                                   OPS_TOL_ELEMENTWISE, run_convert};
+static const OpsDef def_zero = {"zero", OPS_MEM, "n", NULL, {OPS_NEEDS(zero)}, OPS_TOL_ELEMENTWISE, run_zero};
+static const OpsDef def_copy = {"copy", OPS_MEM, "n", NULL, {OPS_NEEDS(copy)}, OPS_TOL_ELEMENTWISE, run_copy};
 static const OpsDef def_fill = {"fill", OPS_MEM, "n", "value", {OPS_NEEDS(fill)}, OPS_TOL_F32_ELEMENTWISE, run_fill};
 static const OpsDef def_add = {"add", OPS_MEM, "n", NULL, {OPS_NEEDS(add)}, OPS_TOL_ELEMENTWISE, run_add};
 static const OpsDef def_axpy = {"axpy", OPS_MEM, "n", "alpha", {OPS_NEEDS(axpy)}, OPS_TOL_F32_ELEMENTWISE, run_axpy};
-static const OpsDef def_scale = {"scale", OPS_MEM, "n", "alpha", {OPS_NEEDS(scale)}, OPS_TOL_F32_ELEMENTWISE, run_scale};
+static const OpsDef def_scale = {"scale", OPS_MEM, "n", "alpha", {OPS_NEEDS(scale)},
+                                 OPS_TOL_F32_ELEMENTWISE, run_scale};
 static const OpsDef def_sum_squares = {"sum_squares", OPS_MEM, "n", NULL, {OPS_NEEDS(sum_squares)}, OPS_TOL_F32_SUMS,
                                        run_sum_squares};
 
@@ -157,7 +179,8 @@ static void run_embedding_backward(OpsRun *r, const OpsCase *c)
 }
 
 static const OpsDef def_embedding_forward = {"embedding_forward", OPS_EMBED, "N C V P", "scale",
-                                             {OPS_NEEDS(embedding_forward)}, OPS_TOL_ELEMENTWISE, run_embedding_forward};
+                                             {OPS_NEEDS(embedding_forward)},
+                                             OPS_TOL_ELEMENTWISE, run_embedding_forward};
 static const OpsDef def_embedding_backward = {"embedding_backward", OPS_EMBED, "N C V P", "scale",
                                               {OPS_NEEDS(embedding_backward)}, OPS_TOL_SUMS, run_embedding_backward};
 
@@ -168,13 +191,7 @@ static void run_layernorm_forward(OpsRun *r, const OpsCase *c)
   const int N = c->d[0], C = c->d[1];
   const size_t n = (size_t)N * C;
   const gboolean stats = !(c->flags & OPS_NO_SAVE);
-  MoelmAct *inp, *out;
-  if (c->flags & OPS_INPLACE) /* allowed without mean and rstd */
-    inp = out = ops_act_inout(r, "out", n, -3, 5);
-  else {
-    inp = ops_act(r, n, -3, 5);
-    out = ops_act_out(r, "out", n);
-  }
+  MoelmAct *inp, *out = ops_act_unary(r, "out", n, -3, 5, c->flags & OPS_INPLACE, &inp); /* in place: no stats */
   const float *w = ops_f32(r, C, 0.5f, 1.5f), *b = ops_f32(r, C, -1, 1);
   float *mean = stats ? ops_f32_out(r, "mean", N) : NULL, *rstd = stats ? ops_f32_out(r, "rstd", N) : NULL;
   if (OPS_OK(r))
@@ -310,13 +327,7 @@ static const OpsDef def_grouped_backward = {"grouped_linear_backward", OPS_GROUP
 static void run_activation_forward(OpsRun *r, const OpsCase *c)
 {
   const size_t n = (size_t)c->d[0];
-  MoelmAct *inp, *out;
-  if (c->flags & OPS_INPLACE)
-    inp = out = ops_act_inout(r, "out", n, -4, 4);
-  else {
-    inp = ops_act(r, n, -4, 4);
-    out = ops_act_out(r, "out", n);
-  }
+  MoelmAct *inp, *out = ops_act_unary(r, "out", n, -4, 4, c->flags & OPS_INPLACE, &inp);
   if (OPS_OK(r))
     O(r)->activation_forward(BE(r), (MoelmActivation)c->d[1], out, inp, n);
 }
@@ -332,9 +343,11 @@ static void run_activation_backward(OpsRun *r, const OpsCase *c)
 
 /* d[1]: 0 relu, 1 gelu, 2 gelu_accurate, 3 tanh (MoelmActivation) */
 static const OpsDef def_activation_forward = {"activation_forward", OPS_ACT, "n act", NULL,
-                                              {OPS_NEEDS(activation_forward)}, OPS_TOL_ELEMENTWISE, run_activation_forward};
+                                              {OPS_NEEDS(activation_forward)},
+                                              OPS_TOL_ELEMENTWISE, run_activation_forward};
 static const OpsDef def_activation_backward = {"activation_backward", OPS_ACT, "n act", NULL,
-                                               {OPS_NEEDS(activation_backward)}, OPS_TOL_ELEMENTWISE, run_activation_backward};
+                                               {OPS_NEEDS(activation_backward)},
+                                               OPS_TOL_ELEMENTWISE, run_activation_backward};
 
 /* ---- dropout ------------------------------------------------------------------------------------
  * The masks are a function of the ids alone, so every backend matches the reference up to
@@ -343,13 +356,7 @@ static const OpsDef def_activation_backward = {"activation_backward", OPS_ACT, "
 static void run_dropout_forward(OpsRun *r, const OpsCase *c)
 {
   const size_t n = (size_t)c->d[0];
-  MoelmAct *inp, *out;
-  if (c->flags & OPS_INPLACE)
-    inp = out = ops_act_inout(r, "out", n, -2, 2);
-  else {
-    inp = ops_act(r, n, -2, 2);
-    out = ops_act_out(r, "out", n);
-  }
+  MoelmAct *inp, *out = ops_act_unary(r, "out", n, -2, 2, c->flags & OPS_INPLACE, &inp);
   if (OPS_OK(r))
     O(r)->dropout_forward(BE(r), out, inp, n, c->f, &drop_ids);
 }
@@ -414,8 +421,8 @@ static void run_scatter_backward(OpsRun *r, const OpsCase *c)
     O(r)->scatter_add_rows_backward(BE(r), dinp, dw, dout, inp, idx, (c->flags & OPS_NO_WEIGHT) ? NULL : w, n, C);
 }
 
-static const OpsDef def_gather = {"gather_rows", OPS_ROWS, "n C rows", NULL, {OPS_NEEDS(gather_rows)}, OPS_TOL_ELEMENTWISE,
-                                  run_gather};
+static const OpsDef def_gather = {"gather_rows", OPS_ROWS, "n C rows", NULL, {OPS_NEEDS(gather_rows)},
+                                  OPS_TOL_ELEMENTWISE, run_gather};
 static const OpsDef def_scatter = {"scatter_add_rows", OPS_ROWS, "n C rows", NULL, {OPS_NEEDS(scatter_add_rows)},
                                    OPS_TOL_SUMS, run_scatter};
 static const OpsDef def_scatter_backward = {"scatter_add_rows_backward", OPS_ROWS, "n C rows", NULL,
@@ -437,8 +444,8 @@ static void run_adam(OpsRun *r, const OpsCase *c)
     O(r)->adam_step(BE(r), param, grad, m, v, n, &hp);
 }
 
-static const OpsDef def_adam = {"adam_step", OPS_ADAM, "n step", "weight_decay", {OPS_NEEDS(adam_step)}, OPS_TOL_F32_ELEMENTWISE,
-                                run_adam};
+static const OpsDef def_adam = {"adam_step", OPS_ADAM, "n step", "weight_decay", {OPS_NEEDS(adam_step)},
+                                OPS_TOL_F32_ELEMENTWISE, run_adam};
 
 /* ---- the cases ------------------------------------------------------------------------------------ */
 
@@ -453,6 +460,10 @@ static const OpsCase dense_cases[] = {
     {&def_convert, {1003}, 0, OPS_TO_ACT},
     {&def_convert, {1}, 0, 0},
     {&def_convert, {TOKENS * 4}, 0, 0}, /* router logits to fp32 */
+    {&def_zero, {1}, 0, 0},
+    {&def_zero, {1003}, 0, 0},
+    {&def_copy, {1}, 0, 0},
+    {&def_copy, {1003}, 0, 0},
     {&def_fill, {1}, 2.5f, 0},
     {&def_fill, {1003}, -0.75f, 0},
     {&def_add, {1}, 0, 0},

@@ -217,6 +217,15 @@ MoelmAct *ops_act_inout(OpsRun *r, const char *name, size_t n, float lo, float h
   return act_prefilled(r, name, n, lo, hi, MODE_INOUT);
 }
 
+MoelmAct *ops_act_unary(OpsRun *r, const char *name, size_t n, float lo, float hi, gboolean in_place,
+                        MoelmAct **inp)
+{
+  if (in_place)
+    return *inp = ops_act_inout(r, name, n, lo, hi);
+  *inp = ops_act(r, n, lo, hi);
+  return ops_act_out(r, name, n);
+}
+
 float *ops_f32_out(OpsRun *r, const char *name, size_t n)
 {
   float *x = nans(n);
@@ -510,17 +519,17 @@ static const char *op_name_at(size_t offset)
   static const struct {
     size_t off;
     const char *name;
-  } names[] = {OP_NAME(convert), OP_NAME(fill), OP_NAME(add), OP_NAME(axpy), OP_NAME(scale), OP_NAME(sum_squares),
-               OP_NAME(gemm), OP_NAME(embedding_forward), OP_NAME(embedding_backward), OP_NAME(layernorm_forward),
-               OP_NAME(layernorm_backward), OP_NAME(linear_forward), OP_NAME(linear_backward),
-               OP_NAME(grouped_linear_forward), OP_NAME(grouped_linear_backward), OP_NAME(attention_saved_bytes),
-               OP_NAME(attention_forward), OP_NAME(attention_backward), OP_NAME(attention_decode),
-               OP_NAME(activation_forward), OP_NAME(activation_backward), OP_NAME(dropout_forward),
-               OP_NAME(dropout_backward), OP_NAME(gather_rows), OP_NAME(scatter_add_rows),
-               OP_NAME(scatter_add_rows_backward), OP_NAME(cross_entropy), OP_NAME(target_log_probs),
-               OP_NAME(log_softmax_forward), OP_NAME(log_softmax_backward), OP_NAME(moe_gate_topk),
-               OP_NAME(moe_gate_dispatch), OP_NAME(moe_gate_stats), OP_NAME(moe_gate_backward),
-               OP_NAME(adam_step)};
+  } names[] = {OP_NAME(copy), OP_NAME(zero), OP_NAME(convert), OP_NAME(fill), OP_NAME(add), OP_NAME(axpy),
+               OP_NAME(scale), OP_NAME(sum_squares), OP_NAME(gemm), OP_NAME(embedding_forward),
+               OP_NAME(embedding_backward), OP_NAME(layernorm_forward), OP_NAME(layernorm_backward),
+               OP_NAME(linear_forward), OP_NAME(linear_backward), OP_NAME(grouped_linear_forward),
+               OP_NAME(grouped_linear_backward), OP_NAME(attention_saved_bytes), OP_NAME(attention_forward),
+               OP_NAME(attention_backward), OP_NAME(attention_decode), OP_NAME(activation_forward),
+               OP_NAME(activation_backward), OP_NAME(dropout_forward), OP_NAME(dropout_backward),
+               OP_NAME(gather_rows), OP_NAME(scatter_add_rows), OP_NAME(scatter_add_rows_backward),
+               OP_NAME(cross_entropy), OP_NAME(target_log_probs), OP_NAME(log_softmax_forward),
+               OP_NAME(log_softmax_backward), OP_NAME(moe_gate_topk), OP_NAME(moe_gate_dispatch),
+               OP_NAME(moe_gate_stats), OP_NAME(moe_gate_backward), OP_NAME(adam_step)};
 #undef OP_NAME
   for (size_t i = 0; i < G_N_ELEMENTS(names); i++)
     if (names[i].off == offset)

@@ -20,7 +20,7 @@
 
 /* Op families: one CUnit test and one column of the report each. */
 typedef enum {
-  OPS_MEM,     /* convert, fill, add, axpy, scale, sum_squares */
+  OPS_MEM,     /* zero, copy, convert, fill, add, axpy, scale, sum_squares */
   OPS_GEMM,
   OPS_EMBED,
   OPS_LNORM,
@@ -151,6 +151,10 @@ void *ops_scratch(OpsRun *r, size_t bytes);
 MoelmAct *ops_act_out(OpsRun *r, const char *name, size_t n);
 MoelmAct *ops_act_acc(OpsRun *r, const char *name, size_t n, float lo, float hi);
 MoelmAct *ops_act_inout(OpsRun *r, const char *name, size_t n, float lo, float hi);
+/* A unary op's input and output: one inout buffer when in_place, else a random input and a
+ * pure output; returns the output, *inp the input. */
+MoelmAct *ops_act_unary(OpsRun *r, const char *name, size_t n, float lo, float hi, gboolean in_place,
+                        MoelmAct **inp);
 float *ops_f32_out(OpsRun *r, const char *name, size_t n);
 float *ops_f32_acc(OpsRun *r, const char *name, size_t n, float lo, float hi);
 float *ops_f32_inout(OpsRun *r, const char *name, const float *host, size_t n);

@@ -39,6 +39,7 @@ static MoelmBackend *open_cuda(MoelmPrecision precision, GError **error)
 
 static MoelmBackend *open_cuda_fp32(GError **e) { return open_cuda(MOELM_PRECISION_FP32, e); }
 static MoelmBackend *open_cuda_bf16(GError **e) { return open_cuda(MOELM_PRECISION_BF16, e); }
+static MoelmBackend *open_cuda_fp16(GError **e) { return open_cuda(MOELM_PRECISION_FP16, e); }
 
 static const OpsBackendEntry backend_list[] = {
     {"cpu avx2 1 thread", open_avx2_1},
@@ -49,6 +50,7 @@ static const OpsBackendEntry backend_list[] = {
     {"cpu-fp16 generic 1 th", open_fp16},
     {"cuda fp32", open_cuda_fp32},
     {"cuda bf16", open_cuda_bf16},
+    {"cuda fp16", open_cuda_fp16},
 };
 enum { N_BACKENDS = G_N_ELEMENTS(backend_list) };
 
@@ -159,11 +161,15 @@ FAMILY_TEST(OPS_ADAM)
 static void test_report(void)
 {
   open_backends();
-  size_t total = 0;
+  size_t total = 0, per_family[OPS_N_FAMILIES] = {0};
   for (size_t t = 0; t < G_N_ELEMENTS(tables); t++)
-    total += tables[t]->n;
-  fprintf(stderr, "\nbackend_ops: %zu op cases per backend against %s, %.1f s; worst NMSE per family\n", total,
+    for (size_t k = 0; k < tables[t]->n; k++, total++)
+      per_family[tables[t]->cases[k].def->family]++;
+  fprintf(stderr, "\nbackend_ops: %zu op cases per backend against %s, %.1f s; cases per family:", total,
           reference->description, g_get_monotonic_time() / 1e6 - started);
+  for (int f = 0; f < OPS_N_FAMILIES; f++)
+    fprintf(stderr, " %s %zu", ops_family_name(f), per_family[f]);
+  fprintf(stderr, "\nworst NMSE per family (tolerances in docs/backend.md, \"The op harness\"):\n");
   fprintf(stderr, "%-22s %4s %4s %4s %4s |", "backend", "run", "pass", "fail", "skip");
   for (int f = 0; f < OPS_N_FAMILIES; f++)
     fprintf(stderr, " %-7s", ops_family_name(f));
@@ -344,7 +350,7 @@ static void test_harness_fails(void)
 MOELM_TEST_SUITE(backend_ops)
 {
   CU_add_test(suite, "harness self-check: broken ops are caught, missing ops skipped", test_harness_fails);
-  CU_add_test(suite, "mem: convert, fill, add, axpy, scale, sum_squares", test_OPS_MEM);
+  CU_add_test(suite, "mem: zero, copy, convert, fill, add, axpy, scale, sum_squares", test_OPS_MEM);
   CU_add_test(suite, "gemm", test_OPS_GEMM);
   CU_add_test(suite, "embedding forward/backward", test_OPS_EMBED);
   CU_add_test(suite, "layernorm forward/backward", test_OPS_LNORM);
