@@ -145,9 +145,9 @@ uint8_t *ops_u8_from(OpsRun *r, const uint8_t *host, size_t n);
 void *ops_scratch(OpsRun *r, size_t bytes);
 
 /* Outputs, downloaded and compared after the run. pure: poisoned (NaN, or a sentinel for
- * integers) and must be written entirely; acc: starts from random values in [lo, hi) and is
- * compared by the NMSE of what the op added; inout: holds the input values and is overwritten
- * (in-place ops). Integer outputs must equal the reference exactly. */
+ * integers) and must be written entirely; acc: starts from random values in [lo, hi), the
+ * same on every backend (+= targets; compared as ops_nmse says); inout: holds the input values
+ * and is overwritten (in-place ops). Integer outputs must equal the reference exactly. */
 MoelmAct *ops_act_out(OpsRun *r, const char *name, size_t n);
 MoelmAct *ops_act_acc(OpsRun *r, const char *name, size_t n, float lo, float hi);
 MoelmAct *ops_act_inout(OpsRun *r, const char *name, size_t n, float lo, float hi);
