@@ -7,6 +7,9 @@
 #include <string.h>
 
 #include "backend/cpu/cpu-internal.h"
+#ifdef HAVE_CUDA_BACKEND
+#include "backend/cuda/cuda-backend.h"
+#endif
 #include "moelm/backend.h"
 #include "moelm/errors.h"
 
@@ -66,8 +69,31 @@ MoelmBackend *moelm_backend_open(const MoelmBackendSpec *spec, GError **error)
     break;
   }
 #ifdef HAVE_CUDA_BACKEND
-  /* the CUDA backend will decide here: a device present (or --device-id N) → CUDA */
-#endif
+  {
+    const gboolean asked = spec->kind == MOELM_BACKEND_CUDA || spec->device_id >= 0;
+    GError *why = NULL;
+    const int n = moelm_cuda_device_count(&why);
+    if (n > 0 || asked) {
+      if (n == 0) {
+        g_propagate_prefixed_error(error, why, "--device-id %d: ", spec->device_id);
+        return NULL;
+      }
+      /* the GPU's default is bf16 activations with fp32 master weights */
+      const MoelmDtype act = spec->precision == MOELM_PRECISION_FP32   ? MOELM_DT_F32
+                             : spec->precision == MOELM_PRECISION_FP16 ? MOELM_DT_F16
+                                                                       : MOELM_DT_BF16;
+      MoelmBackend *be = moelm_backend_cuda_new(spec->device_id >= 0 ? spec->device_id : 0, act, error);
+      if (be)
+        be->reason = g_strdup(asked ? "--device-id" : "a CUDA device is present (--cpu for the CPU)");
+      return be;
+    }
+    char *reason = g_strdup_printf("%s; running on the CPU", why ? why->message : "no CUDA device");
+    g_clear_error(&why);
+    MoelmBackend *be = open_cpu(spec, reason, error);
+    g_free(reason);
+    return be;
+  }
+#else
   if (spec->kind == MOELM_BACKEND_CUDA || spec->device_id >= 0) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED,
                 "--device-id %d: this moelm was built without the CUDA backend (run on the CPU with --cpu, or "
@@ -76,6 +102,7 @@ MoelmBackend *moelm_backend_open(const MoelmBackendSpec *spec, GError **error)
     return NULL;
   }
   return open_cpu(spec, "this build has no CUDA backend", error);
+#endif
 }
 
 void moelm_backend_free(MoelmBackend *be)
