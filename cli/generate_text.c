@@ -47,6 +47,35 @@ gboolean gen_text_encode_prompt(const MoelmDictionary *dict, const MoelmSpm *spm
   return TRUE;
 }
 
+gboolean gen_text_encode_gpt2_prompt(const MoelmDictionary *dict, const MoelmGpt2Bpe *gpt2, const char *line,
+                                     gsize len, GArray *ids, GError **error)
+{
+  if (!g_utf8_validate(line, (gssize)len, NULL)) {
+    g_set_error_literal(error, MOELM_ERROR, MOELM_ERROR_FORMAT, "invalid UTF-8 (or a NUL byte)");
+    return FALSE;
+  }
+  GPtrArray *words = moelm_gpt2_bpe_tokenize_line(line, len, (gpointer)gpt2, error);
+  if (words == NULL)
+    return FALSE;
+  for (guint i = 0; i < words->len; i++) {
+    const int32_t id = moelm_dictionary_index(dict, g_ptr_array_index(words, i));
+    g_array_append_val(ids, id);
+  }
+  g_ptr_array_unref(words);
+  return TRUE;
+}
+
+char *gen_text_gpt2_decode(const MoelmDictionary *dict, const MoelmGpt2Bpe *gpt2, const int32_t *ids, int n)
+{
+  GPtrArray *words = g_ptr_array_new();
+  for (int i = 0; i < n; i++)
+    if (ids[i] != MOELM_EOS && ids[i] != MOELM_BOS)
+      g_ptr_array_add(words, (gpointer)moelm_dictionary_symbol(dict, ids[i]));
+  char *text = moelm_gpt2_bpe_decode_words(gpt2, (const char *const *)words->pdata, words->len);
+  g_ptr_array_unref(words);
+  return text;
+}
+
 /* Python's str.replace(from, to) (from non-empty). */
 static void replace_all(GString *s, const char *from, const char *to)
 {

@@ -19,6 +19,10 @@ projection; top-2 MoE layers without drops) in float64, independently of moelm's
 """
 import argparse
 import collections
+import io
+import pickle
+import struct
+import zipfile
 import math
 import os
 import shutil
@@ -335,6 +339,137 @@ def main():
         f.write("\n".join(lines) + "\n")
     for name in ("dense", "legacy", "moe"):  # fairseq's model directories hold their dict.txt
         shutil.copy(os.path.join(out, "dict.txt"), os.path.join(out, name, "dict.txt"))
+    write_bad(out)
+    write_fuzz_seeds(out, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fuzz", "corpus"))
+
+
+# ---- hostile and broken files (for the reader's error tests and the fuzz seeds) -------------
+class FakeStorage:
+    """Stands for a storage in a hand-made pickle: persistent id ('storage', TYPE, key, 'cpu', numel)."""
+
+    def __init__(self, key, numel, kind=torch.FloatStorage):
+        self.key, self.numel, self.kind = key, numel, kind
+
+
+class FakeTensor:
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, tuple(size), tuple(stride), False, collections.OrderedDict())
+
+    def __reduce__(self):
+        return (torch._utils._rebuild_tensor_v2, self.args)
+
+
+class Pickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        if isinstance(obj, FakeStorage):
+            return ("storage", obj.kind, obj.key, "cpu", obj.numel)
+        return None
+
+
+def hand_pickle(obj):
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def hand_zip(path, entries, method=zipfile.ZIP_STORED):
+    """A torch-style archive (PREFIX/data.pkl, PREFIX/data/KEY) written by Python's zipfile."""
+    with zipfile.ZipFile(path, "w", method) as z:
+        for name, data in entries:
+            z.writestr(name, data)
+
+
+def tiny_state(tensor):
+    return {"model": collections.OrderedDict([("w", tensor)])}
+
+
+def write_bad(out):
+    d = os.path.join(out, "bad")
+    os.makedirs(d, exist_ok=True)
+    floats = struct.pack("<6f", *range(6))
+
+    def archive(name, obj, storages, method=zipfile.ZIP_STORED):
+        entries = [("archive/data.pkl", hand_pickle(obj))] + [("archive/data/%s" % k, v) for k, v in storages]
+        entries.append(("archive/version", b"3\n"))
+        hand_zip(os.path.join(d, name), entries, method)
+
+    ok = FakeTensor(FakeStorage("0", 6), 0, (2, 3), (3, 1))
+    archive("ok-stored.pt", tiny_state(ok), [("0", floats)])
+    archive("ok-deflated.pt", tiny_state(ok), [("0", floats)], zipfile.ZIP_DEFLATED)
+    transposed = FakeTensor(FakeStorage("0", 6), 0, (3, 2), (1, 3))
+    archive("ok-transposed.pt", tiny_state(transposed), [("0", floats)])
+    archive("bad-stride.pt", tiny_state(FakeTensor(FakeStorage("0", 6), 1, (2, 3), (3, 1))), [("0", floats)])
+    archive("bad-numel.pt", tiny_state(FakeTensor(FakeStorage("0", 9), 0, (2, 3), (3, 1))), [("0", floats)])
+    archive("missing-storage.pt", tiny_state(ok), [])
+    archive("bad-storage-type.pt", tiny_state(FakeTensor(FakeStorage("0", 6, torch.ComplexFloatStorage), 0, (2, 3),
+                                                         (3, 1))), [("0", floats * 2)])
+    # a pickle that asks for os.system: refused before anything else
+    evil = b"\x80\x02}q\x00X\x05\x00\x00\x00modelq\x01cos\nsystem\nq\x02X\x02\x00\x00\x00idq\x03\x85q\x04Rq\x05s."
+    hand_zip(os.path.join(d, "evil-global.pt"), [("archive/data.pkl", evil), ("archive/version", b"3\n")])
+    # a real torch.save file, truncated, and with a corrupted storage byte
+    real = open(os.path.join(out, "dense", "model.pt"), "rb").read()
+    open(os.path.join(d, "truncated.pt"), "wb").write(real[: len(real) // 2])
+    small = bytearray(open(os.path.join(d, "ok-stored.pt"), "rb").read())
+    small[bytes(small).index(floats) + 9] ^= 0xFF  # a storage byte: the CRC no longer matches
+    open(os.path.join(d, "bad-crc.pt"), "wb").write(bytes(small))
+    # a legacy (pre-1.6) file: torch.save(..., _use_new_zipfile_serialization=False)
+    torch.save({"model": collections.OrderedDict([("w", torch.zeros(2))])}, os.path.join(d, "legacy-format.pt"),
+               _use_new_zipfile_serialization=False)
+    # a fairseq checkpoint with an option moelm does not implement
+    dense = torch.load(os.path.join(out, "dense", "model.pt"))
+    dense["cfg"]["model"]["layernorm_embedding"] = True
+    torch.save(dense, os.path.join(d, "unsupported-option.pt"))
+    dense["cfg"]["model"]["layernorm_embedding"] = False
+    dense["model"]["decoder.extra_thing.weight"] = torch.zeros(2)
+    torch.save(dense, os.path.join(d, "extra-tensor.pt"))
+    del dense["model"]["decoder.extra_thing.weight"]
+    del dense["model"]["decoder.layers.1.fc2.bias"]
+    torch.save(dense, os.path.join(d, "missing-tensor.pt"))
+    shutil.copy(os.path.join(out, "dict.txt"), os.path.join(d, "dict.txt"))
+
+
+def write_fuzz_seeds(out, fuzzdir):
+    """Seeds for tests/fuzz: valid-* are accepted, near-* one defect away and refused."""
+    pk, zp = os.path.join(fuzzdir, "pickle"), os.path.join(fuzzdir, "zip")
+    os.makedirs(pk, exist_ok=True)
+    os.makedirs(zp, exist_ok=True)
+    small = os.path.join(out, "bad", "ok-stored.pt")
+    data = open(small, "rb").read()
+    pkl = zipfile.ZipFile(small).read("archive/data.pkl")
+    meters = io.BytesIO()
+    pickle.Pickler(meters, protocol=2).dump({"extra_state": extra_state(), "args": argparse.Namespace(a=1, b=[1.5, None])})
+    seeds = {
+        "valid-tensor.pkl": pkl,
+        "valid-meters.pkl": meters.getvalue(),
+        "valid-scalars.pkl": pickle.dumps([1, -2, 2 ** 70, 1.5, "s\u00e9", b"by", True, None, (1,), (1, 2), (1, 2, 3)],
+                                          protocol=2),
+        "near-truncated.pkl": pkl[:-7],
+        "near-bad-opcode.pkl": pkl[:-1] + b"\xff.",
+        "near-evil-global.pkl": b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00id\x85R.",
+        "near-deep.pkl": b"\x80\x02" + b"(" * 300 + b")" + b"t" * 300 + b".",
+        "near-huge-length.pkl": b"\x80\x02X\xff\xff\xff\x7fabc.",
+        "near-memo.pkl": b"\x80\x02h\x07.",
+    }
+    for name, b in seeds.items():
+        open(os.path.join(pk, name), "wb").write(b)
+    open(os.path.join(zp, "valid-small.pt"), "wb").write(data)
+    open(os.path.join(zp, "valid-deflated.pt"), "wb").write(open(os.path.join(out, "bad", "ok-deflated.pt"), "rb").read())
+    open(os.path.join(zp, "near-truncated.pt"), "wb").write(data[:-30])
+    crc = bytearray(data)
+    crc[data.index(floats_marker()) + 1] ^= 1
+    open(os.path.join(zp, "near-bad-crc.pt"), "wb").write(bytes(crc))
+    eocd = bytearray(data)
+    at = data.rindex(b"PK\x05\x06")
+    eocd[at + 16:at + 20] = struct.pack("<I", len(data))  # central directory offset past the end
+    open(os.path.join(zp, "near-bad-directory.pt"), "wb").write(bytes(eocd))
+    method = bytearray(data)
+    cd = data.index(b"PK\x01\x02")
+    method[cd + 10:cd + 12] = struct.pack("<H", 99)
+    open(os.path.join(zp, "near-bad-method.pt"), "wb").write(bytes(method))
+
+
+def floats_marker():
+    return struct.pack("<2f", 2, 3)  # inside the storage of bad/ok-stored.pt
 
 
 if __name__ == "__main__":
