@@ -166,8 +166,40 @@ static gboolean add_source(Conv *c, MoelmTorchFile *f, const MoelmPyObj *key, co
   return TRUE;
 }
 
+/* With tied embeddings fairseq's state dict holds the output projection too, normally the
+ * same storage as the embedding; its values must agree, since only one matrix is kept. */
+static gboolean check_tied(MoelmTorchFile *f, GError **error)
+{
+  const MoelmPyObj *state = moelm_py_get(moelm_torch_root(f), "model");
+  const MoelmPyObj *emb = moelm_py_get(state, "decoder.embed_tokens.weight");
+  const MoelmPyObj *out = moelm_py_get(state, "decoder.output_projection.weight");
+  MoelmTorchTensor a, b;
+  if (out == NULL)
+    return TRUE;
+  if (!moelm_torch_tensor(f, emb, &a, error) || !moelm_torch_tensor(f, out, &b, error))
+    return FALSE;
+  gboolean same = a.ndim == b.ndim && moelm_torch_tensor_numel(&a) == moelm_torch_tensor_numel(&b);
+  for (int d = 0; same && d < a.ndim; d++)
+    same = a.shape[d] == b.shape[d];
+  if (same && !(a.storage == b.storage && a.storage_offset == b.storage_offset && a.dtype == b.dtype &&
+                memcmp(a.stride, b.stride, sizeof a.stride) == 0)) {
+    const uint64_t n = moelm_torch_tensor_numel(&a);
+    float *x = g_try_new(float, n), *y = g_try_new(float, n);
+    same = x && y && moelm_torch_tensor_copy(&a, MOELM_DT_F32, x, NULL) &&
+           moelm_torch_tensor_copy(&b, MOELM_DT_F32, y, NULL) && memcmp(x, y, n * sizeof(float)) == 0;
+    g_free(x);
+    g_free(y);
+  }
+  if (!same)
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: share_decoder_input_output_embed is set, but "
+                "decoder.output_projection.weight differs from decoder.embed_tokens.weight", moelm_torch_path(f));
+  return same;
+}
+
 static gboolean collect_main(Conv *c, MoelmTorchFile *f, gboolean share, gboolean sharded, GError **error)
 {
+  if (share && !check_tied(f, error))
+    return FALSE;
   const GPtrArray *kv = state_items(f, error);
   if (kv == NULL)
     return FALSE;

@@ -376,7 +376,9 @@ def hand_zip(path, entries, method=zipfile.ZIP_STORED):
     """A torch-style archive (PREFIX/data.pkl, PREFIX/data/KEY) written by Python's zipfile."""
     with zipfile.ZipFile(path, "w", method) as z:
         for name, data in entries:
-            z.writestr(name, data)
+            info = zipfile.ZipInfo(name, date_time=(2021, 12, 1, 0, 0, 0))  # fixed: the same bytes every run
+            info.compress_type = method
+            z.writestr(info, data)
 
 
 def tiny_state(tensor):
@@ -412,9 +414,13 @@ def write_bad(out):
     small = bytearray(open(os.path.join(d, "ok-stored.pt"), "rb").read())
     small[bytes(small).index(floats) + 9] ^= 0xFF  # a storage byte: the CRC no longer matches
     open(os.path.join(d, "bad-crc.pt"), "wb").write(bytes(small))
-    # a legacy (pre-1.6) file: torch.save(..., _use_new_zipfile_serialization=False)
-    torch.save({"model": collections.OrderedDict([("w", torch.zeros(2))])}, os.path.join(d, "legacy-format.pt"),
-               _use_new_zipfile_serialization=False)
+    # the start of a legacy (pre-1.6) file, as torch.save(..., _use_new_zipfile_serialization=False)
+    # writes it: the magic number, the protocol version and the system info, each pickled (the
+    # rest is left out: torch's legacy files hold memory addresses and differ on every run)
+    legacy = b"".join(pickle.dumps(v, protocol=2) for v in (
+        0x1950A86A20F9469CFC6C, 1001, {"protocol_version": 1001, "little_endian": True,
+                                       "type_sizes": {"short": 2, "int": 4, "long": 4}}))
+    open(os.path.join(d, "legacy-format.pt"), "wb").write(legacy)
     # a fairseq checkpoint with an option moelm does not implement
     dense = torch.load(os.path.join(out, "dense", "model.pt"))
     dense["cfg"]["model"]["layernorm_embedding"] = True
@@ -423,6 +429,10 @@ def write_bad(out):
     dense["model"]["decoder.extra_thing.weight"] = torch.zeros(2)
     torch.save(dense, os.path.join(d, "extra-tensor.pt"))
     del dense["model"]["decoder.extra_thing.weight"]
+    tied = dense["model"]["decoder.output_projection.weight"]
+    dense["model"]["decoder.output_projection.weight"] = tied + 1
+    torch.save(dense, os.path.join(d, "tied-differ.pt"))
+    dense["model"]["decoder.output_projection.weight"] = tied
     del dense["model"]["decoder.layers.1.fc2.bias"]
     torch.save(dense, os.path.join(d, "missing-tensor.pt"))
     shutil.copy(os.path.join(out, "dict.txt"), os.path.join(d, "dict.txt"))

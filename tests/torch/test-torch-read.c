@@ -187,6 +187,7 @@ static void test_convert_refusals(void)
     {"unsupported-option.pt", "cfg.model.layernorm_embedding is set: moelm's transformer_lm does not implement it"},
     {"extra-tensor.pt", "tensor 'decoder.extra_thing.weight' is not part of moelm's model"},
     {"missing-tensor.pt", "missing tensor 'decoder.layers.1.fc2.bias'"},
+    {"tied-differ.pt", "decoder.output_projection.weight differs from decoder.embed_tokens.weight"},
     {"evil-global.pt", "GLOBAL 'os.system' is outside the allowed set"},
     {"truncated.pt", "truncated"},
     {"ok-stored.pt", "no decoder.embed_tokens.weight in the state dict"},
