@@ -24,10 +24,27 @@ static gboolean bad_type(const Src *s, const char *key, const MoelmPyObj *v, con
   return FALSE;
 }
 
+/* omegaconf containers pickled as they are (fairseq before OmegaConf.to_container was applied
+ * on saving): a DictConfig/ListConfig keeps its items in its state's "_content", a value
+ * node (AnyNode, StringNode, ...) its value in "_val". */
+static const MoelmPyObj *unwrap(const MoelmPyObj *v)
+{
+  for (int hops = 0; v && hops < 8 && v->type == MOELM_PY_OBJECT && g_str_has_prefix(v->cls->module, "omegaconf");
+       hops++) {
+    const MoelmPyObj *inner = v->state && v->state->type == MOELM_PY_DICT ? moelm_py_get(v->state, "_content") : NULL;
+    if (inner == NULL && v->state && v->state->type == MOELM_PY_DICT)
+      inner = moelm_py_get(v->state, "_val");
+    if (inner == NULL)
+      break;
+    v = inner;
+  }
+  return v;
+}
+
 /* A value given as None counts as absent (fairseq's "not set"). */
 static const MoelmPyObj *get(const MoelmPyObj *o, const char *key)
 {
-  const MoelmPyObj *v = moelm_py_get(o, key);
+  const MoelmPyObj *v = unwrap(moelm_py_get(unwrap(o), key));
   return v && v->type == MOELM_PY_NONE ? NULL : v;
 }
 
@@ -224,6 +241,8 @@ gboolean moelm_fairseq_model_config(const MoelmPyObj *root, int vocab_size, cons
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_FORMAT, "%s: no cfg['model'] or args: not a fairseq checkpoint", name);
     return FALSE;
   }
+  s.m = unwrap(s.m);
+  s.t = unwrap(s.t);
   if (moelm_py_dict_items(s.m) == NULL)
     return bad_type(&s, "", s.m, "a dict or Namespace", error);
   const char *arch = NULL;

@@ -34,7 +34,7 @@ static const char *const allowed_modules[] = {
 /* builtins: the plain types only (never eval, exec, getattr, __import__, open, ...). */
 static const char *const allowed_builtins[] = {
   "set", "frozenset", "slice", "complex", "bytearray", "object", "range", "list", "dict", "tuple", "int", "float",
-  "str", "bytes", "bool", "type",
+  "str", "bytes", "bool", "type", "long", "unicode", /* the last two: Python 2 names protocol 2 uses */
 };
 
 static gboolean module_allowed(const char *module, const char *name)

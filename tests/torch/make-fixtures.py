@@ -2,7 +2,8 @@
 """Regenerate tests/torch/fixtures: tiny fairseq-shaped checkpoints written by torch.save and
 the reference log-probabilities moelm's converted models must reproduce.
 
-Run with Debian's Python and PyTorch (apt-get install python3-torch); nothing else is needed:
+Run with Debian's Python and PyTorch (apt-get install python3-torch; python3-omegaconf too to
+remake fixtures/omegaconf, where cfg is pickled as an omegaconf DictConfig):
 
     /usr/bin/python3 tests/torch/make-fixtures.py tests/torch/fixtures
 
@@ -293,6 +294,15 @@ def main():
     write(os.path.join(out, "dense", "model.pt"),
           state(collections.OrderedDict((k, v.float()) for k, v in sd.items()), cfg=cfg_dict(m, "transformer_lm_gpt", V)))
     reference_rows("dense", {k: v.float() for k, v in sd.items()}, m, gen, V, lines)
+    try:  # the same model with cfg pickled as an omegaconf DictConfig (optional: python3-omegaconf)
+        from omegaconf import OmegaConf
+        os.makedirs(os.path.join(out, "omegaconf"), exist_ok=True)
+        write(os.path.join(out, "omegaconf", "model.pt"),
+              state(collections.OrderedDict((k, v.float()) for k, v in sd.items()),
+                    cfg=OmegaConf.create(cfg_dict(m, "transformer_lm_gpt", V))))
+        shutil.copy(os.path.join(out, "dict.txt"), os.path.join(out, "omegaconf", "dict.txt"))
+    except ImportError:
+        print("omegaconf not installed: fixtures/omegaconf left as it is")
 
     # 2. legacy args Namespace, fp16, separate output projection, learned positions, ReLU.
     m = dict(embed_dim=24, ffn_dim=40, layers=2, heads=3, act="relu", share=False, learned_pos=True,

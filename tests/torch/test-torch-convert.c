@@ -70,10 +70,10 @@ static void free_reference(GPtrArray *rows)
 
 /* Convert fixture `model` with `dtype`, load it, score every reference row of that model and
  * return the largest |moelm - reference|. */
-static double max_error(const char *model, MoelmConvertDtype dtype, MoelmDtype expect_stored)
+static double max_error(const char *dir_name, const char *model, MoelmConvertDtype dtype, MoelmDtype expect_stored)
 {
   char *dir = moelm_test_tmpdir(), *out = g_build_filename(dir, "converted.pt", NULL);
-  char *rel = g_strdup_printf("tests/torch/fixtures/%s", model), *src = moelm_test_srcpath(rel);
+  char *rel = g_strdup_printf("tests/torch/fixtures/%s", dir_name), *src = moelm_test_srcpath(rel);
   MoelmConvertOptions opt = {src, out, NULL, dtype};
   MoelmConvertReport rep;
   GError *error = NULL;
@@ -126,12 +126,17 @@ static double max_error(const char *model, MoelmConvertDtype dtype, MoelmDtype e
   return worst;
 }
 
-static void check(const char *model, MoelmConvertDtype dtype, MoelmDtype stored, double tol)
+static void check_dir(const char *dir, const char *model, MoelmConvertDtype dtype, MoelmDtype stored, double tol)
 {
-  const double err = max_error(model, dtype, stored);
+  const double err = max_error(dir, model, dtype, stored);
   if (!(err <= tol) || g_getenv("MOELM_TEST_VERBOSE"))
     g_printerr("\n  %s as %s: max |moelm - PyTorch| = %.3g (tolerance %.3g)\n", model, moelm_dtype_name(stored), err, tol);
   CU_ASSERT_TRUE(err <= tol);
+}
+
+static void check(const char *model, MoelmConvertDtype dtype, MoelmDtype stored, double tol)
+{
+  check_dir(model, model, dtype, stored, tol);
 }
 
 /* fp32 checkpoint with a cfg dict, tied embeddings, sinusoidal positions, GELU. */
@@ -144,6 +149,8 @@ static void test_dense_bf16(void) { check("dense", MOELM_CONVERT_DTYPE_BF16, MOE
  * so only fp32 arithmetic differs), learned positions, separate output projection, ReLU. */
 static void test_legacy_fp16(void) { check("legacy", MOELM_CONVERT_DTYPE_KEEP, MOELM_DT_F16, 1e-4); }
 static void test_legacy_as_fp32(void) { check("legacy", MOELM_CONVERT_DTYPE_FP32, MOELM_DT_F32, 1e-4); }
+/* The dense model with cfg pickled as an omegaconf DictConfig (nodes and all). */
+static void test_omegaconf_cfg(void) { check_dir("omegaconf", "dense", MOELM_CONVERT_DTYPE_KEEP, MOELM_DT_F32, 1e-4); }
 /* model-shared.pt + model-rank-{0,1}.pt: experts merged in order, top-2 MoE layer. */
 static void test_moe_shards(void) { check("moe", MOELM_CONVERT_DTYPE_KEEP, MOELM_DT_F32, 1e-4); }
 
@@ -154,5 +161,6 @@ MOELM_TEST_SUITE(torch_convert)
   CU_add_test(suite, "dense stored as bf16", test_dense_bf16);
   CU_add_test(suite, "legacy args, fp16 kept", test_legacy_fp16);
   CU_add_test(suite, "legacy args, fp16 widened to fp32", test_legacy_as_fp32);
+  CU_add_test(suite, "cfg as an omegaconf DictConfig", test_omegaconf_cfg);
   CU_add_test(suite, "MoE shared + 2 rank shards", test_moe_shards);
 }
