@@ -150,16 +150,25 @@ static uint64_t le(const guint8 *p, int n)
   return v;
 }
 
-/* A length-prefixed string or bytes value (width: the length field's bytes). */
-static gboolean read_string(Unpickler *u, int width, MoelmPyType type, GError **error)
+/* A length field of `width` bytes, then that many bytes that must be there. */
+static gboolean read_length(Unpickler *u, int width, const char *what, uint64_t *n, GError **error)
 {
   if (!need(u, (gsize)width, error))
     return FALSE;
-  const uint64_t n = le(u->data + u->pos, width);
+  *n = le(u->data + u->pos, width);
   u->pos += (gsize)width;
-  if (n > u->len - u->pos)
-    return fail(u, error, "truncated: a string of %" G_GUINT64_FORMAT " bytes, %" G_GSIZE_FORMAT " left", n,
+  if (*n > u->len - u->pos)
+    return fail(u, error, "truncated: a %s of %" G_GUINT64_FORMAT " bytes, %" G_GSIZE_FORMAT " left", what, *n,
                 u->len - u->pos);
+  return TRUE;
+}
+
+/* A length-prefixed string or bytes value (width: the length field's bytes). */
+static gboolean read_string(Unpickler *u, int width, MoelmPyType type, GError **error)
+{
+  uint64_t n;
+  if (!read_length(u, width, "string", &n, error))
+    return FALSE;
   const char *s = (const char *)u->data + u->pos;
   if (type == MOELM_PY_STR && !g_utf8_validate_len(s, (gsize)n, NULL))
     return fail(u, error, "string is not valid UTF-8");
@@ -179,13 +188,9 @@ static gboolean read_string(Unpickler *u, int width, MoelmPyType type, GError **
 /* LONG1/LONG4: little-endian two's complement of n bytes. */
 static gboolean read_long(Unpickler *u, int width, GError **error)
 {
-  if (!need(u, (gsize)width, error))
+  uint64_t n;
+  if (!read_length(u, width, "long", &n, error))
     return FALSE;
-  const uint64_t n = le(u->data + u->pos, width);
-  u->pos += (gsize)width;
-  if (n > u->len - u->pos)
-    return fail(u, error, "truncated: a long of %" G_GUINT64_FORMAT " bytes, %" G_GSIZE_FORMAT " left", n,
-                u->len - u->pos);
   MoelmPyObj *o = new_obj(u, MOELM_PY_INT);
   const guint8 *b = u->data + u->pos;
   if (n == 0)
