@@ -391,6 +391,32 @@ def hand_zip(path, entries, method=zipfile.ZIP_STORED):
             z.writestr(info, data)
 
 
+def zip64_archive(entries):
+    """A stored zip archive written entirely in the zip64 form that PyTorch uses for files over
+    4 GB: 0xFFFFFFFF in every size and offset field, the values in zip64 extra fields, a zip64
+    end of central directory record with its locator, and 0xFFFF entry counts."""
+    import zlib
+    out, central = bytearray(), bytearray()
+    for name, data in entries:
+        n = name.encode()
+        crc = zlib.crc32(data) & 0xFFFFFFFF
+        off = len(out)
+        extra = struct.pack("<HHQQ", 1, 16, len(data), len(data))
+        out += struct.pack("<IHHHHHIIIHH", 0x04034B50, 45, 0, 0, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF, len(n), len(extra))
+        out += n + extra + data
+        cextra = struct.pack("<HHQQQ", 1, 24, len(data), len(data), off)
+        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 45, 45, 0, 0, 0, 0, crc, 0xFFFFFFFF, 0xFFFFFFFF,
+                               len(n), len(cextra), 0, 0, 0, 0, 0xFFFFFFFF)
+        central += n + cextra
+    cd_off = len(out)
+    out += central
+    eocd64 = len(out)
+    out += struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(entries), len(entries), len(central), cd_off)
+    out += struct.pack("<IIQI", 0x07064B50, 0, eocd64, 1)
+    out += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return bytes(out)
+
+
 def tiny_state(tensor):
     return {"model": collections.OrderedDict([("w", tensor)])}
 
@@ -408,6 +434,8 @@ def write_bad(out):
     ok = FakeTensor(FakeStorage("0", 6), 0, (2, 3), (3, 1))
     archive("ok-stored.pt", tiny_state(ok), [("0", floats)])
     archive("ok-deflated.pt", tiny_state(ok), [("0", floats)], zipfile.ZIP_DEFLATED)
+    open(os.path.join(d, "ok-zip64.pt"), "wb").write(zip64_archive(
+        [("archive/data.pkl", hand_pickle(tiny_state(ok))), ("archive/data/0", floats), ("archive/version", b"3\n")]))
     transposed = FakeTensor(FakeStorage("0", 6), 0, (3, 2), (1, 3))
     archive("ok-transposed.pt", tiny_state(transposed), [("0", floats)])
     archive("bad-stride.pt", tiny_state(FakeTensor(FakeStorage("0", 6), 1, (2, 3), (3, 1))), [("0", floats)])
@@ -474,6 +502,11 @@ def write_fuzz_seeds(out, fuzzdir):
         open(os.path.join(pk, name), "wb").write(b)
     open(os.path.join(zp, "valid-small.pt"), "wb").write(data)
     open(os.path.join(zp, "valid-deflated.pt"), "wb").write(open(os.path.join(out, "bad", "ok-deflated.pt"), "rb").read())
+    open(os.path.join(zp, "valid-zip64.pt"), "wb").write(open(os.path.join(out, "bad", "ok-zip64.pt"), "rb").read())
+    z64 = bytearray(open(os.path.join(out, "bad", "ok-zip64.pt"), "rb").read())
+    loc = bytes(z64).rindex(b"PK\x06\x07")
+    z64[loc + 8:loc + 16] = struct.pack("<Q", 3)  # the locator points at no zip64 record
+    open(os.path.join(zp, "near-zip64-locator.pt"), "wb").write(bytes(z64))
     open(os.path.join(zp, "near-truncated.pt"), "wb").write(data[:-30])
     crc = bytearray(data)
     crc[data.index(floats_marker()) + 1] ^= 1

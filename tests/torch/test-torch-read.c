@@ -139,7 +139,7 @@ static void test_archives(void)
   const struct {
     const char *file;
     const float *want;
-  } good[] = {{"ok-stored.pt", rows}, {"ok-deflated.pt", rows}, {"ok-transposed.pt", cols}};
+  } good[] = {{"ok-stored.pt", rows}, {"ok-deflated.pt", rows}, {"ok-zip64.pt", rows}, {"ok-transposed.pt", cols}};
   for (gsize i = 0; i < G_N_ELEMENTS(good); i++) {
     GError *error = NULL;
     int n = 0;
