@@ -283,3 +283,36 @@ gboolean moelm_backend_options_apply(const MoelmBackendOptions *o, MoelmBackendS
   spec->fail_after_ops = o->fail_after_ops;
   return TRUE;
 }
+
+const MoelmArgSpec *moelm_bpe_options_table(MoelmBpeOptions *o, gboolean with_bpe)
+{
+  static MoelmArgSpec t[4];
+  const MoelmArgSpec spec[] = {
+    {"--bpe", NULL, MOELM_ARG_STRING, &o->bpe, NULL, "gpt2: the dictionary holds GPT-2 ids (text in and out)", NULL},
+    {"--gpt2-encoder-json", NULL, MOELM_ARG_STRING, &o->encoder_json, NULL, "GPT-2's encoder.json (--bpe gpt2)", NULL},
+    {"--gpt2-vocab-bpe", NULL, MOELM_ARG_STRING, &o->vocab_bpe, NULL, "GPT-2's vocab.bpe (--bpe gpt2)", NULL},
+    {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+  };
+  memcpy(t, with_bpe ? spec : spec + 1, sizeof spec - (with_bpe ? 0 : sizeof spec[0]));
+  return t;
+}
+
+gboolean moelm_bpe_options_load(const MoelmBpeOptions *o, MoelmGpt2Bpe **gpt2, GError **error)
+{
+  *gpt2 = NULL;
+  const gboolean want = g_strcmp0(o->bpe, "gpt2") == 0;
+  if (!want && (o->encoder_json || o->vocab_bpe)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--gpt2-encoder-json/--gpt2-vocab-bpe need --bpe gpt2");
+    return FALSE;
+  }
+  if (!want)
+    return TRUE;
+  if (!o->encoder_json || !o->vocab_bpe) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--bpe gpt2 needs --gpt2-encoder-json and --gpt2-vocab-bpe (GPT-2's encoder.json and vocab.bpe; "
+                "moelm ships them in data-bin/gpt2/)");
+    return FALSE;
+  }
+  *gpt2 = moelm_gpt2_bpe_load(o->encoder_json, o->vocab_bpe, error);
+  return *gpt2 != NULL;
+}

@@ -3,6 +3,7 @@
 #define MOELM_CLI_COMMON_OPTIONS_H
 
 #include "args.h"
+#include "moelm/gpt2_bpe.h"
 #include "moelm/model_config.h"
 #include "tasks/inference.h"
 
@@ -49,6 +50,17 @@ void moelm_task_flag_options_init(MoelmTaskFlagOptions *o);
 /* A table bound to `o` (static storage: one at a time). */
 const MoelmArgSpec *moelm_task_flag_options_table(MoelmTaskFlagOptions *o);
 MoelmTaskFlags moelm_task_flag_options_get(const MoelmTaskFlagOptions *o);
+
+/* fairseq's --bpe with GPT2BPEConfig's --gpt2-encoder-json/--gpt2-vocab-bpe (eval-lm, score). */
+typedef struct {
+  char *bpe, *encoder_json, *vocab_bpe;
+} MoelmBpeOptions;
+
+/* A table bound to `o` (static storage: one at a time); with_bpe: include --bpe itself. */
+const MoelmArgSpec *moelm_bpe_options_table(MoelmBpeOptions *o, gboolean with_bpe);
+/* --bpe gpt2: load the two files into *gpt2 (NULL without --bpe gpt2). The files without
+ * --bpe gpt2, or --bpe gpt2 without them, are errors; other --bpe names are left to the caller. */
+gboolean moelm_bpe_options_load(const MoelmBpeOptions *o, MoelmGpt2Bpe **gpt2, GError **error);
 
 /* --threads N (moelm): CPU threads; 0 = all cores. */
 int moelm_cli_threads_default(void);

@@ -35,6 +35,7 @@ typedef struct {
   gint64 tokens_per_sample, max_tokens;
   MoelmTaskFlagOptions taskflags;
   MoelmBackendOptions backend;
+  MoelmBpeOptions bpe;
   gboolean output_word_probs, output_word_stats, mixture_report;
   gboolean tps_seen, mode_seen;
 } EvalOptions;
@@ -68,7 +69,7 @@ static const MoelmArgSpec *eval_table(EvalOptions *o)
      NULL},
     {"--output-word-stats", NULL, MOELM_ARG_FLAG, &o->output_word_stats, NULL, "log per-word statistics", NULL},
     {"--post-process", "--remove-bpe", MOELM_ARG_OPTIONAL, &o->post_process, "@@ ",
-     "merge subword pieces into words: '@@ ', subword_nmt or sentencepiece", NULL},
+     "merge subword pieces into words: '@@ ', subword_nmt, sentencepiece or gpt2", NULL},
     {"--seed", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--softmax-batch", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--log-format", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
@@ -114,6 +115,7 @@ typedef struct {
   const EvalOptions *o;
   const MoelmDictionary *dict;
   MoelmBpeKind bpe;
+  const MoelmGpt2Bpe *gpt2;
   GHashTable *by_word; /* word → WordStat* (owned by `order`) */
   GPtrArray *order;    /* first-seen order, as a Python dict */
 } WordReport;
@@ -122,7 +124,7 @@ static gboolean report_row(const MoelmScoredRow *row, gpointer data, GError **er
 {
   (void)error;
   WordReport *r = data;
-  GPtrArray *words = moelm_row_words(r->dict, r->bpe, row->targets, row->lprobs, row->n);
+  GPtrArray *words = moelm_row_words(r->dict, r->bpe, r->gpt2, row->targets, row->lprobs, row->n);
   if (r->o->output_word_probs) {
     GString *line = g_string_new(NULL);
     g_string_printf(line, "%zu ", row->block);
@@ -253,15 +255,24 @@ static void print_mixture_report(const MoelmMixtureReport *r, int64_t count)
 static gboolean run(const EvalOptions *o, const char *data, GError **error)
 {
   MoelmBpeKind bpe;
-  if (!moelm_bpe_kind_parse(o->post_process, &bpe, error))
+  MoelmGpt2Bpe *gpt2 = NULL;
+  if (!moelm_bpe_kind_parse(o->post_process, &bpe, error) || !moelm_bpe_options_load(&o->bpe, &gpt2, error))
     return FALSE;
+  if (o->bpe.bpe && !gpt2)
+    moelm_warn("moelm.args", "--bpe %s has no effect on eval-lm (only --bpe gpt2 shows tokens as text)", o->bpe.bpe);
+  if (bpe == MOELM_BPE_GPT2 && gpt2 == NULL) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--remove-bpe gpt2 needs --bpe gpt2 and its files");
+    return FALSE;
+  }
   say("loading model(s) from %s", o->path);
   MoelmBackendSpec spec;
   if (!moelm_backend_options_apply(&o->backend, &spec, error))
     return FALSE;
   MoelmInference *inf = moelm_inference_open(o->path, data, &spec, error);
-  if (inf == NULL)
+  if (inf == NULL) {
+    moelm_gpt2_bpe_free(gpt2);
     return FALSE;
+  }
   say("running on %s: %s", inf->be->description, inf->be->reason);
   MoelmLmSplit *split = NULL;
   gboolean ok = FALSE;
@@ -291,8 +302,9 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
     .max_tokens = o->max_tokens > 0 ? o->max_tokens : 36000,
     .dict = inf->dict,
     .bpe = bpe,
+    .gpt2 = gpt2,
   };
-  WordReport wr = {o, inf->dict, bpe, g_hash_table_new(g_str_hash, g_str_equal),
+  WordReport wr = {o, inf->dict, bpe, gpt2, g_hash_table_new(g_str_hash, g_str_equal),
                    g_ptr_array_new_with_free_func(word_stat_free)};
   const gboolean words = o->output_word_probs || o->output_word_stats;
   MoelmScoreResult res;
@@ -318,6 +330,7 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
 out:
   moelm_lm_split_free(split);
   moelm_inference_free(inf);
+  moelm_gpt2_bpe_free(gpt2);
   return ok;
 }
 
@@ -326,8 +339,8 @@ int moelm_cmd_eval_lm(int argc, char **argv)
   EvalOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {eval_table(&o), moelm_task_flag_options_table(&o.taskflags),
-                                  moelm_backend_options_table(&o.backend), moelm_ignored_options,
-                                  NULL};
+                                  moelm_backend_options_table(&o.backend), moelm_bpe_options_table(&o.bpe, TRUE),
+                                  moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;
   GError *error = NULL;

@@ -42,6 +42,7 @@ typedef struct {
   int buffer_size, batch_size, beam, nbest, topk, min_len, max_len_b, no_repeat;
   MoelmTaskFlagOptions taskflags;
   MoelmBackendOptions backend;
+  MoelmBpeOptions gpt2_files; /* --gpt2-encoder-json, --gpt2-vocab-bpe (its .bpe is unused: o->bpe) */
   gint64 max_tokens, seed, tokens_per_sample;
   double topp, temperature, max_len_a, unkpen, lenpen;
   gboolean sampling, unnormalized, skip_invalid;
@@ -95,7 +96,8 @@ static const MoelmArgSpec *gen_table(GenOptions *o)
     {"--seed", NULL, MOELM_ARG_INT64, &o->seed, NULL, "random seed for sampling (1)", NULL},
     {"--remove-bpe", "--post-process", MOELM_ARG_OPTIONAL, &o->post_process, "@@ ",
      "merge pieces into words: sentencepiece, subword_nmt, '@@ ' (alone: '@@ ')", NULL},
-    {"--bpe", NULL, MOELM_ARG_STRING, &o->bpe, NULL, "sentencepiece: encode prompts with DATA/spm.model", NULL},
+    {"--bpe", NULL, MOELM_ARG_STRING, &o->bpe, NULL,
+     "sentencepiece: encode prompts with DATA/spm.model; gpt2: with GPT-2's BPE (D- lines decoded)", NULL},
     {"--sentencepiece-model", NULL, MOELM_ARG_STRING, &o->spm_model, NULL, "SentencePiece model (DATA/spm.model)",
      NULL},
     {"--tokens-per-sample", "--max-target-positions", MOELM_ARG_INT64, &o->tokens_per_sample, NULL,
@@ -155,8 +157,9 @@ static gboolean check_options(GenOptions *o, const MoelmGeneratorConfig *gc, GEr
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "Unknown post_process option: %s", o->post_process);
     return FALSE;
   }
-  if (o->bpe && strcmp(o->bpe, "sentencepiece") != 0) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "--bpe %s is not supported (only sentencepiece)", o->bpe);
+  if (o->bpe && strcmp(o->bpe, "sentencepiece") != 0 && strcmp(o->bpe, "gpt2") != 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "--bpe %s is not supported (sentencepiece or gpt2)",
+                o->bpe);
     return FALSE;
   }
   if (!parse_gen_expert(o, error))
@@ -186,6 +189,7 @@ typedef struct {
   const GenOptions *o;
   MoelmInference *inf;
   MoelmSpm *spm;        /* prompts are SentencePiece-encoded when set */
+  MoelmGpt2Bpe *gpt2;   /* --bpe gpt2: prompts GPT-2-encoded, D- lines decoded */
   gboolean spm_decode;  /* D- lines join pieces (H- lines still hold them) */
   MoelmGenerator *gen;
   int max_positions;    /* longest prompt + 1 */
@@ -199,6 +203,12 @@ typedef struct {
 static gboolean setup_spm(Run *run, const char *data_dir, GError **error)
 {
   const GenOptions *o = run->o;
+  MoelmBpeOptions files = o->gpt2_files;
+  files.bpe = o->bpe;
+  if (!moelm_bpe_options_load(&files, &run->gpt2, error))
+    return FALSE;
+  if (run->gpt2)
+    return TRUE;
   char *path = o->spm_model ? g_strdup(o->spm_model) : g_build_filename(data_dir, "spm.model", NULL);
   const gboolean asked = o->bpe != NULL || o->spm_model != NULL;
   gboolean ok = TRUE;
@@ -217,7 +227,9 @@ static void print_hypothesis(const Run *run, gint64 id, const MoelmHypothesis *h
 {
   const MoelmDictionary *dict = run->inf->dict;
   char *hyp = gen_text_tokens_string(dict, h->tokens, h->len, run->o->post_process);
-  char *detok = run->spm_decode ? gen_text_post_process(hyp, "sentencepiece") : g_strdup(hyp);
+  char *detok = run->gpt2       ? gen_text_gpt2_decode(dict, run->gpt2, h->tokens, h->len)
+                : run->spm_decode ? gen_text_post_process(hyp, "sentencepiece")
+                                  : g_strdup(hyp);
   /* float32 throughout, then Python's repr() of that float, as fairseq prints a tensor */
   char *score = moelm_py_repr_float((double)(h->score / (float)G_LN2));
   printf("H-%" G_GINT64_FORMAT "\t%s\t%s\n", id, score, hyp);
@@ -262,7 +274,8 @@ static gboolean handle_prompt(Run *run, const char *line, gsize len, GError **er
   const gint64 id = run->next_id++;
   run->lineno++;
   GArray *ids = g_array_new(FALSE, FALSE, sizeof(int32_t));
-  gboolean ok = gen_text_encode_prompt(run->inf->dict, run->spm, line, len, ids, error);
+  gboolean ok = run->gpt2 ? gen_text_encode_gpt2_prompt(run->inf->dict, run->gpt2, line, len, ids, error)
+                          : gen_text_encode_prompt(run->inf->dict, run->spm, line, len, ids, error);
   if (!ok) {
     moelm_error_prefix(error, "%s:%" G_GINT64_FORMAT, run->input_name, run->lineno);
     goto out;
@@ -423,6 +436,7 @@ out:
   moelm_generator_free(run.gen);
   if (run.spm)
     moelm_spm_free(run.spm);
+  moelm_gpt2_bpe_free(run.gpt2);
   moelm_inference_free(run.inf);
   return rc;
 }
@@ -434,8 +448,8 @@ int moelm_cmd_generate(int argc, char **argv)
   GenOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {gen_table(&o), moelm_task_flag_options_table(&o.taskflags),
-                                  moelm_backend_options_table(&o.backend), moelm_ignored_options,
-                                  NULL};
+                                  moelm_backend_options_table(&o.backend), moelm_bpe_options_table(&o.gpt2_files, FALSE),
+                                  moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;
   GError *error = NULL;

@@ -10,6 +10,7 @@
 #include <glib.h>
 
 #include "moelm/dictionary.h"
+#include "moelm/gpt2_bpe.h"
 #include "moelm/spm.h"
 
 /* Python's str.strip() of valid UTF-8 text (Unicode whitespace): the kept part is
@@ -22,6 +23,13 @@ void gen_text_strip(const char *text, gsize len, gsize *start, gsize *out_len);
  * The ids (no </s>) are appended to `ids` (GArray of int32_t). */
 gboolean gen_text_encode_prompt(const MoelmDictionary *dict, const MoelmSpm *spm, const char *line, gsize len,
                                 GArray *ids, GError **error);
+
+/* --bpe gpt2: the line stripped and GPT-2-encoded (fairseq-interactive's encode_fn), each id
+ * looked up as a dict.txt word (absent → <unk>). */
+gboolean gen_text_encode_gpt2_prompt(const MoelmDictionary *dict, const MoelmGpt2Bpe *gpt2, const char *line,
+                                     gsize len, GArray *ids, GError **error);
+/* The text of tokens (</s> and <s> left out, as Dictionary.string does), GPT-2-decoded. */
+char *gen_text_gpt2_decode(const MoelmDictionary *dict, const MoelmGpt2Bpe *gpt2, const int32_t *ids, int n);
 
 /* Whether fairseq's post_process knows `symbol` (sentencepiece, wordpiece, letter, silence,
  * _EOW, subword_nmt, "@@ ", "@@", none). */

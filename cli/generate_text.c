@@ -25,6 +25,19 @@ void gen_text_strip(const char *text, gsize len, gsize *start, gsize *out_len)
   *out_len = any ? end - first : 0;
 }
 
+/* Look every word up in dict.txt (absent: <unk>), append the ids, free the words. */
+static gboolean append_words(const MoelmDictionary *dict, GPtrArray *words, GArray *ids)
+{
+  if (words == NULL)
+    return FALSE;
+  for (guint i = 0; i < words->len; i++) {
+    const int32_t id = moelm_dictionary_index(dict, g_ptr_array_index(words, i));
+    g_array_append_val(ids, id);
+  }
+  g_ptr_array_unref(words);
+  return TRUE;
+}
+
 gboolean gen_text_encode_prompt(const MoelmDictionary *dict, const MoelmSpm *spm, const char *line, gsize len,
                                 GArray *ids, GError **error)
 {
@@ -34,17 +47,31 @@ gboolean gen_text_encode_prompt(const MoelmDictionary *dict, const MoelmSpm *spm
   }
   gsize start, n;
   gen_text_strip(line, len, &start, &n);
-  GPtrArray *words;
-  if (spm == NULL || n == 0)
-    words = moelm_split_words(line + start, n);
-  else if ((words = moelm_spm_encode_pieces(spm, line + start, n, error)) == NULL)
+  return append_words(dict,
+                      spm == NULL || n == 0 ? moelm_split_words(line + start, n)
+                                            : moelm_spm_encode_pieces(spm, line + start, n, error),
+                      ids);
+}
+
+gboolean gen_text_encode_gpt2_prompt(const MoelmDictionary *dict, const MoelmGpt2Bpe *gpt2, const char *line,
+                                     gsize len, GArray *ids, GError **error)
+{
+  if (!g_utf8_validate(line, (gssize)len, NULL)) {
+    g_set_error_literal(error, MOELM_ERROR, MOELM_ERROR_FORMAT, "invalid UTF-8 (or a NUL byte)");
     return FALSE;
-  for (guint i = 0; i < words->len; i++) {
-    const int32_t id = moelm_dictionary_index(dict, g_ptr_array_index(words, i));
-    g_array_append_val(ids, id);
   }
+  return append_words(dict, moelm_gpt2_bpe_tokenize_line(line, len, (gpointer)gpt2, error), ids);
+}
+
+char *gen_text_gpt2_decode(const MoelmDictionary *dict, const MoelmGpt2Bpe *gpt2, const int32_t *ids, int n)
+{
+  GPtrArray *words = g_ptr_array_new();
+  for (int i = 0; i < n; i++)
+    if (ids[i] != MOELM_EOS && ids[i] != MOELM_BOS)
+      g_ptr_array_add(words, (gpointer)moelm_dictionary_symbol(dict, ids[i]));
+  char *text = moelm_gpt2_bpe_decode_words(gpt2, (const char *const *)words->pdata, words->len);
   g_ptr_array_unref(words);
-  return TRUE;
+  return text;
 }
 
 /* Python's str.replace(from, to) (from non-empty). */

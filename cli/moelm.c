@@ -21,6 +21,8 @@ static const Subcommand subcommands[] = {
   {"eval-lm", moelm_cmd_eval_lm, "perplexity of a trained model with a context window (fairseq-eval-lm)"},
   {"generate", moelm_cmd_generate, "generate text from prompts (fairseq-interactive)"},
   {"interactive", moelm_cmd_generate, "alias of generate"},
+  {"convert", moelm_cmd_convert, "import a fairseq (PyTorch) checkpoint: dense or sharded MoE"},
+  {"score", moelm_cmd_score, "log-probabilities of choices given a context (fairseq hub's score; COPA-style)"},
 };
 
 int moelm_cli_fail(const char *subcommand, const GError *error, int status)

@@ -161,6 +161,10 @@ static gboolean build_namespace(MoelmPreprocessConfig *o, const CommonValues *cv
   add_item(items, "dataset_impl", moelm_py_repr_str(o->dataset_impl));
   add_item(items, "destdir", moelm_py_repr_str(o->destdir));
   add_item(items, "dict_only", repr_bool(o->dict_only));
+  if (o->gpt2) { /* fairseq adds GPT2BPEConfig's fields with --bpe gpt2 */
+    add_item(items, "gpt2_encoder_json", moelm_py_repr_str(o->gpt2_encoder_json));
+    add_item(items, "gpt2_vocab_bpe", moelm_py_repr_str(o->gpt2_vocab_bpe));
+  }
   add_item(items, "joined_dictionary", repr_bool(o->joined_dictionary));
   add_item(items, "nwordssrc", repr_int(o->nwordssrc));
   add_item(items, "nwordstgt", repr_int(o->nwordstgt));
@@ -203,10 +207,16 @@ static int check_options(MoelmPreprocessConfig *o)
                        "fastbpe, gpt2, bert, hf_byte_bpe, sentencepiece, subword_nmt)",
                        o->bpe);
   o->spm = o->bpe && strcmp(o->bpe, "sentencepiece") == 0;
-  if (o->bpe && !o->spm)
+  o->gpt2 = o->bpe && strcmp(o->bpe, "gpt2") == 0;
+  if (o->bpe && !o->spm && !o->gpt2)
     moelm_warn("moelm.args", "--bpe %s has no effect on preprocessing (as in fairseq): the input must already be "
-               "encoded; only --bpe sentencepiece encodes",
+               "encoded; only --bpe sentencepiece and --bpe gpt2 encode",
                o->bpe);
+  if ((o->gpt2_encoder_json || o->gpt2_vocab_bpe) && !o->gpt2)
+    return usage_error("--gpt2-encoder-json/--gpt2-vocab-bpe need --bpe gpt2");
+  if (o->gpt2 && (!o->gpt2_encoder_json || !o->gpt2_vocab_bpe))
+    return usage_error("--bpe gpt2 needs --gpt2-encoder-json and --gpt2-vocab-bpe (GPT-2's encoder.json and "
+                       "vocab.bpe; moelm ships them in data-bin/gpt2/)");
   if (o->sentencepiece_model && !o->spm)
     return usage_error("--sentencepiece-model needs --bpe sentencepiece");
   if (o->spm && o->srcdict && !o->sentencepiece_model)
@@ -258,9 +268,13 @@ int pp_options_parse(MoelmPreprocessConfig *o, int argc, char **argv)
       {"--only-source", NULL, MOELM_ARG_FLAG, &o->only_source, NULL, "language-model data (required)", NULL},
       {"--dict-only", NULL, MOELM_ARG_FLAG, &o->dict_only, NULL, "only build the dictionary", NULL},
       {"--bpe", NULL, MOELM_ARG_STRING, &o->bpe, NULL,
-       "sentencepiece: encode the text into pieces (moelm); other fairseq names: no effect", NULL},
+       "sentencepiece or gpt2: encode the text (moelm); other fairseq names: no effect", NULL},
       {"--sentencepiece-model", NULL, MOELM_ARG_STRING, &o->sentencepiece_model, NULL,
        "the SentencePiece model for --bpe sentencepiece (else one is trained)", NULL},
+      {"--gpt2-encoder-json", NULL, MOELM_ARG_STRING, &o->gpt2_encoder_json, NULL,
+       "GPT-2's encoder.json for --bpe gpt2", NULL},
+      {"--gpt2-vocab-bpe", NULL, MOELM_ARG_STRING, &o->gpt2_vocab_bpe, NULL, "GPT-2's vocab.bpe for --bpe gpt2",
+       NULL},
       {"--task", NULL, MOELM_ARG_STRING, &o->task, NULL, "fairseq task name (same dictionary for every task)",
        NULL},
       {"--tgtdict", NULL, MOELM_ARG_STRING, &o->tgtdict, NULL, "ignored with --only-source", NULL},

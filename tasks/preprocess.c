@@ -13,6 +13,7 @@
 
 #include "moelm/errors.h"
 #include "moelm/fileio.h"
+#include "moelm/gpt2_bpe.h"
 #include "moelm/indexed_dataset.h"
 #include "moelm/log.h"
 #include "moelm/timer.h"
@@ -34,6 +35,7 @@ typedef struct {
   char *dict_name;   /* "dict.txt" or "dict.LANG.txt" */
   MoelmDictionary *dict;
   MoelmSpm *spm;
+  MoelmGpt2Bpe *gpt2; /* --bpe gpt2 */
   PpPieceCache train_pieces; /* --bpe sentencepiece: the train split, encoded once */
   GString *log;      /* preprocess.log lines of this run */
   gboolean created_destdir;
@@ -138,6 +140,8 @@ static gboolean preflight(Run *run, GError **error)
   if (o->srcdict && (run->dict = moelm_dictionary_load(o->srcdict, error)) == NULL)
     return FALSE;
   if (o->sentencepiece_model && (run->spm = moelm_spm_load(o->sentencepiece_model, error)) == NULL)
+    return FALSE;
+  if (o->gpt2 && (run->gpt2 = moelm_gpt2_bpe_load(o->gpt2_encoder_json, o->gpt2_vocab_bpe, error)) == NULL)
     return FALSE;
   /* Every input is read completely here, so a bad byte fails the run before it starts. */
   for (guint i = 0; i < run->splits->len; i++)
@@ -254,7 +258,12 @@ static gboolean write_log(Run *run, GError **error)
 
 /* ---- the work ---- */
 
-static MoelmLineTokenizer line_tokenizer(const Run *run) { return run->spm ? pp_spm_tokenize_line : NULL; }
+static MoelmLineTokenizer line_tokenizer(const Run *run)
+{
+  return run->spm ? pp_spm_tokenize_line : run->gpt2 ? moelm_gpt2_bpe_tokenize_line : NULL;
+}
+
+static gpointer line_tokenizer_data(const Run *run) { return run->spm ? (gpointer)run->spm : (gpointer)run->gpt2; }
 
 /* --bpe sentencepiece: the model goes into the data-bin, trained on the train split when
  * none is given. */
@@ -285,9 +294,10 @@ static gboolean build_dictionary(Run *run, GError **error)
   if (run->dict)
     return TRUE; /* --srcdict: used as it is, as fairseq does (no finalize, no padding) */
   const char *train = train_split(run)->input;
-  if (o->spm) {
+  if (o->spm || o->gpt2) {
     char *cache = tmp_path(run, "train.pieces");
-    run->dict = pp_encode_pieces(train, cache, o->workers, pp_spm_tokenize_line, run->spm, &run->train_pieces, error);
+    run->dict = pp_encode_pieces(train, cache, o->workers, line_tokenizer(run), line_tokenizer_data(run),
+                                 &run->train_pieces, error);
     g_free(cache);
   } else {
     run->dict = pp_count_words(train, o->workers, error);
@@ -308,8 +318,8 @@ static gboolean binarize_split(Run *run, const Split *split, GError **error)
   if (split == train_split(run) && run->train_pieces.path)
     ok = pp_binarize_pieces(&run->train_pieces, prefix, run->opts->workers, run->dict, &stats, error);
   else
-    ok = pp_binarize(split->input, prefix, run->opts->workers, run->dict, line_tokenizer(run), run->spm, &stats,
-                     error);
+    ok = pp_binarize(split->input, prefix, run->opts->workers, run->dict, line_tokenizer(run),
+                     line_tokenizer_data(run), &stats, error);
   g_free(prefix);
   if (!ok)
     return FALSE;
@@ -354,7 +364,8 @@ void moelm_preprocess_config_clear(MoelmPreprocessConfig *o)
   char **strings[] = {&o->source_lang, &o->target_lang, &o->trainpref, &o->validpref,
                       &o->testpref,    &o->destdir,     &o->srcdict,   &o->tgtdict,
                       &o->dataset_impl, &o->bpe,        &o->sentencepiece_model, &o->task,
-                      &o->align_suffix, &o->alignfile,  &o->namespace_line};
+                      &o->align_suffix, &o->alignfile,  &o->namespace_line, &o->gpt2_encoder_json,
+                      &o->gpt2_vocab_bpe};
   for (gsize i = 0; i < G_N_ELEMENTS(strings); i++)
     g_clear_pointer(strings[i], g_free);
 }
@@ -382,6 +393,7 @@ gboolean moelm_preprocess_run(const MoelmPreprocessConfig *opts, GError **error)
     moelm_dictionary_free(run.dict);
   if (run.spm)
     moelm_spm_free(run.spm);
+  moelm_gpt2_bpe_free(run.gpt2);
   g_ptr_array_unref(run.splits);
   g_ptr_array_unref(run.commit);
   g_string_free(run.log, TRUE);

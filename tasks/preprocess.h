@@ -22,6 +22,8 @@ typedef struct {
   char *task;
   char *align_suffix, *alignfile; /* accepted, no effect */
   gboolean spm;                   /* --bpe sentencepiece */
+  gboolean gpt2;                  /* --bpe gpt2: encode with GPT-2's BPE (fairseq's encoder script) */
+  char *gpt2_encoder_json, *gpt2_vocab_bpe; /* its files */
   char *namespace_line;           /* "Namespace(...)": the first line logged, as fairseq's */
 } MoelmPreprocessConfig;
 

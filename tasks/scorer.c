@@ -68,9 +68,11 @@ gboolean moelm_bpe_kind_parse(const char *name, MoelmBpeKind *kind, GError **err
     *kind = MOELM_BPE_SUFFIX;
   else if (strcmp(name, "sentencepiece") == 0)
     *kind = MOELM_BPE_SENTENCEPIECE;
+  else if (strcmp(name, "gpt2") == 0)
+    *kind = MOELM_BPE_GPT2;
   else {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
-                "--post-process=%s is not implemented (use '@@ ', subword_nmt or sentencepiece)", name);
+                "--post-process=%s is not implemented (use '@@ ', subword_nmt, sentencepiece or gpt2)", name);
     return FALSE;
   }
   return TRUE;
@@ -79,8 +81,8 @@ gboolean moelm_bpe_kind_parse(const char *name, MoelmBpeKind *kind, GError **err
 /* <s> <pad> </s> <unk> stand alone: they neither continue nor get continued. */
 static gboolean is_special(int32_t id) { return id < MOELM_NSPECIAL; }
 
-gboolean moelm_bpe_piece_continues(const MoelmDictionary *dict, MoelmBpeKind kind, const int32_t *targets, int64_t n,
-                                   int64_t i)
+gboolean moelm_bpe_piece_continues(const MoelmDictionary *dict, MoelmBpeKind kind, const MoelmGpt2Bpe *gpt2,
+                                   const int32_t *targets, int64_t n, int64_t i)
 {
   switch (kind) {
   case MOELM_BPE_SUFFIX:
@@ -88,19 +90,22 @@ gboolean moelm_bpe_piece_continues(const MoelmDictionary *dict, MoelmBpeKind kin
   case MOELM_BPE_SENTENCEPIECE:
     return i + 1 < n && !is_special(targets[i]) && !is_special(targets[i + 1]) &&
            !g_str_has_prefix(moelm_dictionary_symbol(dict, targets[i + 1]), SP_WORD_START);
+  case MOELM_BPE_GPT2:
+    return gpt2 && i + 1 < n && !is_special(targets[i]) && !is_special(targets[i + 1]) &&
+           !moelm_gpt2_bpe_word_starts_with_space(gpt2, moelm_dictionary_symbol(dict, targets[i + 1]));
   default:
     return FALSE;
   }
 }
 
-int64_t moelm_bpe_merge_scores(const MoelmDictionary *dict, MoelmBpeKind kind, const int32_t *targets, float *lprobs,
-                               int64_t n)
+int64_t moelm_bpe_merge_scores(const MoelmDictionary *dict, MoelmBpeKind kind, const MoelmGpt2Bpe *gpt2,
+                               const int32_t *targets, float *lprobs, int64_t n)
 {
   if (kind == MOELM_BPE_NONE)
     return 0;
   int64_t merged = 0;
   for (int64_t i = 0; i + 1 < n; i++)
-    if (moelm_bpe_piece_continues(dict, kind, targets, n, i)) {
+    if (moelm_bpe_piece_continues(dict, kind, gpt2, targets, n, i)) {
       lprobs[i + 1] += lprobs[i];
       lprobs[i] = 0.0f;
       merged++;
@@ -115,20 +120,28 @@ static void word_prob_free(gpointer p)
   g_free(w);
 }
 
-GPtrArray *moelm_row_words(const MoelmDictionary *dict, MoelmBpeKind kind, const int32_t *targets,
-                           const float *lprobs, int64_t n)
+GPtrArray *moelm_row_words(const MoelmDictionary *dict, MoelmBpeKind kind, const MoelmGpt2Bpe *gpt2,
+                           const int32_t *targets, const float *lprobs, int64_t n)
 {
   GPtrArray *out = g_ptr_array_new_with_free_func(word_prob_free);
   GString *w = g_string_new(NULL);
+  GPtrArray *syms = g_ptr_array_new(); /* --bpe gpt2: the word's tokens, decoded together */
   gboolean is_bpe = FALSE;
   for (int64_t i = 0; i < n; i++) {
     g_string_append(w, moelm_dictionary_symbol(dict, targets[i]));
-    if (kind != MOELM_BPE_NONE && moelm_bpe_piece_continues(dict, kind, targets, n, i)) {
+    g_ptr_array_add(syms, (gpointer)moelm_dictionary_symbol(dict, targets[i]));
+    if (kind != MOELM_BPE_NONE && moelm_bpe_piece_continues(dict, kind, gpt2, targets, n, i)) {
       if (kind == MOELM_BPE_SUFFIX)
         g_string_truncate(w, w->len - 2);
       is_bpe = TRUE;
       continue;
     }
+    if (gpt2) {
+      char *text = moelm_gpt2_bpe_decode_words(gpt2, (const char *const *)syms->pdata, syms->len);
+      g_string_assign(w, text + (kind == MOELM_BPE_GPT2 && text[0] == ' ' && text[1] ? 1 : 0));
+      g_free(text);
+    }
+    g_ptr_array_set_size(syms, 0);
     MoelmWordProb *wp = g_new0(MoelmWordProb, 1);
     const gsize skip = kind == MOELM_BPE_SENTENCEPIECE && g_str_has_prefix(w->str, SP_WORD_START) && w->len > 3 ? 3 : 0;
     wp->word = g_strdup(w->str + skip);
@@ -145,6 +158,7 @@ GPtrArray *moelm_row_words(const MoelmDictionary *dict, MoelmBpeKind kind, const
     is_bpe = FALSE;
   }
   g_string_free(w, TRUE);
+  g_ptr_array_unref(syms);
   return out;
 }
 
@@ -267,7 +281,7 @@ static gboolean score_rows(MoelmRowScorerFunc score, gpointer score_data, const 
     const int64_t n = rb->len[r];
     const int32_t *targets = tgt + (gsize)r * W + rb->ctx[r];
     float *row = lp + (gsize)r * W + rb->ctx[r];
-    const int64_t merged = moelm_bpe_merge_scores(opt->dict, opt->bpe, targets, row, n);
+    const int64_t merged = moelm_bpe_merge_scores(opt->dict, opt->bpe, opt->gpt2, targets, row, n);
     int64_t finite = 0;
     for (int64_t j = 0; j < n; j++) {
       if (isinf(row[j])) {
@@ -308,8 +322,8 @@ gboolean moelm_score_split_with(MoelmRowScorerFunc score, gpointer score_data, c
                 split->prefix);
     return FALSE;
   }
-  if (opt->bpe != MOELM_BPE_NONE && opt->dict == NULL) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: bpe merging needs the dictionary", split->prefix);
+  if ((opt->bpe != MOELM_BPE_NONE && opt->dict == NULL) || (opt->bpe == MOELM_BPE_GPT2 && opt->gpt2 == NULL)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: bpe merging needs the dictionary (and the GPT-2 files for gpt2)", split->prefix);
     return FALSE;
   }
   MoelmContextWindow cw;

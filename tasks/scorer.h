@@ -19,6 +19,7 @@
 #include <glib.h>
 
 #include "moelm/dictionary.h"
+#include "moelm/gpt2_bpe.h"
 #include "moelm/model.h"
 #include "tasks/lm_data.h"
 
@@ -49,23 +50,25 @@ int moelm_context_window_next(MoelmContextWindow *cw, const int32_t *source, con
 typedef enum {
   MOELM_BPE_NONE,
   MOELM_BPE_SUFFIX,       /* "@@ " / subword_nmt: a piece ending in "@@" continues the word */
-  MOELM_BPE_SENTENCEPIECE /* a piece continues the word when the next piece does not start with
-                           * U+2581 and is not a special symbol */
+  MOELM_BPE_SENTENCEPIECE, /* a piece continues the word when the next piece does not start with
+                            * U+2581 and is not a special symbol */
+  MOELM_BPE_GPT2           /* GPT-2 ids (--bpe gpt2): a token continues the word when the next token
+                            * does not start with a space and neither is a special symbol */
 } MoelmBpeKind;
 
-/* "@@ "/"@@"/"subword_nmt" → SUFFIX, "sentencepiece" → SENTENCEPIECE; NULL → NONE; anything
+/* "@@ "/"@@"/"subword_nmt" → SUFFIX, "sentencepiece" → SENTENCEPIECE, "gpt2" → GPT2; NULL → NONE; anything
  * else is an error naming the value (fairseq: "not implemented"). */
 gboolean moelm_bpe_kind_parse(const char *name, MoelmBpeKind *kind, GError **error);
 
 /* Whether target i of a row (targets (n)) is a piece whose word goes on in the next piece. */
-gboolean moelm_bpe_piece_continues(const MoelmDictionary *dict, MoelmBpeKind kind, const int32_t *targets, int64_t n,
-                                   int64_t i);
+gboolean moelm_bpe_piece_continues(const MoelmDictionary *dict, MoelmBpeKind kind, const MoelmGpt2Bpe *gpt2,
+                                   const int32_t *targets, int64_t n, int64_t i);
 
 /* fairseq's merge in place: for i < n-1 whose piece continues, lprobs[i+1] += lprobs[i] and
  * lprobs[i] = 0 (float arithmetic). Returns the number of merged pieces (fairseq's
  * skipped_toks, left out of the count). */
-int64_t moelm_bpe_merge_scores(const MoelmDictionary *dict, MoelmBpeKind kind, const int32_t *targets, float *lprobs,
-                               int64_t n);
+int64_t moelm_bpe_merge_scores(const MoelmDictionary *dict, MoelmBpeKind kind, const MoelmGpt2Bpe *gpt2,
+                               const int32_t *targets, float *lprobs, int64_t n);
 
 typedef struct {
   char *word;         /* the pieces joined ("@@" or the leading U+2581 removed) */
@@ -76,10 +79,11 @@ typedef struct {
 } MoelmWordProb;
 
 /* fairseq's word list of one row, from merged scores (moelm_bpe_merge_scores): a piece that
- * continues is joined to the next; a trailing continuing piece yields no word. GPtrArray of
- * MoelmWordProb* (free with g_ptr_array_unref). */
-GPtrArray *moelm_row_words(const MoelmDictionary *dict, MoelmBpeKind kind, const int32_t *targets,
-                           const float *lprobs, int64_t n);
+ * continues is joined to the next; a trailing continuing piece yields no word. With `gpt2`
+ * (--bpe gpt2) words are the decoded text of their tokens (GPT2: without the leading space).
+ * GPtrArray of MoelmWordProb* (free with g_ptr_array_unref). */
+GPtrArray *moelm_row_words(const MoelmDictionary *dict, MoelmBpeKind kind, const MoelmGpt2Bpe *gpt2,
+                           const int32_t *targets, const float *lprobs, int64_t n);
 
 /* ---- scoring a split ----------------------------------------------------------------- */
 
@@ -93,6 +97,7 @@ typedef struct {
                               * ignore_invalid_inputs); <= 0: the model's positions */
   const MoelmDictionary *dict; /* for bpe merging (may be NULL when bpe is NONE) */
   MoelmBpeKind bpe;
+  const MoelmGpt2Bpe *gpt2;    /* MOELM_BPE_GPT2: the vocabulary */
 } MoelmScoreOptions;
 
 typedef struct {

@@ -124,3 +124,14 @@ gboolean moelm_find_line_offsets(const char *path, int n, gsize *offsets, GError
   moelm_mapped_file_close(&mf);
   return TRUE;
 }
+
+void moelm_strip_spaces(const char *line, gsize len, gsize *start, gsize *end)
+{
+  gsize a = 0, b = len, n;
+  while (a < b && (n = moelm_space_len(line + a, b - a)) > 0)
+    a += n;
+  while (b > a && (n = moelm_space_len_before(line + a, b - a)) > 0)
+    b -= n;
+  *start = a;
+  *end = b;
+}

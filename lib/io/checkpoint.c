@@ -6,6 +6,7 @@
 #include "io/checkpoint_internal.h"
 #include "moelm/checkpoint.h"
 #include "moelm/errors.h"
+#include "moelm/half.h"
 #include "moelm/json.h"
 
 static gboolean add_tensor(MoelmSafetensorsWriter *w, const char *name, const MoelmParam *p, const float *data,
@@ -159,7 +160,9 @@ static gboolean check_tensor(const MoelmCheckpoint *ckpt, const char *name, cons
     return FALSE;
   }
   *file = st;
-  gboolean same = t->dtype == MOELM_DT_F32 && t->ndim == p->ndim;
+  /* fp16/bf16 checkpoints (moelm convert --dtype) are widened to fp32 on loading */
+  gboolean same = (t->dtype == MOELM_DT_F32 || t->dtype == MOELM_DT_F16 || t->dtype == MOELM_DT_BF16) &&
+                  t->ndim == p->ndim;
   for (int d = 0; same && d < p->ndim; d++)
     same = t->shape[d] == p->shape[d];
   if (!same) {
@@ -234,7 +237,13 @@ static gboolean gather(const MoelmCheckpoint *ckpt, MoelmModel *model, const cha
     g_free(name);
     if (!ok)
       return FALSE;
-    memcpy(dst + p->offset, moelm_safetensors_data(file, t), p->numel * sizeof(float));
+    const void *src = moelm_safetensors_data(file, t);
+    if (t->dtype == MOELM_DT_F16)
+      moelm_half_to_float_n(src, dst + p->offset, p->numel);
+    else if (t->dtype == MOELM_DT_BF16)
+      moelm_bf16_to_float_n(src, dst + p->offset, p->numel);
+    else
+      memcpy(dst + p->offset, src, p->numel * sizeof(float));
   }
   return TRUE;
 }

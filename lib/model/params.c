@@ -131,6 +131,23 @@ static void layout(MoelmModel *m)
         layout_moe_experts(m, l, &m->layers[l]);
 }
 
+GPtrArray *moelm_model_param_layout(const MoelmModelConfig *cfg, GError **error)
+{
+  if (!moelm_model_config_validate(cfg, error))
+    return NULL;
+  MoelmModel m = {0}; /* the layout alone: no backend, no arena, every expert */
+  moelm_model_config_copy(&m.cfg, cfg);
+  m.local_experts = cfg->moe_experts;
+  m.first_expert = 0;
+  m.tensors = g_ptr_array_new_with_free_func(free_param);
+  m.by_name = g_hash_table_new(g_str_hash, g_str_equal);
+  layout(&m);
+  g_hash_table_destroy(m.by_name);
+  g_free(m.layers);
+  moelm_model_config_clear(&m.cfg);
+  return m.tensors;
+}
+
 MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GError **error)
 {
   return moelm_model_new_placed(cfg, be, NULL, error);

@@ -28,6 +28,9 @@ gboolean moelm_next_word(const char *line, gsize len, gsize *pos, const char **w
 /* Split a UTF-8 line (already validated) on Unicode whitespace; returns a GPtrArray of
  * newly allocated words (free with g_ptr_array_unref). */
 GPtrArray *moelm_split_words(const char *line, gsize len);
+/* Python's str.strip(): [*start, *end) is the line without leading and trailing whitespace
+ * (str.isspace(): Unicode White_Space and \x1c-\x1f). */
+void moelm_strip_spaces(const char *line, gsize len, gsize *start, gsize *end);
 
 /* Split `path` into n contiguous byte ranges that start at line starts, as fairseq's
  * find_offsets does (piece i starts after the line holding byte i*(size/n)); offsets has n+1

@@ -1,6 +1,7 @@
 /* moelm — checkpoints: one safetensors file (despite fairseq's ".pt" names).
  *
- * Tensors: every model parameter under its fairseq name (F32), and unless the optimizer
+ * Tensors: every model parameter under its fairseq name (F32; F16 or BF16 are accepted and
+ * widened to F32 on loading, as `moelm convert --dtype` writes them), and unless the optimizer
  * state is left out, optimizer.exp_avg.<name> and optimizer.exp_avg_sq.<name>.
  * __metadata__ (string → string, values are JSON texts):
  *   "format"          "moelm-checkpoint-1"

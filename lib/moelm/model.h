@@ -52,6 +52,9 @@ MoelmModel *moelm_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, GErro
 MoelmModel *moelm_model_new_placed(const MoelmModelConfig *cfg, MoelmBackend *be, MoelmComm *expert_comm,
                                    GError **error);
 void moelm_model_free(MoelmModel *m);
+/* The parameters a model of `cfg` has, in arena order (MoelmParam*, free with
+ * g_ptr_array_unref), without building it: for converters that write checkpoints. */
+GPtrArray *moelm_model_param_layout(const MoelmModelConfig *cfg, GError **error);
 
 const MoelmModelConfig *moelm_model_get_config(const MoelmModel *m);
 MoelmBackend *moelm_model_backend(const MoelmModel *m);

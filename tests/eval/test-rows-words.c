@@ -80,11 +80,11 @@ static void test_suffix_merge(void)
   MoelmDictionary *d = pieces_dict((const char *const[]){"hel@@", "lo", "wor@@", "ld", "ab@@", NULL});
   const int32_t t[] = {4, 5, 6, 7, MOELM_EOS, 8};
   float lp[] = {-1.0f, -2.0f, -0.5f, -0.25f, -3.0f, -4.0f};
-  CU_ASSERT_EQUAL(moelm_bpe_merge_scores(d, MOELM_BPE_SUFFIX, t, lp, 6), 2);
+  CU_ASSERT_EQUAL(moelm_bpe_merge_scores(d, MOELM_BPE_SUFFIX, NULL, t, lp, 6), 2);
   const float want[] = {0.0f, -3.0f, 0.0f, -0.75f, -3.0f, -4.0f};
   for (int i = 0; i < 6; i++)
     CU_ASSERT_EQUAL(lp[i], want[i]);
-  GPtrArray *w = moelm_row_words(d, MOELM_BPE_SUFFIX, t, lp, 6);
+  GPtrArray *w = moelm_row_words(d, MOELM_BPE_SUFFIX, NULL, t, lp, 6);
   CU_ASSERT_EQUAL_FATAL(w->len, 3);
   const MoelmWordProb *w0 = g_ptr_array_index(w, 0), *w1 = g_ptr_array_index(w, 1), *w2 = g_ptr_array_index(w, 2);
   CU_ASSERT_STRING_EQUAL(w0->word, "hello");
@@ -108,8 +108,8 @@ static void test_sentencepiece_merge(void)
   MoelmDictionary *d = pieces_dict((const char *const[]){"\xe2\x96\x81he", "llo", "\xe2\x96\x81world", ",", NULL});
   const int32_t t[] = {4, 5, 6, 7, MOELM_EOS, 5};
   float lp[] = {-1.0f, -2.0f, -0.5f, -0.25f, -3.0f, -4.0f};
-  CU_ASSERT_EQUAL(moelm_bpe_merge_scores(d, MOELM_BPE_SENTENCEPIECE, t, lp, 6), 2);
-  GPtrArray *w = moelm_row_words(d, MOELM_BPE_SENTENCEPIECE, t, lp, 6);
+  CU_ASSERT_EQUAL(moelm_bpe_merge_scores(d, MOELM_BPE_SENTENCEPIECE, NULL, t, lp, 6), 2);
+  GPtrArray *w = moelm_row_words(d, MOELM_BPE_SENTENCEPIECE, NULL, t, lp, 6);
   const char *const want[] = {"hello", "world,", "</s>", "llo"};
   const float want_lp[] = {-3.0f, -0.75f, -3.0f, -4.0f};
   CU_ASSERT_EQUAL_FATAL(w->len, 4);
@@ -122,7 +122,7 @@ static void test_sentencepiece_merge(void)
   CU_ASSERT_FALSE(((MoelmWordProb *)g_ptr_array_index(w, 3))->has_next);
   g_ptr_array_unref(w);
   /* without --remove-bpe, one word per piece, as spelled */
-  w = moelm_row_words(d, MOELM_BPE_NONE, t, lp, 6);
+  w = moelm_row_words(d, MOELM_BPE_NONE, NULL, t, lp, 6);
   CU_ASSERT_EQUAL(w->len, 6);
   CU_ASSERT_STRING_EQUAL(((MoelmWordProb *)g_ptr_array_index(w, 0))->word, "\xe2\x96\x81he");
   g_ptr_array_unref(w);

@@ -12,7 +12,9 @@
 #include "moelm/dictionary.h"
 #include "moelm/indexed_dataset.h"
 #include "moelm/rng.h"
+#include "moelm/pickle.h"
 #include "moelm/safetensors.h"
+#include "moelm/torch_load.h"
 
 typedef gboolean (*ReadFunc)(const uint8_t *data, gsize len, GError **error);
 
@@ -35,6 +37,29 @@ static gboolean read_safetensors(const uint8_t *data, gsize len, GError **error)
   return st != NULL;
 }
 
+static gboolean read_pickle(const uint8_t *data, gsize len, GError **error)
+{
+  MoelmPickle *p = moelm_pickle_load(data, len, "seed", error);
+  moelm_pickle_free(p);
+  return p != NULL;
+}
+
+/* A zip seed is accepted when it is a PyTorch file whose every state-dict tensor resolves. */
+static gboolean read_zip(const uint8_t *data, gsize len, GError **error)
+{
+  MoelmTorchFile *f = moelm_torch_open_bytes(data, len, "seed", error);
+  if (f == NULL)
+    return FALSE;
+  const GPtrArray *kv = moelm_py_dict_items(moelm_py_get(moelm_torch_root(f), "model"));
+  gboolean ok = kv != NULL;
+  for (guint i = 0; ok && i + 1 < kv->len; i += 2) {
+    MoelmTorchTensor t;
+    ok = moelm_torch_tensor(f, kv->pdata[i + 1], &t, error);
+  }
+  moelm_torch_close(f);
+  return ok;
+}
+
 typedef struct {
   const char *corpus; /* tests/fuzz/corpus/<corpus> */
   int (*harness)(const uint8_t *data, size_t size);
@@ -46,6 +71,8 @@ static const Target targets[] = {
   {"dict", moelm_fuzz_dict, read_dict, 1},
   {"idx", moelm_fuzz_idx, read_idx, 2},
   {"safetensors", moelm_fuzz_safetensors, read_safetensors, 3},
+  {"pickle", moelm_fuzz_pickle, read_pickle, 4},
+  {"zip", moelm_fuzz_zip, read_zip, 5},
 };
 
 typedef struct {
@@ -267,10 +294,14 @@ static void fuzz_target(const Target *t)
 static void test_fuzz_dict(void) { fuzz_target(&targets[0]); }
 static void test_fuzz_idx(void) { fuzz_target(&targets[1]); }
 static void test_fuzz_safetensors(void) { fuzz_target(&targets[2]); }
+static void test_fuzz_pickle(void) { fuzz_target(&targets[3]); }
+static void test_fuzz_zip(void) { fuzz_target(&targets[4]); }
 
 MOELM_TEST_SUITE(fuzz)
 {
   CU_add_test(suite, "dict.txt reader: seeds, prefixes, mutations", test_fuzz_dict);
   CU_add_test(suite, "MMIDIDX index validator: seeds, prefixes, mutations", test_fuzz_idx);
   CU_add_test(suite, "safetensors reader: seeds, prefixes, mutations", test_fuzz_safetensors);
+  CU_add_test(suite, "restricted unpickler: seeds, prefixes, mutations", test_fuzz_pickle);
+  CU_add_test(suite, "zip reader and PyTorch tensors: seeds, prefixes, mutations", test_fuzz_zip);
 }

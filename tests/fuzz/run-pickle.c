@@ -1,0 +1,3 @@
+/* The pickle harness under its CUnit name (see fuzz.h). */
+#define LLVMFuzzerTestOneInput moelm_fuzz_pickle
+#include "fuzz-pickle.c"
