@@ -82,9 +82,23 @@ void moelm_comm_free(MoelmComm *c)
   if (c->mpi)
     MPI_Finalize();
 #endif
+  moelm_comm_detach_nccl(c);
   g_free(c->stage);
   g_free(c);
 }
+
+#ifndef MOELM_WITH_NCCL
+gboolean moelm_comm_attach_nccl(MoelmComm *c, MoelmBackend *be, GError **error)
+{
+  g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED,
+              "this moelm was built without NCCL (configure --with-cuda --with-nccl)");
+  return FALSE;
+}
+
+void moelm_comm_detach_nccl(MoelmComm *c) {}
+#endif
+
+gboolean moelm_comm_has_nccl(const MoelmComm *c) { return c != NULL && c->nccl != NULL; }
 
 void moelm_comm_abort(MoelmComm *c, int status)
 {
@@ -134,7 +148,13 @@ void moelm_comm_host_done(MoelmComm *c, MoelmBackend *be, void *buf, const void 
 
 gboolean moelm_comm_allreduce_f32(MoelmComm *c, MoelmBackend *be, float *buf, size_t n, GError **error)
 {
-  if (c == NULL || c->size == 1 || n == 0)
+  if (c == NULL || n == 0)
+    return TRUE;
+#ifdef MOELM_WITH_NCCL
+  if (c->nccl != NULL && be == c->nccl_be)
+    return moelm_nccl_allreduce_f32(c, buf, n, error);
+#endif
+  if (c->size == 1)
     return TRUE;
 #ifdef HAVE_MPI
   float *h = moelm_comm_host_view(c, be, buf, n * sizeof(float), TRUE);
@@ -196,6 +216,10 @@ gboolean moelm_comm_alltoallv_rows(MoelmComm *c, MoelmBackend *be, const void *s
                                    void *recv, const int32_t *recv_rows, size_t row_bytes, GError **error)
 {
   const int W = moelm_comm_size(c);
+#ifdef MOELM_WITH_NCCL
+  if (c != NULL && c->nccl != NULL && be == c->nccl_be)
+    return moelm_nccl_alltoallv_rows(c, send, send_rows, recv, recv_rows, row_bytes, error);
+#endif
   size_t send_total = 0, recv_total = 0;
   for (int r = 0; r < W; r++) {
     send_total += (size_t)send_rows[r];

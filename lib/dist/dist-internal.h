@@ -15,7 +15,16 @@ struct MoelmComm {
   gboolean mpi;        /* MPI_Init was called (and MPI_Finalize is due) */
   void *stage;         /* host staging for device backends without NCCL */
   size_t stage_bytes;
+  void *nccl;          /* ncclComm_t once attached (nccl.c), else NULL */
+  MoelmBackend *nccl_be; /* the CUDA backend whose stream it uses */
 };
+
+#ifdef MOELM_WITH_NCCL
+/* NCCL on the attached backend's stream (nccl.c). */
+gboolean moelm_nccl_allreduce_f32(MoelmComm *comm, float *buf, size_t n, GError **error);
+gboolean moelm_nccl_alltoallv_rows(MoelmComm *comm, const void *send, const int32_t *send_rows, void *recv,
+                                   const int32_t *recv_rows, size_t row_bytes, GError **error);
+#endif
 
 /* A host view of `bytes` of `be`'s memory at buf: buf itself for a CPU backend, else a staging
  * copy (downloaded when `download`); hand it back with moelm_comm_host_done, which uploads a

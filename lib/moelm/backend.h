@@ -327,6 +327,7 @@ struct MoelmBackend {
   char *description;    /* what it is: "cpu (AVX2 kernels, 2 threads, OpenBLAS)" */
   char *reason;         /* why moelm_backend_open chose it ("--cpu", "this build has no CUDA backend") */
   GError *op_error;     /* the first failure an op recorded since the last synchronize */
+  void *native_stream;  /* a CUDA backend's cudaStream_t (NCCL works on it); NULL elsewhere */
   void *priv;           /* backend-private state */
 };
 

@@ -33,6 +33,14 @@ int moelm_comm_size(const MoelmComm *comm);       /* 1 for NULL */
 int moelm_comm_local_rank(const MoelmComm *comm); /* rank on this machine (binds the GPU) */
 const char *moelm_comm_name(const MoelmComm *comm); /* "single", "mpi" */
 
+/* NCCL (builds with the CUDA backend and NCCL): make the group's collectives on `be`'s memory
+ * (a CUDA backend) go through NCCL on its stream; every rank calls it. Elsewhere it fails with
+ * a message. detach ends the communicator (moelm_comm_free does it too). */
+gboolean moelm_comm_attach_nccl(MoelmComm *comm, MoelmBackend *be, GError **error);
+void moelm_comm_detach_nccl(MoelmComm *comm);
+/* Whether NCCL is attached. */
+gboolean moelm_comm_has_nccl(const MoelmComm *comm);
+
 /* Element-wise sums over the ranks, in place. */
 gboolean moelm_comm_allreduce_f64(MoelmComm *comm, double *buf, size_t n, GError **error);
 gboolean moelm_comm_allreduce_f32(MoelmComm *comm, MoelmBackend *be, float *buf, size_t n, GError **error);

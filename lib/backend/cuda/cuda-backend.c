@@ -688,6 +688,7 @@ MoelmBackend *moelm_backend_cuda_new(int device_id, MoelmDtype act_dtype, GError
   be->act_size = moelm_dtype_size(act_dtype);
   be->n_threads = 1;
   be->device_id = device_id;
+  be->native_stream = s->stream;
   be->description = g_strdup_printf("cuda device %d (%s, %.0f GB, sm_%d%d, %s activations)", device_id, prop.name,
                                     (double)prop.totalGlobalMem / 1e9, prop.major, prop.minor,
                                     act_dtype == MOELM_DT_BF16 ? "bf16" : act_dtype == MOELM_DT_F16 ? "fp16" : "fp32");
