@@ -25,7 +25,7 @@ typedef struct {
   gint64 seed;
   int world_size;       /* --distributed-world-size (-1: not given) */
   double bucket_cap_mb; /* --bucket-cap-mb */
-  gboolean expert_parallel;
+  gboolean expert_parallel, checkpoint_activations;
   char *normalize_expert_grad;
   gboolean disable_validation, no_save, no_epoch_checkpoints, no_last_checkpoints, no_save_optimizer_state;
   gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters, skip_invalid;
@@ -136,6 +136,8 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--distributed-world-size", NULL, MOELM_ARG_INT, &o->world_size, NULL,
      "processes in the job; checked against mpirun's (default: mpirun's)", NULL},
     {"--bucket-cap-mb", NULL, MOELM_ARG_DOUBLE, &o->bucket_cap_mb, NULL, "all-reduce bucket size in MB (25)", NULL},
+    {"--checkpoint-activations", NULL, MOELM_ARG_FLAG, &o->checkpoint_activations, NULL,
+     "recompute each layer's activations in the backward (less memory, one more forward)", NULL},
     {"--moe-expert-parallel", NULL, MOELM_ARG_FLAG, &o->expert_parallel, NULL,
      "split the experts of each MoE layer over the ranks (all-to-all)", NULL},
     {"--moe-normalize-expert-grad", NULL, MOELM_ARG_CHOICE, &o->normalize_expert_grad, "world_size|sqrt_world_size",
@@ -232,6 +234,7 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   }
   c->bucket_cap_mb = o->bucket_cap_mb;
   c->expert_parallel = o->expert_parallel;
+  c->checkpoint_activations = o->checkpoint_activations;
   c->expert_grad_sqrt = strcmp(o->normalize_expert_grad, "sqrt_world_size") == 0;
   if (c->expert_parallel && moelm_comm_size(c->comm) > 1 && o->model.moe_freq <= 0) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,

@@ -446,6 +446,7 @@ static gboolean setup(Run *r, GError **error)
   r->model = moelm_model_new_placed(&cfg->model, r->be, cfg->expert_parallel ? cfg->comm : NULL, error);
   if (r->model == NULL)
     return FALSE;
+  moelm_model_set_checkpoint_activations(r->model, cfg->checkpoint_activations);
   moelm_model_init_params(r->model, cfg->seed);
   if (!moelm_adam_init(&r->adam, &cfg->adam, r->be, moelm_model_num_params(r->model), error))
     return FALSE;

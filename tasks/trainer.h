@@ -61,6 +61,7 @@ typedef struct {
   /* model and compute */
   MoelmModelConfig model;
   MoelmBackendSpec backend;          /* --cpu, --device-id, --threads, --fp32/--bf16/--fp16 */
+  gboolean checkpoint_activations;   /* --checkpoint-activations: recompute layers in the backward */
   /* distributed */
   MoelmComm *comm;                   /* the process group (borrowed; NULL: one process) */
   double bucket_cap_mb;              /* --bucket-cap-mb 25: all-reduce bucket size */

@@ -209,6 +209,12 @@ static double combined_gate_loss(const MoelmModel *m)
   return m->cfg.moe_gate_loss_sum || m->n_moe == 0 ? sum : sum / m->n_moe;
 }
 
+static void copy_moe_stats(MoelmModel *m, int l)
+{
+  m->be->ops->to_host(m->be, m->moe_stats_host + (size_t)m->layers[l].moe_index * MOELM_ROUTE_N_STATS,
+                      m->acts[l].moe->stats, MOELM_ROUTE_N_STATS * sizeof(double));
+}
+
 /* Embedding → layers → final norm → logits. Leaves logits (N,V) in m->logits. training: MoE
  * layers use the training capacity and noise (else eval semantics). */
 static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids, gboolean training,
@@ -230,13 +236,19 @@ static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepI
   MoelmDropoutIds d_emb = moelm_drop_ids(ids, EMBED_LAYER, 0);
   be->ops->dropout_forward(be, m->x0, m->x0, (size_t)N * C, ids ? (float)c->dropout : 0.0f, &d_emb);
   const MoelmAct *x = m->x0;
-  for (int l = 0; l < c->layers; l++)
+  for (int l = 0; l < c->layers; l++) {
     x = layer_forward(m, l, x, B, T, ids, training);
+    if (m->checkpoint_activations) { /* the next layer overwrites these activations: keep the output */
+      be->ops->copy(be, m->layer_out[l], x, moelm_act_bytes(be, (size_t)N * C));
+      x = m->layer_out[l];
+      if (m->layers[l].moe) /* the MoE layers share one set of buffers too */
+        copy_moe_stats(m, l);
+    }
+  }
   /* the gate metadata of every MoE layer: one small copy each, after the whole forward */
-  for (int l = 0; l < c->layers; l++)
+  for (int l = 0; l < c->layers && !m->checkpoint_activations; l++)
     if (m->layers[l].moe)
-      be->ops->to_host(be, m->moe_stats_host + (size_t)m->layers[l].moe_index * MOELM_ROUTE_N_STATS,
-                       m->acts[l].moe->stats, MOELM_ROUTE_N_STATS * sizeof(double));
+      copy_moe_stats(m, l);
   m->last_gate_loss = combined_gate_loss(m);
   if (m->has_final_norm) {
     be->ops->layernorm_forward(be, m->xf, m->meanf, m->rstdf, x, W_PARAM(m, m->lnf_w), W_PARAM(m, m->lnf_b), N, C,
@@ -392,6 +404,10 @@ gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const Mo
   /* fairseq's MoECriterion: loss += wt * sample_size * (sum | average of the layers' l_aux) */
   const double aux_coef = c->moe_gate_loss_wt * sample_size / (c->moe_gate_loss_sum || m->n_moe == 0 ? 1 : m->n_moe);
   for (int l = c->layers - 1; l >= 0; l--) {
+    /* checkpointing: the shared activations hold the last layer's; the others are recomputed
+     * (same inputs, same dropout streams: the same values) */
+    if (m->checkpoint_activations && l < c->layers - 1)
+      layer_forward(m, l, l == 0 ? m->x0 : m->layer_out[l - 1], B, T, ids, TRUE);
     layer_backward(m, l, B, T, ids, aux_coef);
     if (m->grad_ready)
       m->grad_ready(m->grad_ready_data, m->layers[l].begin, m->layers[l].end - m->layers[l].begin);

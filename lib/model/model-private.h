@@ -119,6 +119,11 @@ struct MoelmModel {
   size_t n_shared;
   MoelmExpertExchange *ep;  /* the exchange's scratch (moe_exchange.c) */
 
+  /* --checkpoint-activations: one set of layer activations shared by every layer (recomputed
+   * in the backward) and each layer's output kept */
+  gboolean checkpoint_activations;
+  MoelmAct **layer_out;     /* (layers) of (N, C), when checkpointing */
+
   MoelmGradReadyFunc grad_ready; /* see moelm_model_set_grad_ready */
   void *grad_ready_data;
 };

@@ -218,9 +218,16 @@ static void free_layer_acts(MoelmModel *m, LayerActs *a)
 static void free_workspace(MoelmModel *m)
 {
   if (m->acts) {
-    for (int l = 0; l < m->cfg.layers; l++)
+    /* checkpointing: every layer's entry points at layer 0's buffers */
+    const int owners = m->checkpoint_activations ? MIN(m->cfg.layers, 1) : m->cfg.layers;
+    for (int l = 0; l < owners; l++)
       free_layer_acts(m, &m->acts[l]);
     g_clear_pointer(&m->acts, g_free);
+  }
+  if (m->layer_out) {
+    for (int l = 0; l < m->cfg.layers; l++)
+      moelm_model_release(m, &m->layer_out[l]);
+    g_clear_pointer(&m->layer_out, g_free);
   }
   void *bufs[] = {&m->d_src, &m->d_tgt,  &m->d_pos, &m->d_pad, &m->x0,   &m->xf,    &m->meanf,    &m->rstdf,
                   &m->logits, &m->losses, &m->dloss, &m->dx,    &m->dtmp, &m->dbig,  &m->dbig2,    &m->dqkv,
@@ -283,7 +290,15 @@ gboolean moelm_model_ensure_workspace(MoelmModel *m, int N, GError **error)
   moelm_model_alloc(m, &m->save_row, C, sizeof(float), &ok, error);
   moelm_model_alloc(m, &m->save_row_pe, C, sizeof(float), &ok, error);
   m->acts = g_new0(LayerActs, c->layers > 0 ? c->layers : 1); /* att_saved: ensure_attention */
-  for (int l = 0; l < c->layers; l++) {
+  /* checkpointing: one set of activations (with the dense FFN's and the MoE's buffers, as the
+   * layers need) that every layer uses in turn, and each layer's output */
+  const gboolean shared = m->checkpoint_activations;
+  if (shared) {
+    m->layer_out = g_new0(MoelmAct *, c->layers > 0 ? c->layers : 1);
+    for (int l = 0; l < c->layers; l++)
+      moelm_model_alloc(m, &m->layer_out[l], n * C, A, &ok, error);
+  }
+  for (int l = 0; l < (shared ? MIN(c->layers, 1) : c->layers); l++) {
     LayerActs *a = &m->acts[l];
     moelm_model_alloc(m, &a->n1, n * C, A, &ok, error);
     moelm_model_alloc(m, &a->mean1, n, sizeof(float), &ok, error);
@@ -295,14 +310,17 @@ gboolean moelm_model_ensure_workspace(MoelmModel *m, int N, GError **error)
     moelm_model_alloc(m, &a->mean2, n, sizeof(float), &ok, error);
     moelm_model_alloc(m, &a->rstd2, n, sizeof(float), &ok, error);
     moelm_model_alloc(m, &a->r2, n * C, A, &ok, error);
-    if (m->layers[l].moe) {
+    if (m->layers[l].moe || (shared && m->n_moe > 0)) {
       a->moe = g_new0(MoeActs, 1);
       ok = ok && moelm_moe_acts_alloc(m, a->moe, N, error);
-    } else {
+    }
+    if (!m->layers[l].moe || (shared && m->n_moe < c->layers)) {
       moelm_model_alloc(m, &a->fc1, n * F, A, &ok, error);
       moelm_model_alloc(m, &a->fcact, n * F, A, &ok, error);
     }
   }
+  for (int l = 1; shared && l < c->layers; l++)
+    m->acts[l] = m->acts[0];
   ok = ok && moelm_moe_workspace_alloc(m, N, error);
   if (!ok) {
     free_workspace(m);
@@ -325,6 +343,14 @@ const MoelmParam *moelm_model_find(const MoelmModel *m, const char *name)
 float *moelm_model_params(MoelmModel *m) { return m->params; }
 float *moelm_model_grads(MoelmModel *m) { return m->grads; }
 size_t moelm_model_shared_params(const MoelmModel *m) { return m->n_shared; }
+
+void moelm_model_set_checkpoint_activations(MoelmModel *m, gboolean on)
+{
+  if (on == m->checkpoint_activations)
+    return;
+  free_workspace(m); /* laid out again at the next call */
+  m->checkpoint_activations = on;
+}
 int moelm_model_expert_world(const MoelmModel *m) { return m->expert_world; }
 int moelm_model_local_experts(const MoelmModel *m) { return m->local_experts; }
 int moelm_model_first_expert(const MoelmModel *m) { return m->first_expert; }
@@ -413,16 +439,19 @@ gboolean moelm_model_ensure_attention(MoelmModel *m, int B, int T, GError **erro
   if (need <= m->att_cap)
     return TRUE;
   gboolean ok = TRUE;
-  for (int l = 0; l < m->cfg.layers; l++) {
+  const int owners = m->checkpoint_activations ? MIN(m->cfg.layers, 1) : m->cfg.layers;
+  for (int l = 0; l < owners; l++) {
     moelm_model_release(m, &m->acts[l].att_saved);
     moelm_model_alloc(m, &m->acts[l].att_saved, need, 1, &ok, error);
   }
   if (!ok) {
-    for (int l = 0; l < m->cfg.layers; l++)
+    for (int l = 0; l < owners; l++)
       moelm_model_release(m, &m->acts[l].att_saved);
     m->att_cap = 0;
     return FALSE;
   }
+  for (int l = owners; l < m->cfg.layers; l++)
+    m->acts[l].att_saved = m->acts[0].att_saved;
   m->att_cap = need;
   return TRUE;
 }

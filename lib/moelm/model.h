@@ -72,6 +72,12 @@ int moelm_model_expert_world(const MoelmModel *m);
 int moelm_model_local_experts(const MoelmModel *m);
 int moelm_model_first_expert(const MoelmModel *m); /* the global number of this rank's first expert */
 
+/* --checkpoint-activations: keep only each layer's output during train_step's forward and
+ * recompute the layer's activations in the backward (about one layer's activations instead of
+ * all of them, for one more forward of every layer but the last). The gradients are the same
+ * bits. */
+void moelm_model_set_checkpoint_activations(MoelmModel *m, gboolean on);
+
 /* fairseq's initialisation (normal embeddings, Xavier-uniform projections, zero biases
  * and pad rows), drawn from Philox(seed). */
 void moelm_model_init_params(MoelmModel *m, uint64_t seed);
