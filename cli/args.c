@@ -35,7 +35,7 @@ static gboolean choice_ok(const char *choices, const char *value)
   return ok;
 }
 
-static gboolean set_value(const char *prog, const MoelmArgSpec *spec, const char *value, GError **error)
+static gboolean set_value(const MoelmArgSpec *spec, const char *value, GString *ignored, GError **error)
 {
   char *end = NULL;
   errno = 0;
@@ -47,16 +47,16 @@ static gboolean set_value(const char *prog, const MoelmArgSpec *spec, const char
     if (end == value || *end != '\0' || errno) {
       double d = g_ascii_strtod(value, &end);
       if (end == value || *end != '\0' || d != floor(d) || fabs(d) > 9.0e18) {
-        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: invalid int value: '%s'",
-                    prog, spec->name, value);
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "argument %s: invalid int value: '%s'",
+                    spec->name, value);
         return FALSE;
       }
       v = (long long)d;
     }
     if (spec->type == MOELM_ARG_INT) {
       if (v < G_MININT || v > G_MAXINT) {
-        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: value out of range: '%s'",
-                    prog, spec->name, value);
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "argument %s: value out of range: '%s'",
+                    spec->name, value);
         return FALSE;
       }
       *(int *)spec->dest = (int)v;
@@ -68,8 +68,8 @@ static gboolean set_value(const char *prog, const MoelmArgSpec *spec, const char
   case MOELM_ARG_DOUBLE: {
     double d = g_ascii_strtod(value, &end);
     if (end == value || *end != '\0' || errno == ERANGE) {
-      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: invalid float value: '%s'",
-                  prog, spec->name, value);
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "argument %s: invalid float value: '%s'",
+                  spec->name, value);
       return FALSE;
     }
     *(double *)spec->dest = d;
@@ -80,7 +80,7 @@ static gboolean set_value(const char *prog, const MoelmArgSpec *spec, const char
       char *list = g_strdup(spec->choices);
       g_strdelimit(list, "|", ',');
       g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
-                  "%s: argument %s: invalid choice: '%s' (choose from %s)", prog, spec->name, value, list);
+                  "argument %s: invalid choice: '%s' (choose from %s)", spec->name, value, list);
       g_free(list);
       return FALSE;
     }
@@ -91,17 +91,69 @@ static gboolean set_value(const char *prog, const MoelmArgSpec *spec, const char
     *(char **)spec->dest = g_strdup(value);
     return TRUE;
   case MOELM_ARG_IGNORED:
-    moelm_warn("moelm.args", "%s %s is a fairseq option with no effect in moelm; ignored", spec->name, value);
+    g_string_append_printf(ignored, "%s%s %s", ignored->len ? ", " : "", spec->name, value);
     return TRUE;
   default:
     return TRUE;
   }
 }
 
+/* Edit distance with adjacent transpositions (optimal string alignment), for suggestions. */
+static gsize edit_distance(const char *a, gsize la, const char *b, gsize lb)
+{
+  gsize *d = g_new(gsize, (la + 1) * (lb + 1));
+#define D(i, j) d[(i) * (lb + 1) + (j)]
+  for (gsize i = 0; i <= la; i++)
+    D(i, 0) = i;
+  for (gsize j = 0; j <= lb; j++)
+    D(0, j) = j;
+  for (gsize i = 1; i <= la; i++)
+    for (gsize j = 1; j <= lb; j++) {
+      gsize best = MIN(D(i - 1, j) + 1, D(i, j - 1) + 1);
+      best = MIN(best, D(i - 1, j - 1) + (a[i - 1] != b[j - 1]));
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        best = MIN(best, D(i - 2, j - 2) + 1);
+      D(i, j) = best;
+    }
+  gsize out = D(la, lb);
+#undef D
+  g_free(d);
+  return out;
+}
+
+/* The known option nearest to an unknown one, or NULL when none is near enough to help:
+ * a known name that contains it or is contained in it (--checkpoint-activation,
+ * --max-updates), else the smallest edit distance within a third of the length. */
+static const char *nearest_option(const MoelmArgSpec *const *tables, const char *name, gsize len)
+{
+  const char *best = NULL;
+  gsize best_cost = G_MAXSIZE;
+  for (const MoelmArgSpec *const *t = tables; *t; t++)
+    for (const MoelmArgSpec *s = *t; s->name; s++)
+      for (int k = 0; k < 2; k++) {
+        const char *known = k ? s->alias : s->name;
+        if (known == NULL)
+          continue;
+        gsize klen = strlen(known);
+        gsize cost = edit_distance(name, len, known, klen);
+        g_autofree char *probe = g_strndup(name, len);
+        if (len > 4 && klen > 4 && (strstr(known, probe) || strstr(probe, known)))
+          cost = MIN(cost, 1 + (klen > len ? klen - len : len - klen) / 4);
+        if (cost < best_cost) {
+          best_cost = cost;
+          best = s->name;
+        }
+      }
+  return best && best_cost <= MAX(2, len / 3) ? best : NULL;
+}
+
 gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, int argc, char **argv,
                           int first, GPtrArray *positional, gboolean *help_requested, GError **error)
 {
   gboolean only_positional = FALSE;
+  g_autoptr(GString) unknown = g_string_new(NULL);  /* every unknown option, reported together */
+  g_autoptr(GString) ignored = g_string_new(NULL);  /* fairseq options without effect, one warning */
+  int n_unknown = 0;
   if (help_requested)
     *help_requested = FALSE;
   for (int i = first; i < argc; i++) {
@@ -110,8 +162,8 @@ gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, i
       if (positional)
         g_ptr_array_add(positional, (gpointer)arg);
       else {
-        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: unrecognized argument: %s", prog, arg);
-        return FALSE;
+        g_string_append_printf(unknown, "%s%s", unknown->len ? ", " : "", arg);
+        n_unknown++;
       }
       continue;
     }
@@ -128,22 +180,29 @@ gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, i
     gsize name_len = eq ? (gsize)(eq - arg) : strlen(arg);
     const MoelmArgSpec *spec = find_spec(tables, arg, name_len);
     if (spec == NULL) {
-      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: unrecognized argument: %.*s", prog,
-                  (int)name_len, arg);
-      return FALSE;
+      /* Keep going: a pasted fairseq command should learn every unknown option in one run.
+       * A following non-option word is taken as its value so it is not read as a path. */
+      const char *near = nearest_option(tables, arg, name_len);
+      g_string_append_printf(unknown, "%s%.*s", unknown->len ? ", " : "", (int)name_len, arg);
+      if (near)
+        g_string_append_printf(unknown, " (did you mean %s?)", near);
+      if (!eq && i + 1 < argc && argv[i + 1][0] != '-')
+        i++;
+      n_unknown++;
+      continue;
     }
     if (spec->seen)
       *spec->seen = TRUE;
     if (!takes_value(spec->type)) {
       if (eq) {
-        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: ignored explicit argument '%s'",
-                    prog, spec->name, eq + 1);
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "argument %s: ignored explicit argument '%s'",
+                    spec->name, eq + 1);
         return FALSE;
       }
       if (spec->type == MOELM_ARG_FLAG)
         *(gboolean *)spec->dest = TRUE;
       else
-        moelm_warn("moelm.args", "%s is a fairseq option with no effect in moelm; ignored", spec->name);
+        g_string_append_printf(ignored, "%s%s", ignored->len ? ", " : "", spec->name);
       continue;
     }
     const char *value;
@@ -156,13 +215,19 @@ gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, i
                                 !g_ascii_isdigit(argv[i + 1][2]))) {
       value = argv[++i];
     } else {
-      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: argument %s: expected one argument", prog,
-                  spec->name);
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "argument %s: expected one argument", spec->name);
       return FALSE;
     }
-    if (!set_value(prog, spec, value, error))
+    if (!set_value(spec, value, ignored, error))
       return FALSE;
   }
+  if (n_unknown) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "unrecognized argument%s: %s", n_unknown > 1 ? "s" : "",
+                unknown->str);
+    return FALSE;
+  }
+  if (ignored->len)
+    moelm_warn("moelm.args", "%s: fairseq options with no effect in moelm, ignored: %s", prog, ignored->str);
   return TRUE;
 }
 

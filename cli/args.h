@@ -1,7 +1,8 @@
 /* moelm — fairseq-style command-line options: `--name value`, `--name=value`, store-true
  * flags, choices, aliases, and fairseq options that mean nothing here (accepted with a
- * warning so fairseq command lines run unchanged). An unknown option is an error that
- * names it. Several tables can be combined (common + task + model). */
+ * warning so fairseq command lines run unchanged: one warning line lists them all). Unknown
+ * options are one error that names every one, each with the nearest known option. Several
+ * tables can be combined (common + task + model). */
 #ifndef MOELM_CLI_ARGS_H
 #define MOELM_CLI_ARGS_H
 
@@ -33,7 +34,8 @@ typedef struct {
 
 /* Parse argv[first..argc) against the NULL-terminated list of tables. Positional
  * arguments go to `positional` (char*, owned by argv). `-h/--help` sets *help_requested.
- * Returns FALSE with a one-line error for unknown options, missing or bad values. */
+ * Returns FALSE with a one-line error for unknown options (all of them), missing or bad
+ * values. Messages carry no prefix: the caller's moelm_cli_fail adds "moelm CMD: error:". */
 gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, int argc, char **argv,
                           int first, GPtrArray *positional, gboolean *help_requested, GError **error);
 

@@ -1,0 +1,73 @@
+/* The option parser as a fairseq user meets it: every unknown option of a pasted command in
+ * one message, each with the nearest known option; one "moelm CMD: error:" prefix; the
+ * fairseq options without effect named together in one warning line. */
+#include "config.h"
+
+#include <string.h>
+
+#include "moelm-test.h"
+
+static int count_of(const char *text, const char *needle)
+{
+  int n = 0;
+  for (const char *p = text; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+    n++;
+  return n;
+}
+
+static void test_unknown_all_at_once(void)
+{
+  const char *args[] = {"train", "data-bin/none", "--checkpoint-activation", "--max-updates", "5",
+                        "--frobnicate", "--lr=0.1", "--arch", "transformer_lm", "--optimiser", "adam", NULL};
+  char *out = NULL, *err = NULL;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(args, NULL, &out, &err), 2);
+  /* One line, one prefix, the three unknown options in the order given. */
+  CU_ASSERT_EQUAL(count_of(err, "\n"), 1);
+  CU_ASSERT_EQUAL(count_of(err, "moelm train"), 1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "moelm train: error: unrecognized arguments: "
+                                     "--checkpoint-activation (did you mean --checkpoint-activations?), "
+                                     "--max-updates (did you mean --max-update?), --frobnicate, "
+                                     "--optimiser (did you mean --optimizer?)"));
+  /* The value after an unknown option is not taken for a path or another option. */
+  CU_ASSERT_PTR_NULL(strstr(err, "adam"));
+  g_free(out);
+  g_free(err);
+
+  const char *one[] = {"eval-lm", "x", "--path", "y", "--context-windw", "5", NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(one, NULL, &out, &err), 2);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "moelm eval-lm: error: unrecognized argument: --context-windw "
+                                     "(did you mean --context-window?)\n"));
+  g_free(out);
+  g_free(err);
+}
+
+static void test_bad_value_one_prefix(void)
+{
+  const char *args[] = {"train", "x", "--max-update", "lots", NULL};
+  char *out = NULL, *err = NULL;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(args, NULL, &out, &err), 2);
+  CU_ASSERT_STRING_EQUAL(err, "moelm train: error: argument --max-update: invalid int value: 'lots'\n");
+  g_free(out);
+  g_free(err);
+}
+
+static void test_ignored_in_one_warning(void)
+{
+  /* eval-lm on a missing checkpoint: it fails after parsing, so the warning is printed. */
+  const char *args[] = {"eval-lm", "none", "--path", "/nonexistent/model.pt", "--seed", "1", "--softmax-batch",
+                        "1024", "--skip-invalid-size-inputs-valid-test", NULL};
+  char *out = NULL, *err = NULL;
+  CU_ASSERT_NOT_EQUAL(moelm_test_run_cli(args, NULL, &out, &err), 0);
+  CU_ASSERT_EQUAL(count_of(err, "no effect in moelm"), 1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "moelm eval-lm: fairseq options with no effect in moelm, ignored: --seed 1, "
+                                     "--softmax-batch 1024, --skip-invalid-size-inputs-valid-test\n"));
+  g_free(out);
+  g_free(err);
+}
+
+MOELM_TEST_SUITE(cli_args)
+{
+  CU_add_test(suite, "every unknown option in one message, with suggestions", test_unknown_all_at_once);
+  CU_add_test(suite, "a bad value: one prefix", test_bad_value_one_prefix);
+  CU_add_test(suite, "options without effect: one warning line", test_ignored_in_one_warning);
+}
