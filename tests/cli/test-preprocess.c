@@ -360,10 +360,63 @@ static void test_sentencepiece(void)
   g_free(dir);
 }
 
+/* More than 0.5% <unk> in a split of a SentencePiece data-bin is warned about, once per
+ * split, with the reason and a smaller --nwordssrc; a vocabulary that fits gets no warning. */
+static void test_sentencepiece_unk_warning(void)
+{
+  char *dir = moelm_test_tmpdir();
+  char *src = moelm_test_srcpath("data-bin/text/train.txt"), *vsrc = moelm_test_srcpath("data-bin/text/valid.txt");
+  gsize len = 0, vlen = 0;
+  char *all = moelm_test_read_file(src, &len), *vall = moelm_test_read_file(vsrc, &vlen);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(all);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(vall);
+  /* the first 3,000 lines of train, 300 of valid: 4.5k pieces in use at --nwordssrc 6000 */
+  char *cut = all, *vcut = vall;
+  for (int n = 0; n < 3000 && (cut = strchr(cut, '\n')) != NULL; n++)
+    cut++;
+  for (int n = 0; n < 300 && (vcut = strchr(vcut, '\n')) != NULL; n++)
+    vcut++;
+  CU_ASSERT_PTR_NOT_NULL_FATAL(cut);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(vcut);
+  *cut = *vcut = '\0';
+  char *train = cli_write(dir, "train.txt", all), *valid = cli_write(dir, "valid.txt", vall);
+  char *big = cli_path(dir, "big"), *small = cli_path(dir, "small");
+  const char *args[] = {"preprocess", "--only-source", "--trainpref", train, "--validpref", valid, "--destdir", big,
+                        "--bpe", "sentencepiece", "--nwordssrc", "6000", "--workers", "2", NULL};
+  char *out = NULL, *err = NULL;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(args, NULL, &out, &err), 0);
+  const char *w = strstr(err, "WARNING");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(w);
+  CU_ASSERT_PTR_NULL(strstr(w + 1, "WARNING")); /* valid only: train has no <unk> */
+  CU_ASSERT_PTR_NOT_NULL(strstr(w, "valid.txt: "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(w, "% of the tokens became <unk>: dict.txt holds only the "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(w, "pieces that occur in the training split"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(w, "Use a smaller --nwordssrc (e.g. "));
+  g_free(out);
+  g_free(err);
+  args[7] = small;
+  args[11] = "1000";
+  CU_ASSERT_EQUAL(moelm_test_run_cli(args, NULL, &out, &err), 0);
+  CU_ASSERT_PTR_NULL(strstr(err, "WARNING"));
+  g_free(out);
+  g_free(err);
+  g_free(big);
+  g_free(small);
+  g_free(train);
+  g_free(valid);
+  g_free(all);
+  g_free(vall);
+  g_free(src);
+  g_free(vsrc);
+  moelm_test_rmtree(dir);
+  g_free(dir);
+}
+
 MOELM_TEST_SUITE(cli_preprocess)
 {
   CU_add_test(suite, "exact dict.txt, .idx, .bin and log lines", test_exact_outputs);
   CU_add_test(suite, "--source-lang file names", test_source_lang_names);
   CU_add_test(suite, "--workers 1, 3, 4 give the same bytes", test_workers_identical);
   CU_add_test(suite, "--bpe sentencepiece: trained and given model, workers", test_sentencepiece);
+  CU_add_test(suite, "--bpe sentencepiece: a warning for more than 0.5% <unk>", test_sentencepiece_unk_warning);
 }
