@@ -138,13 +138,15 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
 }
 
 /* ---- logging ------------------------------------------------------------------------ */
-/* Token-level MoE: fairseq's MoECriterion metadata, per MoE layer (layerN_...), averaged over
- * the updates since the last log line, and moe_gate_loss (the combined l_aux, unweighted). */
-static void log_moe_fields(Run *r, GString *line, const MoelmLogStyle *style)
+/* Token-level MoE: fairseq's MoECriterion metadata per MoE layer, averaged over the updates
+ * since the last log line (and over the ranks). Returns the number of MoE layers filled in
+ * *out (g_free), 0 when the model has none or no forward ran. */
+static int take_moe_stats(Run *r, MoelmMoeLayerStats **out)
 {
+  *out = NULL;
   const int n = moelm_model_moe_layers(r->model);
   if (n == 0)
-    return;
+    return 0;
   MoelmMoeLayerStats *st = g_new0(MoelmMoeLayerStats, n);
   int64_t forwards = moelm_model_moe_stats_take(r->model, st);
   if (moelm_comm_size(r->cfg->comm) > 1) { /* the mean over the ranks */
@@ -171,32 +173,63 @@ static void log_moe_fields(Run *r, GString *line, const MoelmLogStyle *style)
     }
     g_free(v);
   }
-  if (forwards > 0) {
-    double total = 0;
-    for (int i = 0; i < n; i++)
-      total += st[i].gate_loss;
-    moelm_log_field(line, style, "moe_gate_loss", r->cfg->model.moe_gate_loss_sum ? total : total / n, 8);
-    for (int i = 0; i < n; i++) {
-      const struct {
-        const char *key;
-        double value;
-      } f[] = {{"moe_gate_loss", st[i].gate_loss},
-               {"overflow_expert1", st[i].overflow_expert1},
-               {"overflow_expert2", st[i].overflow_expert2},
-               {"entropy_gating", st[i].entropy},
-               {"unused_expert1_count", st[i].unused_expert1},
-               {"expert1_balance_top", st[i].expert1_balance_top},
-               {"expert1_balance_bottom", st[i].expert1_balance_bottom}};
-      for (gsize k = 0; k < G_N_ELEMENTS(f); k++) {
-        if (k == 2 && r->cfg->model.moe_top_k == 1)
-          continue;
-        char *key = g_strdup_printf("layer%d_%s", st[i].layer, f[k].key);
-        moelm_log_field(line, style, key, f[k].value, 3);
-        g_free(key);
-      }
-    }
+  if (forwards <= 0) {
+    g_free(st);
+    return 0;
   }
-  g_free(st);
+  *out = st;
+  return n;
+}
+
+/* The combined l_aux (sum or average over the layers, unweighted): fairseq's moe_gate_loss. */
+static double moe_gate_loss(const Run *r, const MoelmMoeLayerStats *st, int n)
+{
+  double total = 0;
+  for (int i = 0; i < n; i++)
+    total += st[i].gate_loss;
+  return r->cfg->model.moe_gate_loss_sum ? total : total / n;
+}
+
+/* One metadata field of layer i (k indexes the table in log_moe_fields). */
+static double moe_field(const MoelmMoeLayerStats *s, int k)
+{
+  const double f[] = {s->gate_loss,      s->overflow_expert1,    s->overflow_expert2,     s->entropy,
+                      s->unused_expert1, s->expert1_balance_top, s->expert1_balance_bottom};
+  return f[k];
+}
+
+static const char *const moe_keys[] = {"moe_gate_loss",         "overflow_expert1",    "overflow_expert2",
+                                       "entropy_gating",        "unused_expert1_count", "expert1_balance_top",
+                                       "expert1_balance_bottom"};
+
+/* fairseq's moe fields, in its order, right after `loss`: moe_gate_loss, then the metadata
+ * averaged over the MoE layers (MoECriterion.get_moe_metadata). */
+static void log_moe_fields(const Run *r, GString *line, const MoelmLogStyle *style, const MoelmMoeLayerStats *st,
+                           int n)
+{
+  moelm_log_field(line, style, "moe_gate_loss", moe_gate_loss(r, st, n), 8);
+  for (gsize k = 1; k < G_N_ELEMENTS(moe_keys); k++) {
+    if (k == 2 && r->cfg->model.moe_top_k == 1)
+      continue;
+    double mean = 0;
+    for (int i = 0; i < n; i++)
+      mean += moe_field(&st[i], (int)k);
+    moelm_log_field(line, style, moe_keys[k], mean / n, 3);
+  }
+}
+
+/* moelm's addition at the end of the line: the same metadata for each MoE layer. */
+static void log_moe_layer_fields(const Run *r, GString *line, const MoelmLogStyle *style,
+                                 const MoelmMoeLayerStats *st, int n)
+{
+  for (int i = 0; i < n; i++)
+    for (gsize k = 0; k < G_N_ELEMENTS(moe_keys); k++) {
+      if (k == 2 && r->cfg->model.moe_top_k == 1)
+        continue;
+      char *key = g_strdup_printf("layer%d_%s", st[i].layer, moe_keys[k]);
+      moelm_log_field(line, style, key, moe_field(&st[i], (int)k), 3);
+      g_free(key);
+    }
 }
 
 static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_t iter, gboolean inner)
@@ -206,10 +239,20 @@ static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_
   if (cfg->log_json)
     style = (MoelmLogStyle){"", ", ", inner ? "" : "train_"};
   GString *line = g_string_new(NULL);
-  const double loss = m->sample_size > 0 ? base2(m->loss_sum / m->sample_size) : NAN;
+  const double nll = m->sample_size > 0 ? m->loss_sum / m->sample_size : NAN; /* nats per token */
   const double ups = m->seconds > 0 ? m->updates / m->seconds : 0;
-  moelm_log_field(line, &style, "loss", loss, 3);
-  moelm_log_field(line, &style, "ppl", pow(2.0, loss), 2);
+  MoelmMoeLayerStats *moe = NULL;
+  const int n_moe = take_moe_stats(r, &moe);
+  if (n_moe > 0) {
+    /* as fairseq's MoECriterion: loss is what was minimised (the NLL plus the weighted gate
+     * loss), inner_loss the NLL alone, and ppl that of the NLL */
+    moelm_log_field(line, &style, "loss", base2(nll + cfg->model.moe_gate_loss_wt * moe_gate_loss(r, moe, n_moe)), 3);
+    log_moe_fields(r, line, &style, moe, n_moe);
+    moelm_log_field(line, &style, "inner_loss", base2(nll), 3);
+  } else {
+    moelm_log_field(line, &style, "loss", base2(nll), 3);
+  }
+  moelm_log_field(line, &style, "ppl", pow(2.0, base2(nll)), 2);
   moelm_log_field(line, &style, "wps", m->seconds > 0 ? m->ntokens / m->seconds : 0, 0);
   moelm_log_field(line, &style, "ups", ups, 2);
   moelm_log_field(line, &style, "wpb", m->updates ? m->ntokens / m->updates : 0, 1);
@@ -224,7 +267,9 @@ static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_
     r->obj->all_reduce(r->obj, cfg->comm, NULL);
   if (r->obj->log_fields)
     r->obj->log_fields(r->obj, line, &style);
-  log_moe_fields(r, line, &style);
+  if (n_moe > 0)
+    log_moe_layer_fields(r, line, &style, moe, n_moe);
+  g_free(moe);
   moelm_log_field(line, &style, "wall", moelm_time_now() - r->start_time, 0);
   if (cfg->log_json && inner)
     moelm_info(tag, "{%s, \"epoch\": %d, \"update\": %.3f}", line->str, r->st.epoch,

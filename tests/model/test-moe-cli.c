@@ -3,6 +3,7 @@
  * run on; the sequence mixture trains with MoE layers too; bad MoE options are one-line errors. */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "moelm-test.h"
@@ -50,8 +51,30 @@ static void test_train_eval_generate(void)
   char *save = g_build_filename(tmp, "ckpt", NULL);
   char *err = NULL;
   CU_ASSERT_EQUAL_FATAL(train(data, save, NULL, &err), 0);
-  /* the per-layer gate metadata on every log line (layer 1 is the MoE layer) */
-  CU_ASSERT_PTR_NOT_NULL(strstr(err, "moe_gate_loss="));
+  /* fairseq's MoECriterion fields in its order: loss (NLL + weighted gate loss), the gate
+   * loss and the metadata averaged over the MoE layers, then inner_loss (the NLL) and ppl */
+  const char *line = strstr(err, "| train_inner | epoch 001:");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(line);
+  double loss = 0, gate = 0, inner = 0, ppl = 0;
+  const char *p = strstr(line, " loss=");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  CU_ASSERT_EQUAL(sscanf(p, " loss=%lf, moe_gate_loss=%lf, overflow_expert1=", &loss, &gate), 2);
+  const char *q = strstr(p, ", overflow_expert1=");
+  const char *fields[] = {", overflow_expert2=", ", entropy_gating=", ", unused_expert1_count=",
+                          ", expert1_balance_top=", ", expert1_balance_bottom=", ", inner_loss=", ", ppl=", ", wps="};
+  for (gsize i = 0; i < G_N_ELEMENTS(fields) && q; i++) {
+    const char *next = strstr(q, fields[i]);
+    CU_ASSERT_PTR_NOT_NULL(next);
+    q = next;
+  }
+  p = strstr(p, ", inner_loss=");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+  CU_ASSERT_EQUAL(sscanf(p, ", inner_loss=%lf, ppl=%lf", &inner, &ppl), 2);
+  /* loss = inner_loss + 0.01 * moe_gate_loss / ln 2 (to the printed rounding) */
+  CU_ASSERT_DOUBLE_EQUAL(loss, inner + 0.01 * gate / M_LN2, 2e-3);
+  CU_ASSERT_TRUE(gate > 0);
+  CU_ASSERT_DOUBLE_EQUAL(ppl, pow(2.0, inner), 0.02 * ppl);
+  /* and moelm's per-layer metadata at the end (layer 1 is the MoE layer) */
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "layer1_overflow_expert1="));
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "layer1_entropy_gating="));
   CU_ASSERT_PTR_NULL(strstr(err, "layer0_"));
