@@ -15,7 +15,7 @@
 
 typedef struct {
   char *task, *criterion, *optimizer, *lr_scheduler, *lr, *adam_betas, *log_format, *break_mode;
-  char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune;
+  char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune, *tensorboard_logdir;
   double adam_eps, weight_decay, clip_norm, warmup_init_lr, min_lr, stop_min_lr, lr_period_updates, t_mult, lr_shrink;
   double end_lr, power, total_num_update;
   gint64 tokens_per_sample, max_tokens, max_tokens_valid, max_update, warmup_updates, save_interval_updates;
@@ -82,6 +82,8 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--seed", NULL, MOELM_ARG_INT64, &o->seed, NULL, "random seed (1)", NULL},
     {"--log-interval", NULL, MOELM_ARG_INT, &o->log_interval, NULL, "log every N updates (100)", NULL},
     {"--log-format", NULL, MOELM_ARG_CHOICE, &o->log_format, "simple|json|none|tqdm", "log format", NULL},
+    {"--tensorboard-logdir", NULL, MOELM_ARG_STRING, &o->tensorboard_logdir, NULL,
+     "write TensorBoard event files to DIR/train_inner, DIR/train, DIR/valid", NULL},
     {"--tokens-per-sample", NULL, MOELM_ARG_INT64, &o->tokens_per_sample, NULL, "tokens per block (1024)", NULL},
     {"--sample-break-mode", NULL, MOELM_ARG_CHOICE, &o->break_mode, "none|complete|complete_doc|eos", "block boundaries", NULL},
     {"--max-tokens", NULL, MOELM_ARG_INT64, &o->max_tokens, NULL, "max tokens per batch", NULL},
@@ -218,6 +220,8 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->reset_meters = o->reset_meters;
   c->log_interval = o->log_interval;
   c->log_json = strcmp(o->log_format, "json") == 0;
+  g_free(c->tensorboard_logdir);
+  c->tensorboard_logdir = g_strdup(o->tensorboard_logdir);
   c->progress_bar = isatty(STDERR_FILENO) && strcmp(o->log_format, "none") != 0;
   if (!moelm_backend_options_apply(&o->backend, &c->backend, error))
     return FALSE;

@@ -40,6 +40,9 @@ void moelm_log_field(GString *line, const MoelmLogStyle *style, const char *key,
                                                      : moelm_format_rounded(value, round_digits);
   moelm_log_field_text(line, style, key, v);
   g_free(v);
+  /* a write error shows at the caller's moelm_tb_flush */
+  if (style->tb && isfinite(value) && strcmp(key, "num_updates") != 0)
+    moelm_tb_add_scalar(style->tb, key, value, style->tb_step, NULL);
 }
 
 void moelm_log_field_text(GString *line, const MoelmLogStyle *style, const char *key, const char *value)

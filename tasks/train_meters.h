@@ -5,6 +5,8 @@
 #include <stdint.h>
 #include <glib.h>
 
+#include "moelm/tensorboard.h"
+
 G_BEGIN_DECLS
 
 typedef struct {
@@ -22,11 +24,15 @@ void moelm_meters_reset(MoelmTrainMeters *m);
 void moelm_meters_add(MoelmTrainMeters *dst, const MoelmTrainMeters *src);
 
 /* "loss=9.876, ppl=939.62, wps=2345.1, ups=1.15, wpb=2048, bsz=8" style fields (sep "=" and
- * ", " for the inner line; " " and " | " for the epoch line). */
+ * ", " for the inner line; " " and " | " for the epoch line). With `tb`, every numeric field
+ * but num_updates is also a TensorBoard scalar at step `tb_step` (fairseq's
+ * --tensorboard-logdir: one writer per line kind, train_inner/train/valid). */
 typedef struct {
   const char *kv_sep;
   const char *field_sep;
   const char *json_prefix; /* non-NULL: JSON fields "PREFIXkey": "value" (fairseq's --log-format json) */
+  MoelmTbWriter *tb;       /* NULL: no TensorBoard */
+  int64_t tb_step;         /* num_updates */
 } MoelmLogStyle;
 
 /* Append one field; `round` is fairseq's meter rounding (digits), < 0 for %g. */

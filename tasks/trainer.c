@@ -50,6 +50,7 @@ void moelm_train_config_clear(MoelmTrainConfig *c)
   g_free(c->save_dir);
   g_free(c->restore_file);
   g_free(c->finetune_from_model);
+  g_free(c->tensorboard_logdir);
   moelm_model_config_clear(&c->model);
   memset(c, 0, sizeof *c);
 }
@@ -71,7 +72,43 @@ typedef struct {
   MoelmStopwatch train_wall;
   MoelmGradSync *sync;       /* data parallel: the bucketed all-reduce (NULL on one rank) */
   double comm_seconds;       /* waiting for the all-reduce, since the start */
+  GHashTable *tb;            /* --tensorboard-logdir: line tag (train_inner, train, a valid split) ->
+                              * MoelmTbWriter* of LOGDIR/TAG; NULL without it or off rank 0 */
 } Run;
+
+/* The TensorBoard writer of a kind of log line, opened on first use (NULL: none). A
+ * directory that cannot be written is warned about once and TensorBoard is off. */
+static MoelmTbWriter *tb_writer(Run *r, const char *tag)
+{
+  if (r->tb == NULL)
+    return NULL;
+  MoelmTbWriter *w = g_hash_table_lookup(r->tb, tag);
+  if (w == NULL) {
+    char *dir = g_build_filename(r->cfg->tensorboard_logdir, tag, NULL);
+    GError *err = NULL;
+    w = moelm_tb_writer_open(dir, &err);
+    g_free(dir);
+    if (w == NULL) {
+      moelm_warn("moelm.train", "--tensorboard-logdir: %s; TensorBoard logging is off", err->message);
+      g_error_free(err);
+      g_clear_pointer(&r->tb, g_hash_table_unref);
+      return NULL;
+    }
+    g_hash_table_insert(r->tb, g_strdup(tag), w);
+  }
+  return w;
+}
+
+static void tb_flush(Run *r, const char *tag)
+{
+  MoelmTbWriter *w = r->tb ? g_hash_table_lookup(r->tb, tag) : NULL;
+  GError *err = NULL;
+  if (w && !moelm_tb_flush(w, &err)) {
+    moelm_warn("moelm.train", "--tensorboard-logdir: %s; TensorBoard logging is off", err->message);
+    g_error_free(err);
+    g_clear_pointer(&r->tb, g_hash_table_unref);
+  }
+}
 
 static int64_t updates_per_epoch(const Run *r)
 {
@@ -116,7 +153,11 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
     }
     const double secs = moelm_time_now() - t0;
     char *vprefix = g_strdup_printf("%s_", split->name);
-    MoelmLogStyle style = {" ", cfg->log_json ? ", " : " | ", cfg->log_json ? vprefix : NULL};
+    MoelmLogStyle style = {.kv_sep = " ",
+                           .field_sep = cfg->log_json ? ", " : " | ",
+                           .json_prefix = cfg->log_json ? vprefix : NULL,
+                           .tb = tb_writer(r, split->name),
+                           .tb_step = r->st.num_updates};
     GString *line = g_string_new(NULL);
     moelm_log_field(line, &style, "loss", vloss, 3);
     moelm_log_field(line, &style, "ppl", pow(2.0, vloss), 2);
@@ -131,6 +172,7 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
     else
       moelm_info("valid", "epoch %03d | valid on '%s' subset | %s", r->st.epoch, split->name, line->str);
     g_string_free(line, TRUE);
+    tb_flush(r, split->name);
     g_free(vprefix);
   }
   *loss_out = first;
@@ -235,9 +277,11 @@ static void log_moe_layer_fields(const Run *r, GString *line, const MoelmLogStyl
 static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_t iter, gboolean inner)
 {
   const MoelmTrainConfig *cfg = r->cfg;
-  MoelmLogStyle style = inner ? (MoelmLogStyle){"=", ", ", NULL} : (MoelmLogStyle){" ", " | ", NULL};
+  MoelmLogStyle style = {.kv_sep = inner ? "=" : " ", .field_sep = inner ? ", " : " | "};
   if (cfg->log_json)
-    style = (MoelmLogStyle){"", ", ", inner ? "" : "train_"};
+    style = (MoelmLogStyle){.kv_sep = "", .field_sep = ", ", .json_prefix = inner ? "" : "train_"};
+  style.tb = tb_writer(r, tag);
+  style.tb_step = r->st.num_updates;
   GString *line = g_string_new(NULL);
   const double nll = m->sample_size > 0 ? m->loss_sum / m->sample_size : NAN; /* nats per token */
   const double ups = m->seconds > 0 ? m->updates / m->seconds : 0;
@@ -282,6 +326,7 @@ static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_
   else
     moelm_info(tag, "epoch %03d | %s", r->st.epoch, line->str);
   g_string_free(line, TRUE);
+  tb_flush(r, tag);
 }
 
 static void progress(Run *r, int64_t iter, double loss)
@@ -521,6 +566,8 @@ static gboolean setup(Run *r, GError **error)
 
 static void teardown(Run *r)
 {
+  if (r->tb)
+    g_hash_table_unref(r->tb);
   moelm_objective_detach(r->obj); /* it may hold backend memory of this run's model */
   if (r->train_batches)
     g_ptr_array_unref(r->train_batches);
@@ -612,7 +659,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
     MoelmTrainMeters interval, epoch_m;
     moelm_meters_reset(&interval);
     moelm_meters_reset(&epoch_m);
-    gboolean ok = TRUE;
+    gboolean ok = TRUE, limit = FALSE; /* limit: --max-update or --stop-min-lr ended the run */
     while (ok && !stop && r->st.iterations_in_epoch < n_updates) {
       MoelmTrainMeters before = interval;
       ok = train_update(r, order, r->st.iterations_in_epoch, &interval, error);
@@ -633,6 +680,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
       if (!end || stopping) {
         ok = validate_and_save(r, FALSE, stopping, &stop, error);
         stop |= stopping;
+        limit = stopping;
       }
     }
     g_ptr_array_unref(order);
@@ -650,6 +698,12 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
       r->st.epoch++;
       r->st.iterations_in_epoch = 0;
       stop |= stopping;
+    } else if (limit && epoch_m.updates > 0) {
+      /* fairseq prints the epoch's average when the run stops inside it, too (the epoch is
+       * not over: a resumed run continues it) */
+      moelm_info("moelm.train", "end of epoch %d (average epoch stats below)", r->st.epoch);
+      log_stats(r, "train", &epoch_m, r->st.iterations_in_epoch, FALSE);
+      result->last_train_loss = base2(epoch_m.loss_sum / epoch_m.sample_size);
     } else if (epoch_m.updates > 0) {
       result->last_train_loss = base2(epoch_m.loss_sum / epoch_m.sample_size);
     }
@@ -671,6 +725,8 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   r.st.epoch = 1;
   r.st.last_valid_loss = NAN;
   gboolean ok = setup(&r, error);
+  if (ok && cfg->tensorboard_logdir && moelm_comm_rank(cfg->comm) == 0)
+    r.tb = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)moelm_tb_writer_close);
   if (ok) {
     MoelmTrainerCkptCtx ctx = {cfg, dict, r.model, &r.adam, r.sched, &r.st};
     ok = moelm_trainer_restore(&ctx, error);

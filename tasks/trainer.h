@@ -58,6 +58,8 @@ typedef struct {
   int log_interval;                  /* --log-interval 100 */
   gboolean log_json;                 /* --log-format json */
   gboolean progress_bar;             /* a \r progress line on a terminal */
+  char *tensorboard_logdir;          /* --tensorboard-logdir: event files in DIR/train_inner, DIR/train,
+                                      * DIR/<valid subset> (rank 0); NULL: none */
   /* model and compute */
   MoelmModelConfig model;
   MoelmBackendSpec backend;          /* --cpu, --device-id, --threads, --fp32/--bf16/--fp16 */

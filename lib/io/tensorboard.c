@@ -154,7 +154,7 @@ gboolean moelm_tb_add_scalar(MoelmTbWriter *w, const char *tag, double value, in
 
 gboolean moelm_tb_flush(MoelmTbWriter *w, GError **error)
 {
-  if (fflush(w->fp) != 0) {
+  if (fflush(w->fp) != 0 || ferror(w->fp)) {
     moelm_set_error_errno(error, errno, w->path, "cannot write the TensorBoard event file");
     return FALSE;
   }
