@@ -158,6 +158,11 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   g_free(c->restore_file);
   c->restore_file = g_strdup(o->restore_file);
   c->finetune_from_model = g_strdup(o->finetune);
+  if (o->tokens_per_sample < 1 || o->tokens_per_sample > MOELM_MODEL_MAX_POSITIONS) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--tokens-per-sample must be in 1..%d, got %" G_GINT64_FORMAT,
+                MOELM_MODEL_MAX_POSITIONS, o->tokens_per_sample);
+    return FALSE;
+  }
   c->tokens_per_sample = o->tokens_per_sample;
   if (!moelm_break_mode_parse(o->break_mode, &c->break_mode, error))
     return FALSE;

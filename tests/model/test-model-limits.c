@@ -90,8 +90,50 @@ static void test_workspace_alloc_failures_moe(void)
   moelm_model_config_clear(&cfg);
 }
 
+/* The O(1) count the checkpoint loader trusts equals the real layout, for every shape. */
+static void test_num_params_matches_layout(void)
+{
+  MoelmBackend *be = moelm_backend_cpu_new(TRUE, 1, NULL);
+  for (int variant = 0; variant < 7; variant++) {
+    MoelmModelConfig cfg;
+    tiny_model_config(&cfg);
+    cfg.layers = 5;
+    switch (variant) {
+    case 1: cfg.learned_pos = TRUE; break;
+    case 2: cfg.share_embed = TRUE; break;
+    case 3: cfg.final_norm = FALSE; break;
+    case 4: cfg.moe_freq = 2, cfg.moe_experts = 3, cfg.moe_expert_ffn_dim = 5; break;
+    case 5: cfg.moe_freq = 1, cfg.moe_experts = 4, cfg.moe_top_k = 1; break;
+    case 6: cfg.gate_experts = 3, cfg.normalize_before = FALSE; break;
+    }
+    guint64 count = 0;
+    CU_ASSERT_TRUE(moelm_model_config_num_params(&cfg, &count));
+    MoelmModel *m = moelm_model_new(&cfg, be, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    if (count != moelm_model_num_params(m))
+      g_printerr("\n  variant %d: counted %" G_GUINT64_FORMAT ", laid out %zu", variant, count, moelm_model_num_params(m));
+    CU_ASSERT_EQUAL(count, moelm_model_num_params(m));
+    moelm_model_free(m);
+    moelm_model_config_clear(&cfg);
+  }
+  moelm_backend_free(be);
+  /* the largest config the bounds allow overflows nothing: the count says so */
+  MoelmModelConfig big;
+  tiny_model_config(&big);
+  big.embed_dim = big.heads = MOELM_MODEL_MAX_DIM;
+  big.layers = big.moe_freq = 1;
+  big.moe_experts = MOELM_MODEL_MAX_EXPERTS;
+  big.moe_expert_ffn_dim = MOELM_MODEL_MAX_FFN_DIM;
+  guint64 count = 0;
+  CU_ASSERT_TRUE(moelm_model_config_validate(&big, NULL));
+  CU_ASSERT_TRUE(moelm_model_config_num_params(&big, &count));
+  CU_ASSERT_TRUE(count > ((guint64)1 << 57));
+  moelm_model_config_clear(&big);
+}
+
 MOELM_TEST_SUITE(model_limits)
 {
+  CU_add_test(suite, "the counted parameters equal the layout", test_num_params_matches_layout);
   CU_add_test(suite, "every failed workspace allocation is recoverable (dense)", test_workspace_alloc_failures_dense);
   CU_add_test(suite, "every failed workspace allocation is recoverable (MoE)", test_workspace_alloc_failures_moe);
 }

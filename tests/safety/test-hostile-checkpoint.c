@@ -1,0 +1,122 @@
+/* Hostile checkpoints against eval-lm and generate: each crafted copy of a good checkpoint
+ * (one metadata member of the wrong type or out of bounds, metadata that disagrees with the
+ * tensors, a NaN weight) is refused with one error line naming the file and the field, exit
+ * 1, before anything of its size is allocated. */
+#include "config.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "crafted.h"
+#include "eval/mixture-cli-fixture.h"
+#include "moelm-test.h"
+
+static char *tmp;
+
+static void eval_fails(const char *ckpt, const char *needle1, const char *needle2)
+{
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  const char *args[] = {"eval-lm", fx->data, "--path", ckpt, "--threads", "1", NULL};
+  const char *needles[] = {ckpt, needle1, needle2, NULL};
+  crafted_check_fails(args, 1, needles);
+}
+
+static void model_member_fails(const char *member, const char *value, const char *needle)
+{
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  char *name = g_strdup_printf("model-%s.pt", member);
+  char *ck = crafted_member(tmp, name, fx->dense, "model", member, value);
+  eval_fails(ck, member, needle);
+  g_free(ck);
+  g_free(name);
+}
+
+static void test_model_config_types_and_bounds(void)
+{
+  tmp = moelm_test_tmpdir();
+  model_member_fails("activation_fn", "1", "must be a string"); /* was a NULL strcmp: SIGSEGV */
+  model_member_fails("decoder_embed_dim", "4294967360", "1..65536"); /* 2^32 + 64 wrapped to 64 */
+  model_member_fails("max_target_positions", "2147483647", "1..16777216"); /* signed overflow, abort */
+  model_member_fails("decoder_layers", "1e8", "must be an integer");
+  model_member_fails("decoder_layers", "-1", "0..65536");
+  model_member_fails("dropout", "\"0.1\"", "must be a finite number");
+  model_member_fails("dropout", "1.5", "[0, 1)");
+  model_member_fails("decoder_normalize_before", "1", "true or false");
+  model_member_fails("moe_expert_count", "1000000000", "0..1048576");
+  model_member_fails("arch", NULL, "missing field 'arch'");
+  model_member_fails("activation_fn", "\"swish\"", "swish");
+  moelm_test_rmtree(tmp);
+  g_free(tmp);
+}
+
+/* Within the bounds but not what the tensors hold: refused by counting, not by allocating. */
+static void test_model_config_against_tensors(void)
+{
+  tmp = moelm_test_tmpdir();
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  char *ck = crafted_member(tmp, "layers.pt", fx->dense, "model", "decoder_layers", "60000");
+  eval_fails(ck, "decoder_layers 60000", "metadata and tensors disagree");
+  g_free(ck);
+  ck = crafted_member(tmp, "experts.pt", fx->dense, "model", "moe_freq", "1");
+  char *ck2 = crafted_member(tmp, "experts2.pt", ck, "model", "moe_expert_count", "1000000");
+  eval_fails(ck2, "moe_expert_count 1000000", "metadata and tensors disagree");
+  g_free(ck2);
+  g_free(ck);
+  ck = crafted_member(tmp, "vocab.pt", fx->dense, "model", "vocab_size", "100000");
+  eval_fails(ck, "decoder.embed_tokens.weight", "vocab_size 100000");
+  g_free(ck);
+  moelm_test_rmtree(tmp);
+  g_free(tmp);
+}
+
+static void test_metadata_not_strict_json(void)
+{
+  tmp = moelm_test_tmpdir();
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  const struct {
+    const char *text, *needle;
+  } cases[] = {
+    {"{'decoder_layers': 1}", "not valid JSON"},
+    {"{\"a\": 1} trailing", "not valid JSON"},
+    {"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", "not valid JSON"},
+    {"[1, 2]", "not a JSON object"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    char *name = g_strdup_printf("meta-%zu.pt", i);
+    char *ck = crafted_meta(tmp, name, fx->dense, "model", cases[i].text);
+    eval_fails(ck, "model", cases[i].needle);
+    g_free(ck);
+    g_free(name);
+  }
+  moelm_test_rmtree(tmp);
+  g_free(tmp);
+}
+
+/* NaN and Inf weights: eval-lm printed "Loss -nan" and generate nothing, both with exit 0. */
+static void test_non_finite_weights(void)
+{
+  tmp = moelm_test_tmpdir();
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  const float bad[] = {NAN, INFINITY};
+  for (int i = 0; i < 2; i++) {
+    char *ck = crafted_weight(tmp, i ? "inf.pt" : "nan.pt", fx->dense, "decoder.layers.0.fc1.weight", 7, bad[i]);
+    eval_fails(ck, "decoder.layers.0.fc1.weight", i ? "Inf" : "NaN");
+    const char *gen[] = {"generate", fx->data, "--path", ck, "--threads", "1", NULL};
+    const char *needles[] = {ck, "decoder.layers.0.fc1.weight", NULL};
+    char *err = NULL;
+    const int rc = moelm_test_run_cli(gen, "the\n", NULL, &err);
+    crafted_check_error(rc, err, 1, needles);
+    g_free(err);
+    g_free(ck);
+  }
+  moelm_test_rmtree(tmp);
+  g_free(tmp);
+}
+
+MOELM_TEST_SUITE(hostile_checkpoint)
+{
+  CU_add_test(suite, "model config: every field's type and bounds", test_model_config_types_and_bounds);
+  CU_add_test(suite, "model config against the tensors in the file", test_model_config_against_tensors);
+  CU_add_test(suite, "metadata that is not strict JSON", test_metadata_not_strict_json);
+  CU_add_test(suite, "NaN and Inf weights", test_non_finite_weights);
+}
