@@ -10,7 +10,7 @@
 #include "moelm-test.h"
 
 typedef struct {
-  const char *flags[7]; /* NULL-terminated */
+  const char *flags[10]; /* NULL-terminated */
   const char *needle;   /* besides the first flag */
 } BadValue;
 
@@ -25,7 +25,9 @@ static void check_train_refuses(const BadValue *cases, gsize n)
   for (gsize i = 0; i < n; i++) {
     char *err = NULL;
     const int rc = moelm_test_run_cli2(base, cases[i].flags, NULL, NULL, &err);
-    const char *needles[] = {cases[i].flags[0], cases[i].needle, NULL};
+    /* the flag at fault: the first, or the one after "--task X" */
+    const char *flag = strcmp(cases[i].flags[0], "--task") == 0 ? cases[i].flags[2] : cases[i].flags[0];
+    const char *needles[] = {flag, cases[i].needle, NULL};
     crafted_check_error(rc, err, 1, needles);
     CU_ASSERT_FALSE(g_file_test(ck, G_FILE_TEST_EXISTS));
     g_free(err);
@@ -59,7 +61,42 @@ static void test_model_flags(void)
   check_train_refuses(cases, G_N_ELEMENTS(cases));
 }
 
+static void test_task_flags(void)
+{
+  static const BadValue cases[] = {
+    {{"--task", "language_model_moe", "--num-experts", "0", NULL}, "got 0"},
+    {{"--task", "language_model_moe", "--num-experts", "2000000", NULL}, "1..1048576"},
+    {{"--task", "language_model_moe", "--gating-context", "-1", NULL}, "got -1"},
+    {{"--task", "language_model_moe", "--gating-context", "2147483647", NULL}, "0..1048576"},
+    {{"--task", "language_model_moe", "--num-experts", "1", "--method", "hMoElp", "--mean-pool-gating-network", NULL},
+     "--num-experts >= 2"},
+    {{"--task", "language_model_moe", "--mean-pool-gating-network-dropout", "-0.5", "--method", "hMoElp",
+      "--mean-pool-gating-network", NULL},
+     "got -0.5"},
+  };
+  check_train_refuses(cases, G_N_ELEMENTS(cases));
+}
+
+/* An empty dict.txt: the error names the file (it named nothing). */
+static void test_empty_dictionary(void)
+{
+  char *tmp = moelm_test_tmpdir();
+  char *dict = g_build_filename(tmp, "dict.txt", NULL);
+  moelm_test_write_file(dict, "", 0);
+  char *ck = g_build_filename(tmp, "ck", NULL);
+  const char *args[] = {"train", tmp, "--batch-size", "4", "--save-dir", ck, NULL};
+  const char *needles[] = {dict, "empty dictionary", NULL};
+  crafted_check_fails(args, 1, needles);
+  CU_ASSERT_FALSE(g_file_test(ck, G_FILE_TEST_EXISTS));
+  moelm_test_rmtree(tmp);
+  g_free(ck);
+  g_free(dict);
+  g_free(tmp);
+}
+
 MOELM_TEST_SUITE(bad_values)
 {
+  CU_add_test(suite, "task flags: --num-experts, --gating-context", test_task_flags);
+  CU_add_test(suite, "an empty dict.txt", test_empty_dictionary);
   CU_add_test(suite, "model flags: out of range, NaN, zero, negative", test_model_flags);
 }

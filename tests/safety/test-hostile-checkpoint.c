@@ -49,6 +49,41 @@ static void test_model_config_types_and_bounds(void)
   g_free(tmp);
 }
 
+static void task_member_fails(const char *member, const char *value, const char *needle)
+{
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  char *name = g_strdup_printf("task-%s.pt", member);
+  char *ck = crafted_member(tmp, name, fx->mixture, "task", member, value);
+  eval_fails(ck, "task metadata", needle);
+  g_free(ck);
+  g_free(name);
+}
+
+/* The mixture's task metadata: num_experts of 10^9 appended 10^9 expert tokens to the
+ * dictionary before noticing, a gating context of 2^31 - 1 aborted in an allocation. */
+static void test_task_metadata(void)
+{
+  tmp = moelm_test_tmpdir();
+  task_member_fails("num_experts", "1000000000", "'num_experts' must be an integer in 1..1048576");
+  task_member_fails("num_experts", "1000000", "do not end the model's vocabulary");
+  task_member_fails("num_experts", "0", "'num_experts' must be an integer in 1..1048576");
+  task_member_fails("gating_context", "2147483647", "'gating_context' must be an integer in 0..1048576");
+  task_member_fails("gating_context", "-1", "'gating_context' must be an integer in 0..1048576");
+  task_member_fails("method", "\"xMoEup\"", "--method must be one of");
+  task_member_fails("method", "3", "'method' must be a string");
+  task_member_fails("task", "\"translation\"", "unknown task 'translation'");
+  task_member_fails("tokens_per_sample", "\"32\"", "'tokens_per_sample' must be an integer");
+  task_member_fails("sample_break_mode", "\"sentence\"", "sentence");
+  task_member_fails("expert_token0", NULL, "missing field 'expert_token0'");
+  task_member_fails("expert_token0", "3", "'expert_token0' must be an integer in 4..");
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  char *ck = crafted_meta(tmp, "task-array.pt", fx->mixture, "task", "[]");
+  eval_fails(ck, "task metadata", "not a JSON object");
+  g_free(ck);
+  moelm_test_rmtree(tmp);
+  g_free(tmp);
+}
+
 /* Within the bounds but not what the tensors hold: refused by counting, not by allocating. */
 static void test_model_config_against_tensors(void)
 {
@@ -117,6 +152,7 @@ MOELM_TEST_SUITE(hostile_checkpoint)
 {
   CU_add_test(suite, "model config: every field's type and bounds", test_model_config_types_and_bounds);
   CU_add_test(suite, "model config against the tensors in the file", test_model_config_against_tensors);
+  CU_add_test(suite, "task metadata: types, bounds, the experts against the vocabulary", test_task_metadata);
   CU_add_test(suite, "metadata that is not strict JSON", test_metadata_not_strict_json);
   CU_add_test(suite, "NaN and Inf weights", test_non_finite_weights);
 }
