@@ -276,6 +276,11 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   if (split == NULL)
     goto out;
   say("%s %s %zu examples", data, o->gen_subset, moelm_lm_split_n_blocks(split));
+  if (moelm_lm_split_n_blocks(split) == 0) { /* fairseq would report a perplexity of 1 */
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: the split is empty: no tokens to score",
+                split->prefix);
+    goto out;
+  }
 
   const int64_t V = moelm_dictionary_size(inf->dict);
   /* a mixture runs every row K times */
@@ -299,6 +304,11 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
                                    words ? report_row : NULL, &wr, &res, &mr, error);
   else
     ok = moelm_score_split(inf->model, split, &so, words ? report_row : NULL, &wr, &res, error);
+  if (ok && (res.count == 0 || !isfinite(res.nll_sum))) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_FAILED, "%s: %s", o->path,
+                res.count == 0 ? "no token was scored" : "the loss is not a finite number");
+    ok = FALSE;
+  }
   if (ok) {
     say("Evaluated %" G_GINT64_FORMAT " tokens in %.1fs (%.2f tokens/s)", res.ntokens, res.seconds,
         res.seconds > 0 ? (double)res.ntokens / res.seconds : 0.0);

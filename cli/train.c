@@ -32,6 +32,9 @@ typedef struct {
   MoelmBackendOptions backend;
   MoelmModelOptions model;
   MoelmTaskOptions task_opts;
+  struct {
+    gboolean warmup_updates, total_num_update;
+  } seen; /* given: these two have per-scheduler defaults */
 } TrainOptions;
 
 static void options_init(TrainOptions *o)
@@ -106,7 +109,7 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--weight-decay", "--wd", MOELM_ARG_DOUBLE, &o->weight_decay, NULL, "decoupled weight decay", NULL},
     {"--lr", NULL, MOELM_ARG_STRING, &o->lr, NULL, "learning rate (or per-epoch list)", NULL},
     {"--lr-scheduler", NULL, MOELM_ARG_CHOICE, &o->lr_scheduler, "fixed|inverse_sqrt|cosine|polynomial_decay", "schedule", NULL},
-    {"--warmup-updates", NULL, MOELM_ARG_INT64, &o->warmup_updates, NULL, "linear warmup updates", NULL},
+    {"--warmup-updates", NULL, MOELM_ARG_INT64, &o->warmup_updates, NULL, "linear warmup updates", &o->seen.warmup_updates},
     {"--warmup-init-lr", NULL, MOELM_ARG_DOUBLE, &o->warmup_init_lr, NULL, "lr at the start of warmup", NULL},
     {"--min-lr", NULL, MOELM_ARG_DOUBLE, &o->min_lr, NULL, "cosine floor", NULL},
     {"--lr-period-updates", NULL, MOELM_ARG_DOUBLE, &o->lr_period_updates, NULL, "cosine period", NULL},
@@ -115,7 +118,7 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--force-anneal", NULL, MOELM_ARG_INT64, &o->force_anneal, NULL, "force annealing at epoch N", NULL},
     {"--end-learning-rate", NULL, MOELM_ARG_DOUBLE, &o->end_lr, NULL, "polynomial_decay end lr", NULL},
     {"--power", NULL, MOELM_ARG_DOUBLE, &o->power, NULL, "polynomial_decay power", NULL},
-    {"--total-num-update", NULL, MOELM_ARG_DOUBLE, &o->total_num_update, NULL, "polynomial_decay total", NULL},
+    {"--total-num-update", NULL, MOELM_ARG_DOUBLE, &o->total_num_update, NULL, "polynomial_decay total", &o->seen.total_num_update},
     {"--save-dir", NULL, MOELM_ARG_STRING, &o->save_dir, NULL, "checkpoint directory (checkpoints)", NULL},
     {"--restore-file", NULL, MOELM_ARG_STRING, &o->restore_file, NULL, "checkpoint to resume (checkpoint_last.pt)", NULL},
     {"--finetune-from-model", NULL, MOELM_ARG_STRING, &o->finetune, NULL, "initialise from this checkpoint", NULL},
@@ -168,15 +171,11 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
     return FALSE;
   c->max_tokens = o->max_tokens;
   c->batch_size = o->batch_size;
-  if (c->max_tokens <= 0 && c->batch_size <= 0) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "you must specify a batch size, either --max-tokens or --batch-size");
-    return FALSE;
-  }
   c->max_tokens_valid = o->max_tokens_valid;
   c->batch_size_valid = o->batch_size_valid;
   c->required_multiple = o->required_multiple;
   c->skip_invalid = o->skip_invalid;
-  c->update_freq = o->update_freq > 0 ? o->update_freq : 1;
+  c->update_freq = o->update_freq;
   c->max_update = o->max_update;
   c->max_epoch = o->max_epoch;
   c->seed = (uint64_t)o->seed;
@@ -192,6 +191,17 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->lr.name = o->lr_scheduler;
   if (!moelm_parse_lr_list(o->lr, c->lr.lr, MOELM_LR_MAX, &c->lr.n_lr, error))
     return FALSE;
+  /* the schedulers' own defaults apply where these two are not given */
+  if (o->seen.warmup_updates && o->warmup_updates < 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--warmup-updates must be >= 0, got %" G_GINT64_FORMAT,
+                o->warmup_updates);
+    return FALSE;
+  }
+  if (o->seen.total_num_update && !(o->total_num_update > 0)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--total-num-update must be > 0 (polynomial_decay decays over it), got %g", o->total_num_update);
+    return FALSE;
+  }
   c->lr.warmup_updates = o->warmup_updates;
   c->lr.warmup_init_lr = o->warmup_init_lr;
   c->lr.min_lr = o->min_lr;
@@ -206,7 +216,7 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->validate_interval_updates = o->validate_interval_updates;
   c->disable_validation = o->disable_validation;
   c->patience = o->patience;
-  c->save_interval = o->save_interval > 0 ? o->save_interval : 1;
+  c->save_interval = o->save_interval;
   c->save_interval_updates = o->save_interval_updates;
   c->keep_last_epochs = o->keep_last_epochs;
   c->keep_interval_updates = o->keep_interval_updates;

@@ -11,6 +11,7 @@
 #include "moelm/checkpoint.h"
 #include "moelm/errors.h"
 #include "moelm/fileio.h"
+#include "moelm/json.h"
 #include "moelm/log.h"
 #include "train_checkpoints.h"
 #include "trainer.h"
@@ -196,26 +197,46 @@ gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const Mo
   return ok;
 }
 
-static gboolean restore_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error)
+/* The checkpoint's "train_state", every member type and range checked (a negative epoch
+ * once wrote checkpoint-3.pt; a best loss that is not a number stopped checkpoint_best.pt). */
+static gboolean read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error)
 {
-  JsonNode *n = moelm_checkpoint_meta(ckpt, "train_state");
-  if (n == NULL || !JSON_NODE_HOLDS_OBJECT(n)) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: no train_state metadata", ckpt->path);
-    return FALSE;
+  JsonObject *o = moelm_json_object(moelm_checkpoint_meta(ckpt, "train_state"), "train_state", error);
+  memset(st, 0, sizeof *st);
+  st->epoch = 1;
+  JsonNode *best = o ? json_object_get_member(o, "best_loss") : NULL;
+  st->has_best = best != NULL && !JSON_NODE_HOLDS_NULL(best);
+  st->best_loss = NAN;
+  gboolean ok = o != NULL && moelm_json_get_int(o, "epoch", 1, G_MAXINT, &st->epoch, error) &&
+                moelm_json_get_int64(o, "iterations_in_epoch", 0, G_MAXINT64, &st->iterations_in_epoch, error) &&
+                moelm_json_get_int64(o, "num_updates", 0, G_MAXINT64, &st->num_updates, error) &&
+                moelm_json_get_bool(o, "end_of_epoch", &st->end_of_epoch, error) &&
+                moelm_json_get_int(o, "num_bad_validations", 0, G_MAXINT, &st->num_bad_validations, error) &&
+                (!st->has_best || moelm_json_get_double(o, "best_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->best_loss, error));
+  if (ok && st->end_of_epoch && st->epoch == G_MAXINT) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "'epoch' %d is the last one there is", st->epoch);
+    ok = FALSE;
   }
-  JsonObject *o = json_node_get_object(n);
-  st->epoch = (int)json_object_get_int_member_with_default(o, "epoch", 1);
-  st->iterations_in_epoch = json_object_get_int_member_with_default(o, "iterations_in_epoch", 0);
-  st->end_of_epoch = json_object_get_boolean_member_with_default(o, "end_of_epoch", FALSE);
-  st->num_bad_validations = (int)json_object_get_int_member_with_default(o, "num_bad_validations", 0);
-  JsonNode *best = json_object_get_member(o, "best_loss");
-  st->has_best = best && !JSON_NODE_HOLDS_NULL(best);
-  st->best_loss = st->has_best ? json_node_get_double(best) : NAN;
+  if (!ok && o)
+    moelm_error_prefix(error, "%s: train_state", ckpt->path);
+  else if (!ok)
+    moelm_error_prefix(error, "%s", ckpt->path);
+  return ok;
+}
+
+/* Where the loop resumes: the saved position, the next epoch's start after an epoch's end. */
+static void restore_position(const MoelmTrainState *saved, MoelmTrainState *st)
+{
+  st->epoch = saved->epoch;
+  st->iterations_in_epoch = saved->iterations_in_epoch;
+  st->end_of_epoch = saved->end_of_epoch;
+  st->num_bad_validations = saved->num_bad_validations;
+  st->has_best = saved->has_best;
+  st->best_loss = saved->best_loss;
   if (st->end_of_epoch) { /* the next epoch starts from its beginning */
     st->epoch++;
     st->iterations_in_epoch = 0;
   }
-  return TRUE;
 }
 
 gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
@@ -247,24 +268,22 @@ gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
     ok = moelm_checkpoint_check_dictionary(ckpt, ctx->dict, "the data-bin's dict.txt", error);
   if (ok)
     ok = moelm_checkpoint_load_params(ckpt, ctx->model, error);
-  const gboolean reset_opt = finetune || cfg->reset_optimizer;
+  const gboolean reset_opt = finetune || cfg->reset_optimizer, reset_data = finetune || cfg->reset_dataloader;
+  MoelmTrainState saved;
+  if (ok && (!reset_opt || !reset_data))
+    ok = read_train_state(ckpt, &saved, error);
   if (ok && !reset_opt) {
     ok = moelm_checkpoint_load_moments(ckpt, ctx->model, ctx->adam->exp_avg, ctx->adam->exp_avg_sq, error);
     JsonNode *opt = moelm_checkpoint_meta(ckpt, "optimizer");
     if (ok && opt)
       ok = moelm_adam_state_from_json(ctx->adam, opt, error);
-    if (ok) {
-      JsonNode *ts = moelm_checkpoint_meta(ckpt, "train_state");
-      ctx->st->num_updates = ts && JSON_NODE_HOLDS_OBJECT(ts)
-                                 ? json_object_get_int_member_with_default(json_node_get_object(ts), "num_updates", 0)
-                                 : 0;
-    }
+    ctx->st->num_updates = saved.num_updates;
     JsonNode *lr = moelm_checkpoint_meta(ckpt, "lr_scheduler");
     if (ok && lr && !cfg->reset_lr_scheduler)
       ok = moelm_lr_scheduler_state_from_json(ctx->sched, lr, error);
   }
-  if (ok && !finetune && !cfg->reset_dataloader)
-    ok = restore_train_state(ckpt, ctx->st, error);
+  if (ok && !reset_data)
+    restore_position(&saved, ctx->st);
   if (ok && (finetune || cfg->reset_meters)) {
     ctx->st->has_best = FALSE;
     ctx->st->num_bad_validations = 0;

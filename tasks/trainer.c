@@ -624,7 +624,7 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   r.start_time = moelm_time_now();
   r.st.epoch = 1;
   r.st.last_valid_loss = NAN;
-  gboolean ok = setup(&r, error);
+  gboolean ok = moelm_train_config_validate(cfg, error) && setup(&r, error);
   if (ok) {
     MoelmTrainerCkptCtx ctx = {cfg, dict, r.model, &r.adam, r.sched, &r.st};
     ok = moelm_trainer_restore(&ctx, error);

@@ -73,6 +73,9 @@ typedef struct {
 /* fairseq's defaults for everything above (model left zeroed; the caller sets the arch). */
 void moelm_train_config_init(MoelmTrainConfig *cfg);
 void moelm_train_config_clear(MoelmTrainConfig *cfg);
+/* The options above in their ranges (--update-freq >= 1, --log-interval >= 1, --clip-norm
+ * finite and >= 0, ...); errors name the flag and the value. moelm_train checks it first. */
+gboolean moelm_train_config_validate(const MoelmTrainConfig *cfg, GError **error);
 
 /* Summary of a finished run (for tests and the CLI's last line). */
 typedef struct {

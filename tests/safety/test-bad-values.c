@@ -5,9 +5,12 @@
 
 #include <string.h>
 
+#include <glib/gstdio.h>
+
 #include "crafted.h"
 #include "eval/mixture-cli-fixture.h"
 #include "moelm-test.h"
+#include "moelm/indexed_dataset.h"
 
 typedef struct {
   const char *flags[10]; /* NULL-terminated */
@@ -61,6 +64,56 @@ static void test_model_flags(void)
   check_train_refuses(cases, G_N_ELEMENTS(cases));
 }
 
+static void test_trainer_flags(void)
+{
+  static const BadValue cases[] = {
+    {{"--update-freq", "0", NULL}, "at least 1, got 0"},
+    {{"--update-freq", "-1", NULL}, "at least 1, got -1"},
+    {{"--required-batch-size-multiple", "0", NULL}, "got 0"},
+    {{"--warmup-updates", "-5", NULL}, "got -5"},
+    {{"--clip-norm", "nan", NULL}, "got nan"},
+    {{"--clip-norm", "-1", NULL}, "got -1"},
+    {{"--total-num-update", "0", "--lr-scheduler", "polynomial_decay", NULL}, "got 0"},
+    {{"--adam-eps", "0", NULL}, "becomes NaN"},
+    {{"--log-interval", "0", NULL}, "got 0"},
+    {{"--save-interval", "0", NULL}, "got 0"},
+    {{"--validate-interval", "-2", NULL}, "got -2"},
+    {{"--max-update", "-1", NULL}, "got -1"},
+    {{"--batch-size", "-4", NULL}, "got -4"},
+    {{"--keep-last-epochs", "-7", NULL}, "got -7"},
+  };
+  check_train_refuses(cases, G_N_ELEMENTS(cases));
+}
+
+/* eval-lm on an empty split printed "Perplexity: 1.00" and exited 0. */
+static void test_eval_empty_split(void)
+{
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  char *tmp = moelm_test_tmpdir();
+  char *data = g_build_filename(tmp, "data", NULL);
+  g_mkdir(data, 0755);
+  char *from = g_build_filename(fx->data, "dict.txt", NULL), *dict = g_build_filename(data, "dict.txt", NULL);
+  gsize len = 0;
+  char *bytes = moelm_test_read_file(from, &len);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
+  moelm_test_write_file(dict, bytes, len);
+  /* a valid split of no sentences */
+  char *prefix = g_build_filename(data, "test", NULL);
+  MoelmIndexedDatasetBuilder *b = moelm_indexed_dataset_builder_new(prefix, MOELM_IDX_UINT16, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+  CU_ASSERT_TRUE_FATAL(moelm_indexed_dataset_builder_finish(b, NULL));
+  const char *args[] = {"eval-lm", data, "--path", fx->dense, "--threads", "1", NULL};
+  const char *needles[] = {prefix, "the split is empty", NULL};
+  crafted_check_fails(args, 1, needles);
+  g_free(prefix);
+  g_free(bytes);
+  g_free(from);
+  moelm_test_rmtree(tmp);
+  g_free(dict);
+  g_free(data);
+  g_free(tmp);
+}
+
 static void test_task_flags(void)
 {
   static const BadValue cases[] = {
@@ -96,7 +149,9 @@ static void test_empty_dictionary(void)
 
 MOELM_TEST_SUITE(bad_values)
 {
+  CU_add_test(suite, "trainer flags: zero, negative, NaN", test_trainer_flags);
   CU_add_test(suite, "task flags: --num-experts, --gating-context", test_task_flags);
+  CU_add_test(suite, "eval-lm on an empty split", test_eval_empty_split);
   CU_add_test(suite, "an empty dict.txt", test_empty_dictionary);
   CU_add_test(suite, "model flags: out of range, NaN, zero, negative", test_model_flags);
 }

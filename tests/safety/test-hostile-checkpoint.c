@@ -7,6 +7,9 @@
 #include <math.h>
 #include <string.h>
 
+#include <glib/gstdio.h>
+
+#include "cli/cli-helpers.h"
 #include "crafted.h"
 #include "eval/mixture-cli-fixture.h"
 #include "moelm-test.h"
@@ -84,6 +87,47 @@ static void test_task_metadata(void)
   g_free(tmp);
 }
 
+/* A resumed run reads train_state: a negative epoch once wrote checkpoint-3.pt, a best loss
+ * that is not a number never let checkpoint_best.pt be written again. */
+static void resume_fails(const char *member, const char *value, const char *needle)
+{
+  const MixtureCliFixture *fx = mixture_cli_fixture();
+  char *dir = g_build_filename(tmp, member, NULL);
+  g_mkdir(dir, 0755);
+  char *ck = value ? crafted_member(dir, "checkpoint_last.pt", fx->dense, "train_state", member, value)
+                   : crafted_meta(dir, "checkpoint_last.pt", fx->dense, "train_state", NULL);
+  GPtrArray *before = cli_list_dir(dir);
+  const char *args[] = {"train", fx->data, "--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim",
+                        "16", "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2", "--tokens-per-sample",
+                        "32", "--batch-size", "4", "--max-update", "5", "--threads", "1", "--save-dir", dir, NULL};
+  const char *needles[] = {ck, "train_state", needle, NULL};
+  crafted_check_fails(args, 1, needles);
+  GPtrArray *after = cli_list_dir(dir);
+  CU_ASSERT_EQUAL(before->len, after->len);
+  for (guint i = 0; i < MIN(before->len, after->len); i++)
+    CU_ASSERT_STRING_EQUAL(g_ptr_array_index(before, i), g_ptr_array_index(after, i));
+  g_ptr_array_unref(before);
+  g_ptr_array_unref(after);
+  g_free(ck);
+  g_free(dir);
+}
+
+static void test_train_state(void)
+{
+  tmp = moelm_test_tmpdir();
+  resume_fails("epoch", "-3", "'epoch' must be an integer in 1..");
+  resume_fails("epoch", "\"1\"", "'epoch' must be an integer");
+  resume_fails("num_updates", "-1", "'num_updates' must be an integer in 0..");
+  resume_fails("iterations_in_epoch", "-2", "'iterations_in_epoch' must be an integer in 0..");
+  resume_fails("best_loss", "\"low\"", "'best_loss' must be a finite number");
+  resume_fails("best_loss", "[1]", "'best_loss' must be a finite number");
+  resume_fails("num_bad_validations", "-1", "'num_bad_validations'");
+  resume_fails("end_of_epoch", "1", "'end_of_epoch' must be true or false");
+  resume_fails("whole", NULL, "missing");
+  moelm_test_rmtree(tmp);
+  g_free(tmp);
+}
+
 /* Within the bounds but not what the tensors hold: refused by counting, not by allocating. */
 static void test_model_config_against_tensors(void)
 {
@@ -154,5 +198,6 @@ MOELM_TEST_SUITE(hostile_checkpoint)
   CU_add_test(suite, "model config against the tensors in the file", test_model_config_against_tensors);
   CU_add_test(suite, "task metadata: types, bounds, the experts against the vocabulary", test_task_metadata);
   CU_add_test(suite, "metadata that is not strict JSON", test_metadata_not_strict_json);
+  CU_add_test(suite, "train_state of a resumed run", test_train_state);
   CU_add_test(suite, "NaN and Inf weights", test_non_finite_weights);
 }
