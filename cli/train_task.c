@@ -127,6 +127,7 @@ gboolean moelm_train_task_configure(MoelmTrainTask *t, MoelmTrainConfig *cfg, GE
   if (!moelm_task_meta_validate(&t->meta, error))
     return FALSE;
   cfg->task_meta = moelm_task_meta_to_json(&t->meta);
+  cfg->rows_per_sequence = t->meta.mixture ? t->meta.mix.num_experts : 1; /* the E-step runs K copies */
   return moelm_model_config_validate(&cfg->model, error);
 }
 

@@ -12,6 +12,7 @@
 #include "moelm/errors.h"
 #include "moelm/json.h"
 #include "moelm/log.h"
+#include "moelm/sysmem.h"
 #include "moelm/timer.h"
 #include "train_checkpoints.h"
 #include "train_meters.h"
@@ -437,11 +438,51 @@ static gboolean check_same_config(Run *r, GError **error)
   return ok && same;
 }
 
+/* Refuse up front a run whose model and largest batch cannot fit in the memory there is
+ * (it would be killed by the kernel after allocating gigabytes). */
+static gboolean check_memory(const Run *r, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  double rows = 0;
+  for (guint i = 0; i < r->train_batches->len; i++) {
+    const MoelmBatchIndices *b = g_ptr_array_index(r->train_batches, i);
+    rows = MAX(rows, (double)moelm_lm_batch_rows(r->train, b));
+  }
+  rows *= MAX(cfg->rows_per_sequence, 1);
+  if (rows > G_MAXINT) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "a batch of %.0f token rows is too large for one forward: lower --batch-size or --max-tokens", rows);
+    return FALSE;
+  }
+  const int expert_ranks = cfg->expert_parallel ? moelm_comm_size(cfg->comm) : 1;
+  const double need = moelm_model_config_train_bytes(&cfg->model, rows, expert_ranks);
+  const char *source = NULL;
+  const guint64 have = moelm_memory_available(&source);
+  if (need <= (double)have)
+    return TRUE;
+  guint64 params = 0;
+  char *n = moelm_format_bytes(need), *h = moelm_format_bytes((double)have);
+  if (!moelm_model_config_num_params(&cfg->model, &params))
+    params = G_MAXUINT64;
+  g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM,
+              "training a model of %" G_GUINT64_FORMAT " parameters on forwards of %.0f token rows needs at least %s, "
+              "more than the %s available (%s): lower --batch-size/--max-tokens or the model's size",
+              params, rows, n, h, source);
+  g_free(n);
+  g_free(h);
+  return FALSE;
+}
+
 static gboolean setup(Run *r, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
   r->be = moelm_backend_open(&cfg->backend, error);
   if (r->be == NULL)
+    return FALSE;
+  /* the data before the model: the memory estimate needs the largest batch. It is of host
+   * memory, so made for a CPU backend (a GPU's memory is its own business). */
+  if (!check_same_config(r, error) || !open_data(r, error) ||
+      (g_str_has_prefix(r->be->ops->name, "cpu") && !check_memory(r, error)))
     return FALSE;
   r->model = moelm_model_new_placed(&cfg->model, r->be, cfg->expert_parallel ? cfg->comm : NULL, error);
   if (r->model == NULL)
@@ -455,8 +496,6 @@ static gboolean setup(Run *r, GError **error)
   if (r->sched == NULL)
     return FALSE;
   moelm_lr_step_update(r->sched, 0);
-  if (!check_same_config(r, error) || !open_data(r, error))
-    return FALSE;
   if (moelm_comm_size(cfg->comm) > 1) {
     const double mb = cfg->bucket_cap_mb > 0 ? cfg->bucket_cap_mb : 25.0;
     /* expert parallel: each rank's experts sit after the shared parameters and are not reduced */

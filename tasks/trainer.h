@@ -68,6 +68,9 @@ typedef struct {
   gboolean expert_grad_sqrt;         /* --moe-normalize-expert-grad sqrt_world_size (default world_size) */
   /* the task's metadata written into checkpoints ("task"), owned by the caller */
   JsonNode *task_meta;
+  /* model rows per batch row in the task's largest forward (a mixture's K; 0 means 1), for
+   * the memory estimate made before anything is allocated */
+  int rows_per_sequence;
 } MoelmTrainConfig;
 
 /* fairseq's defaults for everything above (model left zeroed; the caller sets the arch). */

@@ -142,3 +142,26 @@ gboolean moelm_model_config_num_params(const MoelmModelConfig *cfg, guint64 *cou
   *count = ok ? n : G_MAXUINT64;
   return ok;
 }
+
+double moelm_model_config_train_bytes(const MoelmModelConfig *cfg, double rows, int expert_ranks)
+{
+  const double C = cfg->embed_dim, F = cfg->ffn_dim, V = cfg->vocab_size, E = cfg->moe_experts;
+  const double Fe = moelm_model_config_expert_ffn_dim(cfg), K = cfg->moe_top_k;
+  const double moe = moelm_model_config_moe_layers(cfg), dense = cfg->layers - moe;
+  guint64 n = 0;
+  const double R = MAX(expert_ranks, 1);
+  const double expert_params = moe * E * (2 * C * Fe + Fe + C);
+  /* this rank's parameters: all but the experts of the other expert ranks */
+  const double params = (moelm_model_config_num_params(cfg, &n) ? (double)n : 1.8e19) - expert_params * (R - 1) / R;
+  /* parameters, gradients and Adam's two moments; the initialisation's host copy comes and
+   * goes before the moments are allocated */
+  double floats = 4 * params;
+  if (!cfg->learned_pos)
+    floats += ((double)cfg->max_positions + MOELM_PAD + 1) * C;
+  /* per token row: logits, the backward's scratch, each layer's saved activations (norms,
+   * q/k/v, attention output, residuals) and its FFN's (dense: fc1 and its activation; MoE:
+   * K routed copies of the row through an expert, and the router logits) */
+  const double per_row = V + 7 * C + cfg->layers * 8 * C + dense * 2 * F + moe * (K * (2 * Fe + 2 * C) / R + E);
+  floats += rows * per_row;
+  return floats * sizeof(float);
+}

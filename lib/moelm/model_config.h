@@ -91,6 +91,14 @@ gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error
  * allocated. */
 gboolean moelm_model_config_num_params(const MoelmModelConfig *cfg, guint64 *count);
 
+/* A lower bound of the bytes one rank takes to train this model with forwards of `rows`
+ * token rows (B*T of the largest batch, times K for a mixture's E-step): parameters,
+ * gradients and the two Adam moments, the position table, logits and the activations every
+ * backward needs; with `expert_ranks` > 1 (expert parallel) its share of the experts and of
+ * their routed rows. In double: a config of 10^9 experts gives a large number, not an
+ * overflow. */
+double moelm_model_config_train_bytes(const MoelmModelConfig *cfg, double rows, int expert_ranks);
+
 void moelm_model_config_clear(MoelmModelConfig *cfg); /* frees arch */
 void moelm_model_config_copy(MoelmModelConfig *dst, const MoelmModelConfig *src);
 
