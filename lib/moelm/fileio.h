@@ -6,6 +6,13 @@
 
 G_BEGIN_DECLS
 
+struct stat;
+
+/* Open PATH for reading if it is a regular file, without ever blocking (a FIFO, a device or
+ * a directory in place of a data file is an error "PATH: WHAT: not a regular file (a FIFO)").
+ * Fills *st; returns the descriptor (O_CLOEXEC), or -1 with an error naming PATH. */
+int moelm_open_regular(const char *path, const char *what, struct stat *st, GError **error);
+
 /* Write `len` bytes to PATH atomically: a temp file in the same directory, fsync, rename,
  * fsync of the directory. On failure PATH is untouched and the temp file removed. */
 gboolean moelm_write_file_atomic(const char *path, const void *data, gsize len, GError **error);
