@@ -127,6 +127,43 @@ static void remove_other_form(const char *path, gboolean sharded)
   }
 }
 
+#define SAVE_DIR_LOCK ".moelm-train.lock"
+
+MoelmDirLock *moelm_trainer_open_save_dir(const char *save_dir, gboolean *created, GError **error)
+{
+  *created = !g_file_test(save_dir, G_FILE_TEST_EXISTS);
+  if (g_mkdir_with_parents(save_dir, 0755) != 0) {
+    moelm_set_error_errno(error, errno, save_dir, "cannot create --save-dir");
+    *created = FALSE;
+    return NULL;
+  }
+  MoelmDirLock *lock = moelm_dir_lock(save_dir, SAVE_DIR_LOCK, "training run", error);
+  if (lock != NULL && !moelm_dir_check_writable(save_dir, error)) {
+    moelm_dir_unlock(lock);
+    lock = NULL;
+  }
+  if (lock == NULL) {
+    moelm_error_prefix(error, "--save-dir");
+    if (*created)
+      g_rmdir(save_dir);
+    *created = FALSE;
+    return NULL;
+  }
+  GPtrArray *stale = moelm_remove_stale_temps(save_dir, ".pt");
+  for (guint i = 0; i < stale->len; i++)
+    moelm_info("moelm.checkpoint", "removed %s/%s, left by a run that was killed while saving", save_dir,
+               (const char *)g_ptr_array_index(stale, i));
+  g_ptr_array_unref(stale);
+  return lock;
+}
+
+void moelm_trainer_close_save_dir(MoelmDirLock *lock, const char *save_dir, gboolean created, gboolean failed)
+{
+  moelm_dir_unlock(lock);
+  if (failed && created)
+    g_rmdir(save_dir); /* only when nothing was written into it */
+}
+
 gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const MoelmCheckpointRequest *req,
                                         GError **error)
 {

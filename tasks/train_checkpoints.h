@@ -7,6 +7,7 @@
 #include <glib.h>
 
 #include "moelm/dictionary.h"
+#include "moelm/fileio.h"
 #include "moelm/lr_scheduler.h"
 #include "moelm/model.h"
 #include "moelm/optim.h"
@@ -42,6 +43,14 @@ typedef struct {
   MoelmLrScheduler *sched;
   MoelmTrainState *st;
 } MoelmTrainerCkptCtx;
+
+/* Make --save-dir ready before any work: create it (*created says whether it was), take
+ * its lock (a second training on it fails here, naming the first one's pid), check that
+ * it is writable, and remove the temp files of a killed run. */
+MoelmDirLock *moelm_trainer_open_save_dir(const char *save_dir, gboolean *created, GError **error);
+/* Release the lock; after a failed run, remove the directory if this run created it and it
+ * is still empty. */
+void moelm_trainer_close_save_dir(MoelmDirLock *lock, const char *save_dir, gboolean created, gboolean failed);
 
 gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const MoelmCheckpointRequest *req,
                                         GError **error);

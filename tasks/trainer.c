@@ -664,6 +664,12 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   r.st.epoch = 1;
   r.st.last_valid_loss = NAN;
   gboolean ok = moelm_train_config_validate(cfg, error) && setup(&r, error);
+  MoelmDirLock *lock = NULL;
+  gboolean created = FALSE;
+  /* rank 0 owns the directory for the whole group (the other ranks write their expert files
+   * into it under the same lock) */
+  if (ok && !cfg->no_save && moelm_comm_rank(cfg->comm) == 0)
+    ok = (lock = moelm_trainer_open_save_dir(cfg->save_dir, &created, error)) != NULL;
   if (ok) {
     MoelmTrainerCkptCtx ctx = {cfg, dict, r.model, &r.adam, r.sched, &r.st};
     ok = moelm_trainer_restore(&ctx, error);
@@ -692,5 +698,6 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   result->best_valid_loss = r.st.has_best ? r.st.best_loss : NAN;
   result->last_valid_loss = r.st.last_valid_loss;
   teardown(&r);
+  moelm_trainer_close_save_dir(lock, cfg->save_dir, created, !ok);
   return ok;
 }

@@ -30,6 +30,27 @@ gboolean moelm_commit_file(const char *tmp_path, const char *path, GError **erro
 /* fsync the directory that holds PATH (best effort is not enough: errors are reported). */
 gboolean moelm_fsync_parent_dir(const char *path, GError **error);
 
+/* ---- a directory one run owns (the trainer's --save-dir) ---- */
+typedef struct MoelmDirLock MoelmDirLock;
+
+/* Lock DIR with its lock file DIR/NAME (flock, so the kernel releases it when the process
+ * ends, even by kill -9) and write our pid into it. Held by a live process: an error naming
+ * DIR, `what` ("training run") and the holder's pid. DIR must exist. */
+MoelmDirLock *moelm_dir_lock(const char *dir, const char *name, const char *what, GError **error);
+/* Remove the lock file and release it (NULL is fine). */
+void moelm_dir_unlock(MoelmDirLock *lock);
+
+/* Create and remove a file in DIR: an error naming DIR when it is not writable (read-only
+ * permissions or file system), found before any work is done. */
+gboolean moelm_dir_check_writable(const char *dir, GError **error);
+
+/* Whether NAME is a temp file of moelm_create_temp for a file ending in SUFFIX
+ * ("checkpoint_last.pt.tmp-a1B2c3" for ".pt"). */
+gboolean moelm_is_temp_name(const char *name, const char *suffix);
+/* Remove DIR's regular files that moelm_is_temp_name(name, suffix) — left by a run that was
+ * killed while writing; call only while holding DIR's lock. Returns the names removed. */
+GPtrArray *moelm_remove_stale_temps(const char *dir, const char *suffix);
+
 G_END_DECLS
 
 #endif
