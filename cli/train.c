@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -272,6 +273,37 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   return TRUE;
 }
 
+/* SIGINT / SIGTERM (a cluster's preemption): the first asks the trainer to stop after the
+ * update in progress and save checkpoint_last.pt; a second ends the process at once. The
+ * exit status is 128 + the signal (130, 143), as a shell reports a process the signal
+ * killed. Only async-signal-safe calls here. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+  if (stop_signal != 0) {
+    static const char msg[] = "moelm train: second signal: exiting at once, without saving\n";
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+      /* nothing more can be done in a handler */
+    }
+    _exit(128 + sig);
+  }
+  stop_signal = sig;
+}
+
+static void install_stop_handlers(void)
+{
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask); /* one handler at a time: a second signal waits for the first */
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sa.sa_flags = SA_RESTART; /* the trainer polls the flag; system calls just go on */
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
 int moelm_cmd_train(int argc, char **argv)
 {
   TrainOptions o;
@@ -315,9 +347,17 @@ int moelm_cmd_train(int argc, char **argv)
     goto out;
   }
   MoelmTrainResult result;
+  cfg.stop_signal = &stop_signal;
+  install_stop_handlers();
   if (!moelm_train(&cfg, moelm_train_task_dictionary(task), moelm_train_task_objective(task), &result, &error)) {
-    rc = moelm_cli_fail("train", error, 1);
+    rc = moelm_cli_fail("train", error, stop_signal ? 128 + stop_signal : 1);
     goto out;
+  }
+  if (result.interrupted) {
+    fprintf(stderr, "moelm train: interrupted by %s after update %" G_GINT64_FORMAT "%s\n",
+            result.interrupted == SIGINT ? "SIGINT" : "SIGTERM", result.num_updates,
+            result.saved_on_interrupt ? ": resume with the same command" : "");
+    rc = 128 + result.interrupted;
   }
 out:
   if (rc != 0 && moelm_comm_size(comm) > 1) /* the other ranks must not wait for this one */

@@ -30,6 +30,11 @@ static JsonNode *train_state_json(const MoelmTrainState *st, uint64_t seed)
   else
     json_object_set_null_member(o, "best_loss");
   json_object_set_int_member(o, "num_bad_validations", st->num_bad_validations);
+  /* the epoch-end validation the scheduler steps on right after this save (null: none) */
+  if (isfinite(st->last_valid_loss))
+    json_object_set_double_member(o, "last_valid_loss", st->last_valid_loss);
+  else
+    json_object_set_null_member(o, "last_valid_loss");
   json_object_set_int_member(o, "seed", (gint64)seed);
   JsonNode *n = json_node_new(JSON_NODE_OBJECT);
   json_node_take_object(n, o);
@@ -242,14 +247,17 @@ static gboolean read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *s
   memset(st, 0, sizeof *st);
   st->epoch = 1;
   JsonNode *best = o ? json_object_get_member(o, "best_loss") : NULL;
+  JsonNode *last = o ? json_object_get_member(o, "last_valid_loss") : NULL;
   st->has_best = best != NULL && !JSON_NODE_HOLDS_NULL(best);
-  st->best_loss = NAN;
+  st->best_loss = st->last_valid_loss = NAN;
   gboolean ok = o != NULL && moelm_json_get_int(o, "epoch", 1, G_MAXINT, &st->epoch, error) &&
                 moelm_json_get_int64(o, "iterations_in_epoch", 0, G_MAXINT64, &st->iterations_in_epoch, error) &&
                 moelm_json_get_int64(o, "num_updates", 0, G_MAXINT64, &st->num_updates, error) &&
                 moelm_json_get_bool(o, "end_of_epoch", &st->end_of_epoch, error) &&
                 moelm_json_get_int(o, "num_bad_validations", 0, G_MAXINT, &st->num_bad_validations, error) &&
-                (!st->has_best || moelm_json_get_double(o, "best_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->best_loss, error));
+                (!st->has_best || moelm_json_get_double(o, "best_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->best_loss, error)) &&
+                (last == NULL || JSON_NODE_HOLDS_NULL(last) ||
+                 moelm_json_get_double(o, "last_valid_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->last_valid_loss, error));
   if (ok && st->end_of_epoch && st->epoch == G_MAXINT) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "'epoch' %d is the last one there is", st->epoch);
     ok = FALSE;
@@ -270,6 +278,7 @@ static void restore_position(const MoelmTrainState *saved, MoelmTrainState *st)
   st->num_bad_validations = saved->num_bad_validations;
   st->has_best = saved->has_best;
   st->best_loss = saved->best_loss;
+  st->last_valid_loss = saved->last_valid_loss;
   if (st->end_of_epoch) { /* the next epoch starts from its beginning */
     st->epoch++;
     st->iterations_in_epoch = 0;
@@ -318,6 +327,10 @@ gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
     JsonNode *lr = moelm_checkpoint_meta(ckpt, "lr_scheduler");
     if (ok && lr && !cfg->reset_lr_scheduler)
       ok = moelm_lr_scheduler_state_from_json(ctx->sched, lr, error);
+    /* saved at an epoch's end, before the loop stepped the scheduler on that epoch's
+     * validation: take that step now, as the uninterrupted run did */
+    if (ok && lr && !cfg->reset_lr_scheduler && saved.end_of_epoch)
+      moelm_lr_step_epoch(ctx->sched, saved.epoch, saved.last_valid_loss);
   }
   if (ok && !reset_data)
     restore_position(&saved, ctx->st);

@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 
 #include <glib/gstdio.h>
@@ -72,7 +73,29 @@ typedef struct {
   MoelmStopwatch train_wall;
   MoelmGradSync *sync;       /* data parallel: the bucketed all-reduce (NULL on one rank) */
   double comm_seconds;       /* waiting for the all-reduce, since the start */
+  int64_t first_update;      /* num_updates when this run's loop began */
+  int64_t last_saved_update; /* num_updates of the last checkpoint_last.pt written (-1: none) */
+  int stop;                  /* the signal every rank agreed to stop on (0: none) */
 } Run;
+
+static int interrupted(const Run *r) { return r->stop; }
+
+/* Read the caller's stop flag; over several ranks, agree on it (a rank that stopped alone
+ * would leave the others waiting in the next update's all-reduce). Every rank polls at the
+ * same points of the loop, so the collective lines up. */
+static gboolean poll_stop(Run *r, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  int sig = cfg->stop_signal ? (int)*cfg->stop_signal : 0;
+  if (moelm_comm_size(cfg->comm) > 1) {
+    double any[2] = {sig == SIGINT, sig == SIGTERM};
+    if (!moelm_comm_allreduce_f64(cfg->comm, any, 2, error))
+      return FALSE;
+    sig = any[1] > 0 ? SIGTERM : any[0] > 0 ? SIGINT : 0;
+  }
+  r->stop = sig;
+  return TRUE;
+}
 
 static int64_t updates_per_epoch(const Run *r)
 {
@@ -581,7 +604,48 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
     MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
     if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
       return FALSE;
+    if (req.last_file)
+      r->last_saved_update = r->st.num_updates;
   }
+  return TRUE;
+}
+
+static const char *signal_name(int sig)
+{
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+/* After an interruption: checkpoint_last.pt (checkpoint_E_U.pt with --no-last-checkpoints)
+ * at the update just finished, unless it already holds it or nothing was trained. A resumed
+ * run continues exactly as the uninterrupted one would have. */
+static gboolean save_on_interrupt(Run *r, MoelmTrainResult *result, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  const int sig = interrupted(r);
+  result->interrupted = sig;
+  const char *why = NULL;
+  if (cfg->no_save)
+    why = "--no-save: nothing is saved";
+  else if (r->st.num_updates == r->first_update)
+    why = "no update was trained: nothing to save";
+  else if (r->st.num_updates == r->last_saved_update)
+    why = "checkpoint_last.pt already holds this update";
+  if (why) {
+    moelm_warn("moelm.train", "received %s after update %" G_GINT64_FORMAT ": %s", signal_name(sig),
+               r->st.num_updates, why);
+    result->saved_on_interrupt = !cfg->no_save && r->st.num_updates == r->last_saved_update;
+    return TRUE;
+  }
+  moelm_warn("moelm.train",
+             "received %s: stopping after update %" G_GINT64_FORMAT ", saving %s (a second signal stops at once, "
+             "without saving)",
+             signal_name(sig), r->st.num_updates, cfg->no_last_checkpoints ? "an update checkpoint" : "checkpoint_last.pt");
+  r->st.end_of_epoch = FALSE; /* the position is (epoch, iterations_in_epoch) as it stands */
+  MoelmCheckpointRequest req = {.updates_file = cfg->no_last_checkpoints, .last_file = !cfg->no_last_checkpoints};
+  MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
+  if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
+    return FALSE;
+  result->saved_on_interrupt = TRUE;
   return TRUE;
 }
 
@@ -589,7 +653,9 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
   gboolean stop = should_stop_updates(r);
-  while (!stop && (cfg->max_epoch <= 0 || r->st.epoch <= cfg->max_epoch)) {
+  if (!poll_stop(r, error))
+    return FALSE;
+  while (!stop && !interrupted(r) && (cfg->max_epoch <= 0 || r->st.epoch <= cfg->max_epoch)) {
     moelm_lr_step_begin_epoch(r->sched, r->st.epoch);
     moelm_lr_step_update(r->sched, r->st.num_updates);
     GPtrArray *order = g_ptr_array_new();
@@ -606,7 +672,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
     moelm_meters_reset(&interval);
     moelm_meters_reset(&epoch_m);
     gboolean ok = TRUE;
-    while (ok && !stop && r->st.iterations_in_epoch < n_updates) {
+    while (ok && !stop && !interrupted(r) && r->st.iterations_in_epoch < n_updates) {
       MoelmTrainMeters before = interval;
       ok = train_update(r, order, r->st.iterations_in_epoch, &interval, error);
       if (!ok)
@@ -627,6 +693,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
         ok = validate_and_save(r, FALSE, stopping, &stop, error);
         stop |= stopping;
       }
+      ok = ok && poll_stop(r, error); /* after each update */
     }
     g_ptr_array_unref(order);
     if (!ok)
@@ -643,6 +710,8 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
       r->st.epoch++;
       r->st.iterations_in_epoch = 0;
       stop |= stopping;
+      if (!poll_stop(r, error)) /* a signal during the epoch's end */
+        return FALSE;
     } else if (epoch_m.updates > 0) {
       result->last_train_loss = base2(epoch_m.loss_sum / epoch_m.sample_size);
     }
@@ -653,7 +722,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
 gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, MoelmObjective *objective,
                      MoelmTrainResult *result, GError **error)
 {
-  Run r = {.cfg = cfg, .dict = dict, .obj = objective};
+  Run r = {.cfg = cfg, .dict = dict, .obj = objective, .last_saved_update = -1};
   MoelmTrainResult local;
   if (result == NULL)
     result = &local;
@@ -679,9 +748,12 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
     moelm_info("moelm.train", "model %s, %zu parameters", cfg->model.arch, moelm_model_num_params(r.model));
     moelm_info("moelm.train", "task: %s, max tokens per batch = %" G_GINT64_FORMAT ", max sentences = %d, update freq = %d",
                objective->name, cfg->max_tokens, cfg->batch_size, cfg->update_freq);
+    r.first_update = r.st.num_updates;
     ok = run_epochs(&r, result, error);
+    if (ok && interrupted(&r))
+      ok = save_on_interrupt(&r, result, error);
   }
-  if (ok)
+  if (ok && !result->interrupted)
     moelm_info("moelm.train", "done training in %.1f seconds", moelm_time_now() - r.start_time);
   if (ok && r.sync)
     moelm_info("moelm.train",
