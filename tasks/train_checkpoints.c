@@ -241,7 +241,7 @@ gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const Mo
 
 /* The checkpoint's "train_state", every member type and range checked (a negative epoch
  * once wrote checkpoint-3.pt; a best loss that is not a number stopped checkpoint_best.pt). */
-static gboolean read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error)
+gboolean moelm_trainer_read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error)
 {
   JsonObject *o = moelm_json_object(moelm_checkpoint_meta(ckpt, "train_state"), "train_state", error);
   memset(st, 0, sizeof *st);
@@ -317,7 +317,7 @@ gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
   const gboolean reset_opt = finetune || cfg->reset_optimizer, reset_data = finetune || cfg->reset_dataloader;
   MoelmTrainState saved;
   if (ok && (!reset_opt || !reset_data))
-    ok = read_train_state(ckpt, &saved, error);
+    ok = moelm_trainer_read_train_state(ckpt, &saved, error);
   if (ok && !reset_opt) {
     ok = moelm_checkpoint_load_moments(ckpt, ctx->model, ctx->adam->exp_avg, ctx->adam->exp_avg_sq, error);
     JsonNode *opt = moelm_checkpoint_meta(ckpt, "optimizer");

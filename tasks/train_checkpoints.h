@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <glib.h>
 
+#include "moelm/checkpoint.h"
 #include "moelm/dictionary.h"
 #include "moelm/fileio.h"
 #include "moelm/lr_scheduler.h"
@@ -54,6 +55,10 @@ void moelm_trainer_close_save_dir(MoelmDirLock *lock, const char *save_dir, gboo
 
 gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const MoelmCheckpointRequest *req,
                                         GError **error);
+/* A checkpoint's "train_state" with every member's type and range checked (errors name the
+ * file and the member). */
+gboolean moelm_trainer_read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error);
+
 /* Load save_dir/restore_file if it exists (or --finetune-from-model when no checkpoint exists). */
 gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error);
 

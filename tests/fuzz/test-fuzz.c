@@ -35,6 +35,11 @@ static gboolean read_safetensors(const uint8_t *data, gsize len, GError **error)
   return st != NULL;
 }
 
+static gboolean read_checkpoint(const uint8_t *data, gsize len, GError **error)
+{
+  return moelm_fuzz_checkpoint_read(data, len, error);
+}
+
 typedef struct {
   const char *corpus; /* tests/fuzz/corpus/<corpus> */
   int (*harness)(const uint8_t *data, size_t size);
@@ -46,6 +51,7 @@ static const Target targets[] = {
   {"dict", moelm_fuzz_dict, read_dict, 1},
   {"idx", moelm_fuzz_idx, read_idx, 2},
   {"safetensors", moelm_fuzz_safetensors, read_safetensors, 3},
+  {"checkpoint", moelm_fuzz_checkpoint, read_checkpoint, 4},
 };
 
 typedef struct {
@@ -267,10 +273,12 @@ static void fuzz_target(const Target *t)
 static void test_fuzz_dict(void) { fuzz_target(&targets[0]); }
 static void test_fuzz_idx(void) { fuzz_target(&targets[1]); }
 static void test_fuzz_safetensors(void) { fuzz_target(&targets[2]); }
+static void test_fuzz_checkpoint(void) { fuzz_target(&targets[3]); }
 
 MOELM_TEST_SUITE(fuzz)
 {
   CU_add_test(suite, "dict.txt reader: seeds, prefixes, mutations", test_fuzz_dict);
   CU_add_test(suite, "MMIDIDX index validator: seeds, prefixes, mutations", test_fuzz_idx);
   CU_add_test(suite, "safetensors reader: seeds, prefixes, mutations", test_fuzz_safetensors);
+  CU_add_test(suite, "checkpoint metadata: seeds, prefixes, mutations", test_fuzz_checkpoint);
 }

@@ -98,6 +98,7 @@ int bg_finish(BgRun *run, double seconds, char **err)
   }
   close(run->err_fd);
   g_spawn_close_pid(run->pid);
+  moelm_test_check_sanitizers(run->err->str);
   if (err)
     *err = g_string_free(run->err, FALSE);
   else

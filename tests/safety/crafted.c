@@ -109,6 +109,7 @@ char *crafted_weight(const char *dir, const char *name, const char *src, const c
 
 void crafted_check_error(int rc, const char *err, int status, const char *const *needles)
 {
+  moelm_test_check_sanitizers(err);
   const char *line = err ? strstr(err, "error:") : NULL;
   const char *nl = line ? strchr(line, '\n') : NULL;
   gboolean ok = rc == status && line && nl && nl[1] == '\0';
