@@ -136,3 +136,46 @@ GPtrArray *moelm_remove_stale_temps(const char *dir, const char *suffix)
   g_dir_close(d);
   return removed;
 }
+
+/* NAME is PREFIX followed by g_mkdtemp's six letters or digits. */
+static gboolean is_temp_dir_name(const char *name, const char *prefix)
+{
+  const size_t n = strlen(name), p = strlen(prefix);
+  if (n != p + 6 || strncmp(name, prefix, p) != 0)
+    return FALSE;
+  for (const char *c = name + p; *c; c++)
+    if (!g_ascii_isalnum(*c))
+      return FALSE;
+  return TRUE;
+}
+
+GPtrArray *moelm_remove_stale_temp_dirs(const char *dir, const char *prefix)
+{
+  GPtrArray *removed = g_ptr_array_new_with_free_func(g_free);
+  GDir *d = g_dir_open(dir, 0, NULL);
+  if (d == NULL)
+    return removed;
+  const char *name;
+  while ((name = g_dir_read_name(d)) != NULL) {
+    if (!is_temp_dir_name(name, prefix))
+      continue;
+    char *path = g_build_filename(dir, name, NULL);
+    struct stat st;
+    GDir *sub = lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? g_dir_open(path, 0, NULL) : NULL;
+    if (sub != NULL) { /* its regular files, then itself (it fails, harmlessly, if more is left) */
+      const char *f;
+      while ((f = g_dir_read_name(sub)) != NULL) {
+        char *fp = g_build_filename(path, f, NULL);
+        if (lstat(fp, &st) == 0 && S_ISREG(st.st_mode))
+          g_unlink(fp);
+        g_free(fp);
+      }
+      g_dir_close(sub);
+      if (g_rmdir(path) == 0)
+        g_ptr_array_add(removed, g_strdup(name));
+    }
+    g_free(path);
+  }
+  g_dir_close(d);
+  return removed;
+}

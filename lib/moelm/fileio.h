@@ -50,6 +50,9 @@ gboolean moelm_is_temp_name(const char *name, const char *suffix);
 /* Remove DIR's regular files that moelm_is_temp_name(name, suffix) — left by a run that was
  * killed while writing; call only while holding DIR's lock. Returns the names removed. */
 GPtrArray *moelm_remove_stale_temps(const char *dir, const char *suffix);
+/* The same for g_mkdtemp's directories PREFIX + six letters or digits directly in DIR: their
+ * regular files, then the directory. Returns the names removed. */
+GPtrArray *moelm_remove_stale_temp_dirs(const char *dir, const char *prefix);
 
 G_END_DECLS
 

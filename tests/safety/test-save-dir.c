@@ -16,6 +16,7 @@
 #include "crafted.h"
 #include "eval/mixture-cli-fixture.h"
 #include "moelm-test.h"
+#include "moelm/fileio.h"
 
 #define TRAIN_ARGS(data, ck, updates)                                                                                  \
   "train", (data), "--decoder-layers", "1", "--decoder-embed-dim", "16", "--decoder-ffn-embed-dim", "16",            \
@@ -148,9 +149,66 @@ static void test_stale_temps_removed(void)
   g_free(tmp);
 }
 
+/* preprocess: the work directories of a killed run are removed, look-alikes kept; a
+ * --destdir another preprocess holds is refused. */
+static void test_preprocess_destdir(void)
+{
+  char *tmp = moelm_test_tmpdir();
+  char *txt = g_build_filename(tmp, "text.txt", NULL);
+  moelm_test_write_file(txt, "a b c\nb c d\n", 12);
+  char *dest = g_build_filename(tmp, "data", NULL);
+  g_mkdir(dest, 0755);
+  char *stale = g_build_filename(dest, ".moelm-preprocess-AbC123", NULL);
+  g_mkdir(stale, 0755);
+  char *torn = g_build_filename(stale, "train.bin", NULL);
+  moelm_test_write_file(torn, "torn", 4);
+  const char *const keep[] = {".moelm-preprocess-abc", ".moelm-preprocess-abcdefg", ".moelm-preprocess-"};
+  for (gsize i = 0; i < G_N_ELEMENTS(keep); i++) {
+    char *p = g_build_filename(dest, keep[i], NULL);
+    g_mkdir(p, 0755);
+    g_free(p);
+  }
+  char *file_like = g_build_filename(dest, ".moelm-preprocess-Zz9Zz9", NULL); /* a file, not a directory */
+  moelm_test_write_file(file_like, "mine", 4);
+  const char *args[] = {"preprocess", "--only-source", "--trainpref", txt, "--destdir", dest, NULL};
+  /* held by another run: refused, naming it */
+  MoelmDirLock *held = moelm_dir_lock(dest, ".moelm-preprocess.lock", "test", NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(held);
+  char *pid = g_strdup_printf("pid %d", (int)getpid());
+  const char *needles[] = {dest, "in use by another preprocess run", pid, NULL};
+  crafted_check_fails(args, 1, needles);
+  CU_ASSERT_TRUE(g_file_test(stale, G_FILE_TEST_IS_DIR)); /* not cleaned by a run that did not get the lock */
+  moelm_dir_unlock(held);
+  char *err = NULL;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(args, NULL, NULL, &err), 0);
+  CU_ASSERT_FALSE(g_file_test(stale, G_FILE_TEST_EXISTS));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, ".moelm-preprocess-AbC123"));
+  for (gsize i = 0; i < G_N_ELEMENTS(keep); i++) {
+    char *p = g_build_filename(dest, keep[i], NULL);
+    CU_ASSERT_TRUE(g_file_test(p, G_FILE_TEST_IS_DIR));
+    g_free(p);
+  }
+  CU_ASSERT_TRUE(cli_file_equals(file_like, "mine", 4));
+  char *dict = g_build_filename(dest, "dict.txt", NULL), *lock = g_build_filename(dest, ".moelm-preprocess.lock", NULL);
+  CU_ASSERT_TRUE(g_file_test(dict, G_FILE_TEST_EXISTS));
+  CU_ASSERT_FALSE(g_file_test(lock, G_FILE_TEST_EXISTS));
+  g_free(err);
+  moelm_test_rmtree(tmp);
+  g_free(lock);
+  g_free(dict);
+  g_free(pid);
+  g_free(file_like);
+  g_free(torn);
+  g_free(stale);
+  g_free(dest);
+  g_free(txt);
+  g_free(tmp);
+}
+
 MOELM_TEST_SUITE(save_dir)
 {
   CU_add_test(suite, "a second training on the same --save-dir fails at start", test_second_run_is_refused);
   CU_add_test(suite, "a read-only --save-dir fails at start", test_read_only_save_dir);
   CU_add_test(suite, "temp files of a killed run are removed, nothing else", test_stale_temps_removed);
+  CU_add_test(suite, "preprocess: a locked --destdir, stale work directories", test_preprocess_destdir);
 }
