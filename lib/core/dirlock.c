@@ -106,18 +106,52 @@ gboolean moelm_dir_check_writable(const char *dir, GError **error)
   return TRUE;
 }
 
+/* The six letters or digits g_mkstemp / g_mkdtemp put in place of XXXXXX. */
+static gboolean mkstemp_letters(const char *s)
+{
+  int n = 0;
+  for (; s[n]; n++)
+    if (!g_ascii_isalnum(s[n]))
+      return FALSE;
+  return n == 6;
+}
+
 gboolean moelm_is_temp_name(const char *name, const char *suffix)
 {
   const size_t n = strlen(name), s = strlen(suffix), tail = strlen(".tmp-XXXXXX");
-  if (n <= s + tail || strncmp(name + n - tail, ".tmp-", 5) != 0 || strncmp(name + n - tail - s, suffix, s) != 0)
-    return FALSE;
-  for (const char *p = name + n - 6; *p; p++) /* g_mkstemp's letters and digits */
-    if (!g_ascii_isalnum(*p))
-      return FALSE;
-  return TRUE;
+  return n > s + tail && strncmp(name + n - tail, ".tmp-", 5) == 0 && strncmp(name + n - tail - s, suffix, s) == 0 &&
+         mkstemp_letters(name + n - 6);
 }
 
-GPtrArray *moelm_remove_stale_temps(const char *dir, const char *suffix)
+static gboolean is_temp_dir_name(const char *name, const char *prefix)
+{
+  return g_str_has_prefix(name, prefix) && mkstemp_letters(name + strlen(prefix));
+}
+
+/* Remove PATH if it is a regular file (dir FALSE), or a directory whose entries are regular
+ * files (dir TRUE: those, then it). */
+static gboolean remove_entry(const char *path, gboolean dir)
+{
+  struct stat st;
+  if (lstat(path, &st) != 0 || (dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
+    return FALSE;
+  if (!dir)
+    return g_unlink(path) == 0;
+  GDir *d = g_dir_open(path, 0, NULL);
+  if (d == NULL)
+    return FALSE;
+  const char *name;
+  while ((name = g_dir_read_name(d)) != NULL) {
+    char *child = g_build_filename(path, name, NULL);
+    remove_entry(child, FALSE);
+    g_free(child);
+  }
+  g_dir_close(d);
+  return g_rmdir(path) == 0; /* fails, harmlessly, when something else was left in it */
+}
+
+static GPtrArray *remove_stale(const char *dir, const char *pattern, gboolean (*match)(const char *, const char *),
+                               gboolean dirs)
 {
   GPtrArray *removed = g_ptr_array_new_with_free_func(g_free);
   GDir *d = g_dir_open(dir, 0, NULL);
@@ -125,11 +159,10 @@ GPtrArray *moelm_remove_stale_temps(const char *dir, const char *suffix)
     return removed;
   const char *name;
   while ((name = g_dir_read_name(d)) != NULL) {
-    if (!moelm_is_temp_name(name, suffix))
+    if (!match(name, pattern))
       continue;
     char *path = g_build_filename(dir, name, NULL);
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode) && g_unlink(path) == 0)
+    if (remove_entry(path, dirs))
       g_ptr_array_add(removed, g_strdup(name));
     g_free(path);
   }
@@ -137,45 +170,12 @@ GPtrArray *moelm_remove_stale_temps(const char *dir, const char *suffix)
   return removed;
 }
 
-/* NAME is PREFIX followed by g_mkdtemp's six letters or digits. */
-static gboolean is_temp_dir_name(const char *name, const char *prefix)
+GPtrArray *moelm_remove_stale_temps(const char *dir, const char *suffix)
 {
-  const size_t n = strlen(name), p = strlen(prefix);
-  if (n != p + 6 || strncmp(name, prefix, p) != 0)
-    return FALSE;
-  for (const char *c = name + p; *c; c++)
-    if (!g_ascii_isalnum(*c))
-      return FALSE;
-  return TRUE;
+  return remove_stale(dir, suffix, moelm_is_temp_name, FALSE);
 }
 
 GPtrArray *moelm_remove_stale_temp_dirs(const char *dir, const char *prefix)
 {
-  GPtrArray *removed = g_ptr_array_new_with_free_func(g_free);
-  GDir *d = g_dir_open(dir, 0, NULL);
-  if (d == NULL)
-    return removed;
-  const char *name;
-  while ((name = g_dir_read_name(d)) != NULL) {
-    if (!is_temp_dir_name(name, prefix))
-      continue;
-    char *path = g_build_filename(dir, name, NULL);
-    struct stat st;
-    GDir *sub = lstat(path, &st) == 0 && S_ISDIR(st.st_mode) ? g_dir_open(path, 0, NULL) : NULL;
-    if (sub != NULL) { /* its regular files, then itself (it fails, harmlessly, if more is left) */
-      const char *f;
-      while ((f = g_dir_read_name(sub)) != NULL) {
-        char *fp = g_build_filename(path, f, NULL);
-        if (lstat(fp, &st) == 0 && S_ISREG(st.st_mode))
-          g_unlink(fp);
-        g_free(fp);
-      }
-      g_dir_close(sub);
-      if (g_rmdir(path) == 0)
-        g_ptr_array_add(removed, g_strdup(name));
-    }
-    g_free(path);
-  }
-  g_dir_close(d);
-  return removed;
+  return remove_stale(dir, prefix, is_temp_dir_name, TRUE);
 }

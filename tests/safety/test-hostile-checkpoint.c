@@ -16,6 +16,11 @@
 
 static char *tmp;
 
+/* One crafted member: its JSON value (NULL: removed) and what the error must say. */
+typedef struct {
+  const char *member, *value, *needle;
+} Crafted;
+
 static void eval_fails(const char *ckpt, const char *needle1, const char *needle2)
 {
   const MixtureCliFixture *fx = mixture_cli_fixture();
@@ -37,17 +42,21 @@ static void model_member_fails(const char *member, const char *value, const char
 static void test_model_config_types_and_bounds(void)
 {
   tmp = moelm_test_tmpdir();
-  model_member_fails("activation_fn", "1", "must be a string"); /* was a NULL strcmp: SIGSEGV */
-  model_member_fails("decoder_embed_dim", "4294967360", "1..65536"); /* 2^32 + 64 wrapped to 64 */
-  model_member_fails("max_target_positions", "2147483647", "1..16777216"); /* signed overflow, abort */
-  model_member_fails("decoder_layers", "1e8", "must be an integer");
-  model_member_fails("decoder_layers", "-1", "0..65536");
-  model_member_fails("dropout", "\"0.1\"", "must be a finite number");
-  model_member_fails("dropout", "1.5", "[0, 1)");
-  model_member_fails("decoder_normalize_before", "1", "true or false");
-  model_member_fails("moe_expert_count", "1000000000", "0..1048576");
-  model_member_fails("arch", NULL, "missing field 'arch'");
-  model_member_fails("activation_fn", "\"swish\"", "swish");
+  static const Crafted cases[] = {
+    {"activation_fn", "1", "must be a string"}, /* was a NULL strcmp: SIGSEGV */
+    {"decoder_embed_dim", "4294967360", "1..65536"}, /* 2^32 + 64 wrapped to 64 */
+    {"max_target_positions", "2147483647", "1..16777216"}, /* signed overflow, abort */
+    {"decoder_layers", "1e8", "must be an integer"},
+    {"decoder_layers", "-1", "0..65536"},
+    {"dropout", "\"0.1\"", "must be a finite number"},
+    {"dropout", "1.5", "[0, 1)"},
+    {"decoder_normalize_before", "1", "true or false"},
+    {"moe_expert_count", "1000000000", "0..1048576"},
+    {"arch", NULL, "missing field 'arch'"},
+    {"activation_fn", "\"swish\"", "swish"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
+    model_member_fails(cases[i].member, cases[i].value, cases[i].needle);
   moelm_test_rmtree(tmp);
   g_free(tmp);
 }
@@ -67,18 +76,22 @@ static void task_member_fails(const char *member, const char *value, const char 
 static void test_task_metadata(void)
 {
   tmp = moelm_test_tmpdir();
-  task_member_fails("num_experts", "1000000000", "'num_experts' must be an integer in 1..1048576");
-  task_member_fails("num_experts", "1000000", "do not end the model's vocabulary");
-  task_member_fails("num_experts", "0", "'num_experts' must be an integer in 1..1048576");
-  task_member_fails("gating_context", "2147483647", "'gating_context' must be an integer in 0..1048576");
-  task_member_fails("gating_context", "-1", "'gating_context' must be an integer in 0..1048576");
-  task_member_fails("method", "\"xMoEup\"", "--method must be one of");
-  task_member_fails("method", "3", "'method' must be a string");
-  task_member_fails("task", "\"translation\"", "unknown task 'translation'");
-  task_member_fails("tokens_per_sample", "\"32\"", "'tokens_per_sample' must be an integer");
-  task_member_fails("sample_break_mode", "\"sentence\"", "sentence");
-  task_member_fails("expert_token0", NULL, "missing field 'expert_token0'");
-  task_member_fails("expert_token0", "3", "'expert_token0' must be an integer in 4..");
+  static const Crafted cases[] = {
+    {"num_experts", "1000000000", "'num_experts' must be an integer in 1..1048576"},
+    {"num_experts", "1000000", "do not end the model's vocabulary"},
+    {"num_experts", "0", "'num_experts' must be an integer in 1..1048576"},
+    {"gating_context", "2147483647", "'gating_context' must be an integer in 0..1048576"},
+    {"gating_context", "-1", "'gating_context' must be an integer in 0..1048576"},
+    {"method", "\"xMoEup\"", "--method must be one of"},
+    {"method", "3", "'method' must be a string"},
+    {"task", "\"translation\"", "unknown task 'translation'"},
+    {"tokens_per_sample", "\"32\"", "'tokens_per_sample' must be an integer"},
+    {"sample_break_mode", "\"sentence\"", "sentence"},
+    {"expert_token0", NULL, "missing field 'expert_token0'"},
+    {"expert_token0", "3", "'expert_token0' must be an integer in 4.."},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
+    task_member_fails(cases[i].member, cases[i].value, cases[i].needle);
   const MixtureCliFixture *fx = mixture_cli_fixture();
   char *ck = crafted_meta(tmp, "task-array.pt", fx->mixture, "task", "[]");
   eval_fails(ck, "task metadata", "not a JSON object");
@@ -115,15 +128,19 @@ static void resume_fails(const char *member, const char *value, const char *need
 static void test_train_state(void)
 {
   tmp = moelm_test_tmpdir();
-  resume_fails("epoch", "-3", "'epoch' must be an integer in 1..");
-  resume_fails("epoch", "\"1\"", "'epoch' must be an integer");
-  resume_fails("num_updates", "-1", "'num_updates' must be an integer in 0..");
-  resume_fails("iterations_in_epoch", "-2", "'iterations_in_epoch' must be an integer in 0..");
-  resume_fails("best_loss", "\"low\"", "'best_loss' must be a finite number");
-  resume_fails("best_loss", "[1]", "'best_loss' must be a finite number");
-  resume_fails("num_bad_validations", "-1", "'num_bad_validations'");
-  resume_fails("end_of_epoch", "1", "'end_of_epoch' must be true or false");
-  resume_fails("whole", NULL, "missing");
+  static const Crafted cases[] = {
+    {"epoch", "-3", "'epoch' must be an integer in 1.."},
+    {"epoch", "\"1\"", "'epoch' must be an integer"},
+    {"num_updates", "-1", "'num_updates' must be an integer in 0.."},
+    {"iterations_in_epoch", "-2", "'iterations_in_epoch' must be an integer in 0.."},
+    {"best_loss", "\"low\"", "'best_loss' must be a finite number"},
+    {"best_loss", "[1]", "'best_loss' must be a finite number"},
+    {"num_bad_validations", "-1", "'num_bad_validations'"},
+    {"end_of_epoch", "1", "'end_of_epoch' must be true or false"},
+    {"whole", NULL, "missing"},
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
+    resume_fails(cases[i].member, cases[i].value, cases[i].needle);
   moelm_test_rmtree(tmp);
   g_free(tmp);
 }

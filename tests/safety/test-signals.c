@@ -71,14 +71,14 @@ static void run_to(const char *ck, int64_t updates)
   g_ptr_array_unref(args);
 }
 
-static void test_sigterm_resumes_byte_identical(void)
+/* Interrupt with `sig`, resume to k + 7 updates, and compare with a run never interrupted. */
+static void check_interrupt_and_resume(int sig)
 {
   char *tmp = moelm_test_tmpdir();
   char *ck = g_build_filename(tmp, "interrupted", NULL), *ref = g_build_filename(tmp, "reference", NULL);
-  const int64_t k = interrupt_run(ck, SIGTERM);
+  const int64_t k = interrupt_run(ck, sig);
   char *last = g_build_filename(ck, "checkpoint_last.pt", NULL);
   CU_ASSERT_TRUE_FATAL(g_file_test(last, G_FILE_TEST_EXISTS));
-  /* resume to k + 7 updates; an uninterrupted run to the same point */
   run_to(ck, k + 7);
   run_to(ref, k + 7);
   char *ref_last = g_build_filename(ref, "checkpoint_last.pt", NULL);
@@ -91,18 +91,8 @@ static void test_sigterm_resumes_byte_identical(void)
   g_free(tmp);
 }
 
-static void test_sigint(void)
-{
-  char *tmp = moelm_test_tmpdir();
-  char *ck = g_build_filename(tmp, "ck", NULL);
-  interrupt_run(ck, SIGINT);
-  char *last = g_build_filename(ck, "checkpoint_last.pt", NULL);
-  CU_ASSERT_TRUE(g_file_test(last, G_FILE_TEST_EXISTS));
-  moelm_test_rmtree(tmp);
-  g_free(last);
-  g_free(ck);
-  g_free(tmp);
-}
+static void test_sigterm(void) { check_interrupt_and_resume(SIGTERM); }
+static void test_sigint(void) { check_interrupt_and_resume(SIGINT); }
 
 /* Both signals pending at once (the process is stopped while they are sent): the first asks
  * for a stop, the second exits at once, saving nothing more. */
@@ -131,7 +121,7 @@ static void test_second_signal_exits_at_once(void)
 
 MOELM_TEST_SUITE(signals)
 {
-  CU_add_test(suite, "SIGTERM: checkpoint_last.pt resumes byte for byte", test_sigterm_resumes_byte_identical);
-  CU_add_test(suite, "SIGINT: exit 130 with checkpoint_last.pt", test_sigint);
+  CU_add_test(suite, "SIGTERM: exit 143, checkpoint_last.pt resumes byte for byte", test_sigterm);
+  CU_add_test(suite, "SIGINT: exit 130, checkpoint_last.pt resumes byte for byte", test_sigint);
   CU_add_test(suite, "a second signal exits at once", test_second_signal_exits_at_once);
 }
