@@ -318,6 +318,7 @@ int moelm_cmd_train(int argc, char **argv)
   MoelmTrainConfig cfg;
   moelm_train_config_init(&cfg);
   MoelmTrainTask *task = NULL;
+  gboolean interrupted = FALSE;
   /* join the process group first (MPI wants to start before any thread) */
   MoelmComm *comm = moelm_comm_open(&error);
   if (comm == NULL) {
@@ -354,13 +355,15 @@ int moelm_cmd_train(int argc, char **argv)
     goto out;
   }
   if (result.interrupted) {
-    fprintf(stderr, "moelm train: interrupted by %s after update %" G_GINT64_FORMAT "%s\n",
-            result.interrupted == SIGINT ? "SIGINT" : "SIGTERM", result.num_updates,
-            result.saved_on_interrupt ? ": resume with the same command" : "");
+    if (moelm_comm_rank(comm) == 0)
+      fprintf(stderr, "moelm train: interrupted by %s after update %" G_GINT64_FORMAT "%s\n",
+              result.interrupted == SIGINT ? "SIGINT" : "SIGTERM", result.num_updates,
+              result.saved_on_interrupt ? ": resume with the same command" : "");
     rc = 128 + result.interrupted;
+    interrupted = TRUE; /* every rank stopped at the same update: nobody waits for another */
   }
 out:
-  if (rc != 0 && moelm_comm_size(comm) > 1) /* the other ranks must not wait for this one */
+  if (rc != 0 && !interrupted && moelm_comm_size(comm) > 1) /* the other ranks must not wait for this one */
     moelm_comm_abort(comm, rc);
   moelm_comm_free(comm);
   g_clear_error(&error);

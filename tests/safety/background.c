@@ -26,17 +26,23 @@ BgRun *bg_start(const char *const *args)
   for (const char *const *a = args; *a; a++)
     g_ptr_array_add(argv, g_strdup(*a));
   g_ptr_array_add(argv, NULL);
+  BgRun *run = bg_start_program((const char *const *)argv->pdata);
+  g_ptr_array_unref(argv);
+  return run;
+}
+
+BgRun *bg_start_program(const char *const *argv)
+{
   BgRun *run = g_new0(BgRun, 1);
   run->err = g_string_new(NULL);
   GError *error = NULL;
-  gboolean ok = g_spawn_async_with_pipes(NULL, (char **)argv->pdata, NULL,
+  gboolean ok = g_spawn_async_with_pipes(NULL, (char **)argv, NULL,
                                          G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDIN_FROM_DEV_NULL |
                                              G_SPAWN_STDOUT_TO_DEV_NULL,
                                          NULL, NULL, &run->pid, NULL, NULL, &run->err_fd, &error);
   if (!ok)
     g_printerr("\n  spawn: %s\n", error->message);
   CU_ASSERT_TRUE_FATAL(ok);
-  g_ptr_array_unref(argv);
   return run;
 }
 

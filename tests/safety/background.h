@@ -9,6 +9,8 @@ typedef struct BgRun BgRun;
 
 /* Start `moelm ARGS...` (stdin /dev/null, stdout discarded, stderr kept). */
 BgRun *bg_start(const char *const *args);
+/* The same for any program: argv[0] is its path. */
+BgRun *bg_start_program(const char *const *argv);
 GPid bg_pid(const BgRun *run);
 /* Read its stderr until it contains `needle` (TRUE) or `seconds` pass or it exits (FALSE). */
 gboolean bg_wait_for(BgRun *run, const char *needle, double seconds);

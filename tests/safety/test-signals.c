@@ -5,8 +5,10 @@
 #include "config.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "background.h"
 #include "cli/cli-helpers.h"
@@ -119,9 +121,128 @@ static void test_second_signal_exits_at_once(void)
   g_free(tmp);
 }
 
+/* `mpirun -np 2 moelm train ...` (NULL without MPI): the argv prefix. */
+static GPtrArray *mpirun_prefix(void)
+{
+#ifdef HAVE_MPI
+  char *mpirun = g_find_program_in_path("mpirun");
+  if (mpirun == NULL)
+    return NULL;
+  g_setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", TRUE); /* CI runs as root */
+  g_setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", TRUE);
+  GPtrArray *a = g_ptr_array_new_with_free_func(g_free);
+  g_ptr_array_add(a, mpirun);
+  g_ptr_array_add(a, g_strdup("--oversubscribe"));
+  g_ptr_array_add(a, g_strdup("-np"));
+  g_ptr_array_add(a, g_strdup("2"));
+  g_ptr_array_add(a, moelm_test_cli_path());
+  return a;
+#else
+  return NULL;
+#endif
+}
+
+static int run_mpi_to(const char *ck, int64_t updates)
+{
+  GPtrArray *argv = mpirun_prefix(), *args = train_args(ck, updates);
+  for (guint i = 0; i + 1 < args->len; i++)
+    g_ptr_array_add(argv, g_strdup(g_ptr_array_index(args, i)));
+  g_ptr_array_add(argv, NULL);
+  char *err = NULL;
+  int status = -1;
+  CU_ASSERT_TRUE_FATAL(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_STDIN_FROM_DEV_NULL |
+                                    G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, NULL, &err, &status, NULL));
+  moelm_test_check_sanitizers(err);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    g_printerr("\n  mpirun train: %s\n", err);
+  g_free(err);
+  g_ptr_array_unref(args);
+  g_ptr_array_unref(argv);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* The pid of rank `rank` among mpirun's children (its OMPI_COMM_WORLD_RANK), 0 if none. */
+static GPid rank_pid(GPid mpirun, int rank)
+{
+  char *want = g_strdup_printf("OMPI_COMM_WORLD_RANK=%d", rank);
+  GPid found = 0;
+  GDir *proc = g_dir_open("/proc", 0, NULL);
+  const char *name;
+  while (proc && found == 0 && (name = g_dir_read_name(proc)) != NULL) {
+    if (!g_ascii_isdigit(name[0]))
+      continue;
+    char *stat_path = g_build_filename("/proc", name, "stat", NULL);
+    char *env_path = g_build_filename("/proc", name, "environ", NULL);
+    char *stat = NULL, *env = NULL;
+    gsize env_len = 0;
+    if (g_file_get_contents(stat_path, &stat, NULL, NULL) && strrchr(stat, ')')) {
+      int ppid = 0;
+      if (sscanf(strrchr(stat, ')') + 2, "%*c %d", &ppid) == 1 && ppid == mpirun &&
+          g_file_get_contents(env_path, &env, &env_len, NULL))
+        for (gsize at = 0; at < env_len; at += strlen(env + at) + 1)
+          if (strcmp(env + at, want) == 0)
+            found = (GPid)atoi(name);
+    }
+    g_free(stat);
+    g_free(env);
+    g_free(stat_path);
+    g_free(env_path);
+  }
+  if (proc)
+    g_dir_close(proc);
+  g_free(want);
+  return found;
+}
+
+/* Two ranks, and only rank 1 gets SIGTERM (the hardest case: a rank stopping alone would leave
+ * the other waiting in the next all-reduce): they agree on the update to stop after, save
+ * together, and the resumed run equals an uninterrupted one. */
+static void test_sigterm_one_of_two_ranks(void)
+{
+  GPtrArray *prefix = mpirun_prefix();
+  if (prefix == NULL) {
+    g_printerr("[skipped: no MPI] ");
+    return;
+  }
+  char *tmp = moelm_test_tmpdir();
+  char *ck = g_build_filename(tmp, "interrupted", NULL), *ref = g_build_filename(tmp, "reference", NULL);
+  GPtrArray *args = train_args(ck, 100000000);
+  for (guint i = 0; i + 1 < args->len; i++)
+    g_ptr_array_add(prefix, g_strdup(g_ptr_array_index(args, i)));
+  g_ptr_array_add(prefix, NULL);
+  BgRun *run = bg_start_program((const char *const *)prefix->pdata);
+  CU_ASSERT_TRUE(bg_wait_for(run, "num_updates=20,", 120));
+  const GPid rank1 = rank_pid(bg_pid(run), 1);
+  CU_ASSERT_FATAL(rank1 > 0);
+  CU_ASSERT_EQUAL(kill(rank1, SIGTERM), 0);
+  char *err = NULL;
+  CU_ASSERT_NOT_EQUAL(bg_finish(run, 120, &err), 0); /* the ranks exit with 143 */
+  const char *at = strstr(err, "interrupted by SIGTERM after update ");
+  if (at == NULL)
+    g_printerr("\n  mpirun stderr tail: %s\n", err + MAX(0, (long)strlen(err) - 1500));
+  CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+  CU_ASSERT_PTR_NULL(strstr(err, "MPI_ABORT")); /* the ranks stopped together, nobody was aborted */
+  const int64_t k = g_ascii_strtoll(at + strlen("interrupted by SIGTERM after update "), NULL, 10);
+  CU_ASSERT_EQUAL(run_mpi_to(ck, k + 5), 0);
+  CU_ASSERT_EQUAL(run_mpi_to(ref, k + 5), 0);
+  char *a = g_build_filename(ck, "checkpoint_last.pt", NULL), *b = g_build_filename(ref, "checkpoint_last.pt", NULL);
+  CU_ASSERT_TRUE(cli_same_file(a, b));
+  moelm_test_rmtree(tmp);
+  g_free(a);
+  g_free(b);
+  g_free(err);
+  g_ptr_array_unref(args);
+  g_ptr_array_unref(prefix);
+  g_free(ref);
+  g_free(ck);
+  g_free(tmp);
+}
+
 MOELM_TEST_SUITE(signals)
 {
   CU_add_test(suite, "SIGTERM: exit 143, checkpoint_last.pt resumes byte for byte", test_sigterm);
   CU_add_test(suite, "SIGINT: exit 130, checkpoint_last.pt resumes byte for byte", test_sigint);
   CU_add_test(suite, "a second signal exits at once", test_second_signal_exits_at_once);
+  CU_add_test(suite, "SIGTERM to one of two ranks: both stop at one update, resume exactly",
+              test_sigterm_one_of_two_ranks);
 }
