@@ -639,7 +639,8 @@ static gboolean save_on_interrupt(Run *r, MoelmTrainResult *result, GError **err
   moelm_warn("moelm.train",
              "received %s: stopping after update %" G_GINT64_FORMAT ", saving %s (a second signal stops at once, "
              "without saving)",
-             signal_name(sig), r->st.num_updates, cfg->no_last_checkpoints ? "an update checkpoint" : "checkpoint_last.pt");
+             signal_name(sig), r->st.num_updates,
+             cfg->no_last_checkpoints ? "an update checkpoint" : "checkpoint_last.pt");
   r->st.end_of_epoch = FALSE; /* the position is (epoch, iterations_in_epoch) as it stands */
   MoelmCheckpointRequest req = {.updates_file = cfg->no_last_checkpoints, .last_file = !cfg->no_last_checkpoints};
   MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
