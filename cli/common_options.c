@@ -28,11 +28,7 @@ const MoelmArgSpec moelm_ignored_options[] = {
 void moelm_model_options_init(MoelmModelOptions *o)
 {
   memset(o, 0, sizeof *o);
-  o->arch = g_strdup("transformer_lm");
-  o->embed_dim = o->ffn_dim = o->layers = o->heads = o->max_positions = o->input_dim = o->output_dim = -1;
-  o->dropout = o->attention_dropout = o->activation_dropout = -1;
-  o->moe_freq = o->moe_expert_count = o->moe_top_k = o->moe_expert_ffn_dim = -1;
-  o->moe_capacity_factor = o->moe_eval_capacity_token_fraction = o->moe_gate_loss_wt = -1;
+  o->arch = g_strdup("transformer_lm"); /* the numbers count only when given (o->seen) */
 }
 
 void moelm_model_options_clear(MoelmModelOptions *o)
@@ -50,13 +46,13 @@ const MoelmArgSpec *moelm_model_options_table(MoelmModelOptions *o)
   static MoelmArgSpec t[48];
   const MoelmArgSpec spec[] = {
     {"--arch", "-a", MOELM_ARG_STRING, &o->arch, NULL, "model architecture (transformer_lm, transformer_lm_gpt, ...)", NULL},
-    {"--decoder-embed-dim", NULL, MOELM_ARG_INT, &o->embed_dim, NULL, "decoder embedding dimension", NULL},
-    {"--decoder-ffn-embed-dim", NULL, MOELM_ARG_INT, &o->ffn_dim, NULL, "decoder FFN dimension", NULL},
-    {"--decoder-layers", NULL, MOELM_ARG_INT, &o->layers, NULL, "number of decoder layers", NULL},
-    {"--decoder-attention-heads", NULL, MOELM_ARG_INT, &o->heads, NULL, "number of attention heads", NULL},
-    {"--decoder-input-dim", NULL, MOELM_ARG_INT, &o->input_dim, NULL, "must equal --decoder-embed-dim", NULL},
-    {"--decoder-output-dim", NULL, MOELM_ARG_INT, &o->output_dim, NULL, "must equal --decoder-embed-dim", NULL},
-    {"--max-target-positions", NULL, MOELM_ARG_INT, &o->max_positions, NULL, "positions (default: --tokens-per-sample)", NULL},
+    {"--decoder-embed-dim", NULL, MOELM_ARG_INT, &o->embed_dim, NULL, "decoder embedding dimension", &o->seen.embed_dim},
+    {"--decoder-ffn-embed-dim", NULL, MOELM_ARG_INT, &o->ffn_dim, NULL, "decoder FFN dimension", &o->seen.ffn_dim},
+    {"--decoder-layers", NULL, MOELM_ARG_INT, &o->layers, NULL, "number of decoder layers", &o->seen.layers},
+    {"--decoder-attention-heads", NULL, MOELM_ARG_INT, &o->heads, NULL, "number of attention heads", &o->seen.heads},
+    {"--decoder-input-dim", NULL, MOELM_ARG_INT, &o->input_dim, NULL, "must equal --decoder-embed-dim", &o->seen.input_dim},
+    {"--decoder-output-dim", NULL, MOELM_ARG_INT, &o->output_dim, NULL, "must equal --decoder-embed-dim", &o->seen.output_dim},
+    {"--max-target-positions", NULL, MOELM_ARG_INT, &o->max_positions, NULL, "positions (default: --tokens-per-sample)", &o->seen.max_positions},
     {"--decoder-learned-pos", NULL, MOELM_ARG_FLAG, &o->learned_pos, NULL, "learned positional embeddings", NULL},
     {"--decoder-normalize-before", NULL, MOELM_ARG_FLAG, &o->normalize_before, NULL, "pre-norm (the default for every LM arch)", NULL},
     {"--no-decoder-normalize-before", NULL, MOELM_ARG_FLAG, &o->no_normalize_before, NULL, "post-norm (moelm extension)", NULL},
@@ -64,52 +60,54 @@ const MoelmArgSpec *moelm_model_options_table(MoelmModelOptions *o)
     {"--no-scale-embedding", NULL, MOELM_ARG_FLAG, &o->no_scale_embedding, NULL, "do not scale embeddings by sqrt(d)", NULL},
     {"--share-decoder-input-output-embed", NULL, MOELM_ARG_FLAG, &o->share_embed, NULL, "tie input and output embeddings", NULL},
     {"--activation-fn", NULL, MOELM_ARG_CHOICE, &o->activation, "relu|gelu|gelu_accurate|tanh", "FFN activation", NULL},
-    {"--dropout", NULL, MOELM_ARG_DOUBLE, &o->dropout, NULL, "dropout probability", NULL},
-    {"--attention-dropout", NULL, MOELM_ARG_DOUBLE, &o->attention_dropout, NULL, "attention dropout", NULL},
-    {"--activation-dropout", "--relu-dropout", MOELM_ARG_DOUBLE, &o->activation_dropout, NULL, "dropout after the activation", NULL},
+    {"--dropout", NULL, MOELM_ARG_DOUBLE, &o->dropout, NULL, "dropout probability", &o->seen.dropout},
+    {"--attention-dropout", NULL, MOELM_ARG_DOUBLE, &o->attention_dropout, NULL, "attention dropout", &o->seen.attention_dropout},
+    {"--activation-dropout", "--relu-dropout", MOELM_ARG_DOUBLE, &o->activation_dropout, NULL, "dropout after the activation", &o->seen.activation_dropout},
     {"--adaptive-softmax-cutoff", NULL, MOELM_ARG_STRING, &o->adaptive_softmax_cutoff, NULL, "not supported", NULL},
     {"--no-token-positional-embeddings", NULL, MOELM_ARG_FLAG, &o->no_token_positional_embeddings, NULL, "not supported", NULL},
-    {"--moe-freq", NULL, MOELM_ARG_INT, &o->moe_freq, NULL, "layer i is an MoE layer when (i+1) % F == 0 (0: none)", NULL},
-    {"--moe-expert-count", "--moe-num-experts", MOELM_ARG_INT, &o->moe_expert_count, NULL, "experts per MoE layer", NULL},
+    {"--moe-freq", NULL, MOELM_ARG_INT, &o->moe_freq, NULL, "layer i is an MoE layer when (i+1) % F == 0 (0: none)", &o->seen.moe_freq},
+    {"--moe-expert-count", "--moe-num-experts", MOELM_ARG_INT, &o->moe_expert_count, NULL, "experts per MoE layer", &o->seen.moe_expert_count},
     {"--moe-top1-expert", NULL, MOELM_ARG_FLAG, &o->moe_top1_expert, NULL, "top-1 gating (default: top-2)", NULL},
-    {"--moe-top-k", NULL, MOELM_ARG_INT, &o->moe_top_k, NULL, "experts per token: 1 or 2 (2)", NULL},
+    {"--moe-top-k", NULL, MOELM_ARG_INT, &o->moe_top_k, NULL, "experts per token: 1 or 2 (2)", &o->seen.moe_top_k},
     {"--moe-gating-use-fp32", NULL, MOELM_ARG_FLAG, &o->moe_gating_use_fp32, NULL, "gate in fp32 (always on the CPU)", NULL},
     {"--moe-second-expert-policy", NULL, MOELM_ARG_CHOICE, &o->moe_second_expert_policy, "sampling|all|random", "top-2's second expert (sampling)", NULL},
     {"--moe-normalize-gate-prob-before-dropping", NULL, MOELM_ARG_FLAG, &o->moe_normalize_gate_prob_before_dropping, NULL, "normalise the top-2 gate values before capacity drops", NULL},
-    {"--moe-capacity-factor", "--capacity-factor", MOELM_ARG_DOUBLE, &o->moe_capacity_factor, NULL, "training capacity factor (1.0)", NULL},
+    {"--moe-capacity-factor", "--capacity-factor", MOELM_ARG_DOUBLE, &o->moe_capacity_factor, NULL, "training capacity factor (1.0)", &o->seen.moe_capacity_factor},
     {"--moe-dropless", NULL, MOELM_ARG_FLAG, &o->moe_dropless, NULL, "no capacity: never drop a token (MegaBlocks-style)", NULL},
-    {"--moe-eval-capacity-token-fraction", NULL, MOELM_ARG_DOUBLE, &o->moe_eval_capacity_token_fraction, NULL, "eval capacity = fraction of the tokens (default: dropless)", NULL},
+    {"--moe-eval-capacity-token-fraction", NULL, MOELM_ARG_DOUBLE, &o->moe_eval_capacity_token_fraction, NULL, "eval capacity = fraction of the tokens (default: dropless)", &o->seen.moe_eval_capacity_token_fraction},
     {"--moe-batch-prioritized-routing", NULL, MOELM_ARG_FLAG, &o->moe_batch_prioritized_routing, NULL, "assign capacity by decreasing top-1 gate", NULL},
     {"--use-moe-pad-mask", NULL, MOELM_ARG_FLAG, &o->use_moe_pad_mask, NULL, "do not route padding tokens", NULL},
-    {"--moe-gate-loss-wt", NULL, MOELM_ARG_DOUBLE, &o->moe_gate_loss_wt, NULL, "weight of the balance loss (0.01)", NULL},
+    {"--moe-gate-loss-wt", NULL, MOELM_ARG_DOUBLE, &o->moe_gate_loss_wt, NULL, "weight of the balance loss (0.01)", &o->seen.moe_gate_loss_wt},
     {"--moe-gate-loss-combine-method", NULL, MOELM_ARG_CHOICE, &o->moe_gate_loss_combine_method, "sum|average", "combine the layers' balance losses (average)", NULL},
-    {"--moe-expert-ffn-dim", NULL, MOELM_ARG_INT, &o->moe_expert_ffn_dim, NULL, "experts' FFN dimension (default: --decoder-ffn-embed-dim)", NULL},
+    {"--moe-expert-ffn-dim", NULL, MOELM_ARG_INT, &o->moe_expert_ffn_dim, NULL, "experts' FFN dimension (default: --decoder-ffn-embed-dim)", &o->seen.moe_expert_ffn_dim},
     {NULL, NULL, 0, NULL, NULL, NULL, NULL},
   };
   memcpy(t, spec, sizeof spec);
   return t;
 }
 
-/* The --moe-* options over the defaults moelm_model_config_set_arch put in cfg. */
+/* The --moe-* options that were given, over the defaults moelm_model_config_set_arch put in
+ * cfg. A value given is a value taken: the whole config's validation rejects bad ones. */
 static gboolean apply_moe(const MoelmModelOptions *o, MoelmModelConfig *cfg, GError **error)
 {
-  if (o->moe_freq >= 0)
+  if (o->seen.moe_freq)
     cfg->moe_freq = o->moe_freq;
-  if (o->moe_expert_count >= 0)
+  if (o->seen.moe_expert_count)
     cfg->moe_experts = o->moe_expert_count;
-  if (o->moe_top_k >= 0)
+  if (o->seen.moe_top_k)
     cfg->moe_top_k = o->moe_top_k;
   if (o->moe_top1_expert) {
-    if (o->moe_top_k >= 0 && o->moe_top_k != 1) {
+    if (o->seen.moe_top_k && o->moe_top_k != 1) {
       g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--moe-top1-expert contradicts --moe-top-k %d",
                   o->moe_top_k);
       return FALSE;
     }
     cfg->moe_top_k = 1;
   }
-  if (o->moe_expert_ffn_dim >= 0) {
-    if (o->moe_expert_ffn_dim == 0) {
-      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--moe-expert-ffn-dim must be positive");
+  if (o->seen.moe_expert_ffn_dim) {
+    if (o->moe_expert_ffn_dim <= 0) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--moe-expert-ffn-dim must be positive, got %d",
+                  o->moe_expert_ffn_dim);
       return FALSE;
     }
     cfg->moe_expert_ffn_dim = o->moe_expert_ffn_dim;
@@ -122,41 +120,41 @@ static gboolean apply_moe(const MoelmModelOptions *o, MoelmModelConfig *cfg, GEr
   cfg->moe_dropless = o->moe_dropless;
   cfg->moe_batch_prioritized_routing = o->moe_batch_prioritized_routing;
   cfg->moe_pad_mask = o->use_moe_pad_mask;
-  if (o->moe_capacity_factor != -1)
+  if (o->seen.moe_capacity_factor)
     cfg->moe_capacity_factor = o->moe_capacity_factor;
-  if (o->moe_eval_capacity_token_fraction != -1)
+  if (o->seen.moe_eval_capacity_token_fraction)
     cfg->moe_eval_capacity_token_fraction = o->moe_eval_capacity_token_fraction;
-  if (o->moe_gate_loss_wt != -1)
+  if (o->seen.moe_gate_loss_wt)
     cfg->moe_gate_loss_wt = o->moe_gate_loss_wt;
   if (o->moe_gate_loss_combine_method)
     cfg->moe_gate_loss_sum = strcmp(o->moe_gate_loss_combine_method, "sum") == 0;
-  if (cfg->moe_freq > 0 && cfg->moe_experts <= 0) {
+  if (cfg->moe_freq > 0 && !o->seen.moe_expert_count) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--moe-freq %d needs --moe-expert-count", cfg->moe_freq);
     return FALSE;
   }
-  return TRUE; /* the rest is checked with the whole config by moelm_model_new */
+  return TRUE; /* the rest is checked with the whole config by moelm_model_config_validate */
 }
 
 gboolean moelm_model_options_apply(const MoelmModelOptions *o, int max_positions_default, MoelmModelConfig *cfg,
                                    GError **error)
 {
-  cfg->max_positions = o->max_positions > 0 ? o->max_positions : max_positions_default;
   if (!moelm_model_config_set_arch(cfg, o->arch, error))
     return FALSE;
+  cfg->max_positions = o->seen.max_positions ? o->max_positions : max_positions_default;
   if (o->adaptive_softmax_cutoff || o->no_token_positional_embeddings) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s is not supported by moelm",
                 o->adaptive_softmax_cutoff ? "--adaptive-softmax-cutoff" : "--no-token-positional-embeddings");
     return FALSE;
   }
-  if (o->embed_dim > 0)
+  if (o->seen.embed_dim)
     cfg->embed_dim = o->embed_dim;
-  if (o->ffn_dim > 0)
+  if (o->seen.ffn_dim)
     cfg->ffn_dim = o->ffn_dim;
-  if (o->layers >= 0)
+  if (o->seen.layers)
     cfg->layers = o->layers;
-  if (o->heads > 0)
+  if (o->seen.heads)
     cfg->heads = o->heads;
-  if ((o->input_dim > 0 && o->input_dim != cfg->embed_dim) || (o->output_dim > 0 && o->output_dim != cfg->embed_dim)) {
+  if ((o->seen.input_dim && o->input_dim != cfg->embed_dim) || (o->seen.output_dim && o->output_dim != cfg->embed_dim)) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED,
                 "--decoder-input-dim/--decoder-output-dim must equal --decoder-embed-dim (%d)", cfg->embed_dim);
     return FALSE;
@@ -168,11 +166,11 @@ gboolean moelm_model_options_apply(const MoelmModelOptions *o, int max_positions
   cfg->share_embed = o->share_embed;
   if (o->activation && !moelm_activation_parse(o->activation, &cfg->activation, error))
     return FALSE;
-  if (o->dropout >= 0)
+  if (o->seen.dropout)
     cfg->dropout = o->dropout;
-  if (o->attention_dropout >= 0)
+  if (o->seen.attention_dropout)
     cfg->attention_dropout = o->attention_dropout;
-  if (o->activation_dropout >= 0)
+  if (o->seen.activation_dropout)
     cfg->activation_dropout = o->activation_dropout;
   return apply_moe(o, cfg, error);
 }

@@ -20,12 +20,19 @@ typedef struct {
   double dropout, attention_dropout, activation_dropout;
   char *adaptive_softmax_cutoff;
   gboolean no_token_positional_embeddings;
-  /* token-level MoE (fairseq's MoE branch); negative numbers: not given */
+  /* token-level MoE (fairseq's MoE branch) */
   int moe_freq, moe_expert_count, moe_top_k, moe_expert_ffn_dim;
   gboolean moe_top1_expert, moe_gating_use_fp32, moe_normalize_gate_prob_before_dropping, moe_dropless;
   gboolean moe_batch_prioritized_routing, use_moe_pad_mask;
   char *moe_second_expert_policy, *moe_gate_loss_combine_method;
   double moe_capacity_factor, moe_eval_capacity_token_fraction, moe_gate_loss_wt;
+  /* which of the numeric options were given (a value given is taken, and validated) */
+  struct {
+    gboolean embed_dim, ffn_dim, layers, heads, max_positions, input_dim, output_dim;
+    gboolean dropout, attention_dropout, activation_dropout;
+    gboolean moe_freq, moe_expert_count, moe_top_k, moe_expert_ffn_dim;
+    gboolean moe_capacity_factor, moe_eval_capacity_token_fraction, moe_gate_loss_wt;
+  } seen;
 } MoelmModelOptions;
 
 void moelm_model_options_init(MoelmModelOptions *o);

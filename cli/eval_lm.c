@@ -195,22 +195,18 @@ static gboolean check_options(const EvalOptions *o, GError **error)
 static gboolean resolve_blocks(const EvalOptions *o, const MoelmInference *inf, int64_t *tps, MoelmBreakMode *mode,
                                GError **error)
 {
-  const char *task = moelm_inference_task_name(inf);
-  if (strcmp(task, "language_modeling") != 0 && !inf->mixture) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s: eval-lm does not support task '%s'", o->path, task);
-    return FALSE;
-  }
+  const char *task = inf->task.name;
   const MoelmTaskFlags flags = moelm_task_flag_options_get(&o->taskflags);
   if (!moelm_inference_check_task(inf, &flags, error))
     return FALSE;
-  if (o->mixture_report && !inf->mixture) {
+  if (o->mixture_report && !inf->task.mixture) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
                 "--mixture-report needs a --task language_model_moe checkpoint; %s is a %s checkpoint", o->path, task);
     return FALSE;
   }
-  *tps = o->tps_seen ? o->tokens_per_sample : moelm_inference_task_int(inf, "tokens_per_sample", 1024);
-  const char *m = o->mode_seen ? o->break_mode : moelm_inference_task_string(inf, "sample_break_mode", "none");
-  if (!moelm_break_mode_parse(m, mode, error))
+  *tps = o->tps_seen ? o->tokens_per_sample : inf->task.tokens_per_sample;
+  *mode = inf->task.break_mode;
+  if (o->mode_seen && !moelm_break_mode_parse(o->break_mode, mode, error))
     return FALSE;
   const int max_pos = moelm_model_get_config(inf->model)->max_positions;
   if (*tps <= 0 || *tps > max_pos) {
@@ -281,9 +277,9 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   if (!resolve_blocks(o, inf, &tps, &mode, error))
     goto out;
   say("num. model params: %zu", moelm_model_num_params(inf->model));
-  const int K = inf->mixture ? inf->mix.num_experts : 1;
-  if (inf->mixture)
-    say("mixture of %d experts (--method %s), %s", K, inf->method,
+  const int K = inf->task.mixture ? inf->task.mix.num_experts : 1;
+  if (inf->task.mixture)
+    say("mixture of %d experts (--method %s), %s", K, inf->task.method,
         inf->gate ? "prior from the gating network" : "uniform prior");
   /* fairseq: the blocks shrink by the context window, which fills the rest of each row */
   split = moelm_lm_split_open(data, o->gen_subset, tps - o->context_window, mode, moelm_dictionary_size(inf->dict),
@@ -291,6 +287,11 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   if (split == NULL)
     goto out;
   say("%s %s %zu examples", data, o->gen_subset, moelm_lm_split_n_blocks(split));
+  if (moelm_lm_split_n_blocks(split) == 0) { /* fairseq would report a perplexity of 1 */
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: the split is empty: no tokens to score",
+                split->prefix);
+    goto out;
+  }
 
   const int64_t V = moelm_dictionary_size(inf->dict);
   /* a mixture runs every row K times */
@@ -310,11 +311,16 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   MoelmScoreResult res;
   MoelmMixtureReport mr;
   moelm_mixture_report_init(&mr, K);
-  if (inf->mixture)
-    ok = moelm_mixture_score_split(inf->model, inf->gate, &inf->mix, split, &so, LOGITS_BUDGET,
+  if (inf->task.mixture)
+    ok = moelm_mixture_score_split(inf->model, inf->gate, &inf->task.mix, split, &so, LOGITS_BUDGET,
                                    words ? report_row : NULL, &wr, &res, &mr, error);
   else
     ok = moelm_score_split(inf->model, split, &so, words ? report_row : NULL, &wr, &res, error);
+  if (ok && (res.count == 0 || !isfinite(res.nll_sum))) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_FAILED, "%s: %s", o->path,
+                res.count == 0 ? "no token was scored" : "the loss is not a finite number");
+    ok = FALSE;
+  }
   if (ok) {
     say("Evaluated %" G_GINT64_FORMAT " tokens in %.1fs (%.2f tokens/s)", res.ntokens, res.seconds,
         res.seconds > 0 ? (double)res.ntokens / res.seconds : 0.0);

@@ -247,7 +247,7 @@ static void print_hypothesis(const Run *run, gint64 id, const MoelmHypothesis *h
  * S-, W-, H-, D-, P- lines. */
 static gboolean generate_block(Run *run, gint64 id, const int32_t *prompt, int n, int expert, GError **error)
 {
-  if (expert >= 0 && !moelm_generator_set_bos(run->gen, run->inf->mix.expert_token0 + expert, error))
+  if (expert >= 0 && !moelm_generator_set_bos(run->gen, run->inf->task.mix.expert_token0 + expert, error))
     return FALSE;
   const gint64 t0 = g_get_monotonic_time();
   GPtrArray *hyps = moelm_generator_generate(run->gen, prompt, n, (uint64_t)id, error);
@@ -296,12 +296,12 @@ static gboolean handle_prompt(Run *run, const char *line, gsize len, GError **er
   }
   const int32_t *prompt = (const int32_t *)(void *)ids->data;
   const MoelmInference *inf = run->inf;
-  if (!inf->mixture) {
+  if (!inf->task.mixture) {
     ok = generate_block(run, id, prompt, n, -1, error);
   } else if (run->o->expert_mode == GEN_EXPERT_AUTO) {
-    const int K = inf->mix.num_experts;
+    const int K = inf->task.mix.num_experts;
     double *joint = g_new(double, K);
-    ok = moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->mix, prompt, n, joint, error);
+    ok = moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->task.mix, prompt, n, joint, error);
     int best = 0;
     for (int k = 1; ok && k < K; k++)
       if (joint[k] > joint[best])
@@ -309,7 +309,7 @@ static gboolean handle_prompt(Run *run, const char *line, gsize len, GError **er
     g_free(joint);
     ok = ok && generate_block(run, id, prompt, n, best, error);
   } else if (run->o->expert_mode == GEN_EXPERT_ALL) {
-    for (int k = 0; ok && k < inf->mix.num_experts; k++)
+    for (int k = 0; ok && k < inf->task.mix.num_experts; k++)
       ok = generate_block(run, id, prompt, n, k, error);
   } else {
     ok = generate_block(run, id, prompt, n, run->o->expert, error);
@@ -360,27 +360,27 @@ static gboolean setup_generator(Run *run, const MoelmGeneratorConfig *gc, GError
   if (!moelm_inference_check_task(inf, &flags, error))
     return FALSE;
   MoelmGeneratorConfig cfg = *gc;
-  const int K = inf->mixture ? inf->mix.num_experts : 0;
-  if (o->gen_expert && !inf->mixture) {
+  const int K = inf->task.mixture ? inf->task.mix.num_experts : 0;
+  if (o->gen_expert && !inf->task.mixture) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
                 "--gen-expert needs a --task language_model_moe checkpoint; %s is a %s checkpoint", o->path,
-                moelm_inference_task_name(inf));
+                inf->task.name);
     return FALSE;
   }
-  if (inf->mixture && o->expert_mode == GEN_EXPERT_FIXED && o->expert >= K) {
+  if (inf->task.mixture && o->expert_mode == GEN_EXPERT_FIXED && o->expert >= K) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--gen-expert %d: %s has %d experts (0..%d)", o->expert,
                 o->path, K, K - 1);
     return FALSE;
   }
-  if (inf->mixture && o->gen_expert == NULL)
+  if (inf->task.mixture && o->gen_expert == NULL)
     moelm_info(LOG, "mixture of %d experts: generating from expert 0 (--gen-expert 0, fairseq's default)", K);
-  if (inf->mixture)
-    cfg.bos = inf->mix.expert_token0 + o->expert;
-  run->label = inf->mixture && o->expert_mode != GEN_EXPERT_FIXED;
+  if (inf->task.mixture)
+    cfg.bos = inf->task.mix.expert_token0 + o->expert;
+  run->label = inf->task.mixture && o->expert_mode != GEN_EXPERT_FIXED;
   if ((run->gen = moelm_generator_new(inf->model, &cfg, error)) == NULL)
     return FALSE;
   for (int k = 0; k < K; k++)
-    if (!moelm_generator_ban_token(run->gen, inf->mix.expert_token0 + k, error))
+    if (!moelm_generator_ban_token(run->gen, inf->task.mix.expert_token0 + k, error))
       return FALSE;
   return TRUE;
 }

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,6 +33,9 @@ typedef struct {
   MoelmBackendOptions backend;
   MoelmModelOptions model;
   MoelmTaskOptions task_opts;
+  struct {
+    gboolean warmup_updates, total_num_update;
+  } seen; /* given: these two have per-scheduler defaults */
 } TrainOptions;
 
 static void options_init(TrainOptions *o)
@@ -108,7 +112,7 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--weight-decay", "--wd", MOELM_ARG_DOUBLE, &o->weight_decay, NULL, "decoupled weight decay", NULL},
     {"--lr", NULL, MOELM_ARG_STRING, &o->lr, NULL, "learning rate (or per-epoch list)", NULL},
     {"--lr-scheduler", NULL, MOELM_ARG_CHOICE, &o->lr_scheduler, "fixed|inverse_sqrt|cosine|polynomial_decay", "schedule", NULL},
-    {"--warmup-updates", NULL, MOELM_ARG_INT64, &o->warmup_updates, NULL, "linear warmup updates", NULL},
+    {"--warmup-updates", NULL, MOELM_ARG_INT64, &o->warmup_updates, NULL, "linear warmup updates", &o->seen.warmup_updates},
     {"--warmup-init-lr", NULL, MOELM_ARG_DOUBLE, &o->warmup_init_lr, NULL, "lr at the start of warmup", NULL},
     {"--min-lr", NULL, MOELM_ARG_DOUBLE, &o->min_lr, NULL, "cosine floor", NULL},
     {"--lr-period-updates", NULL, MOELM_ARG_DOUBLE, &o->lr_period_updates, NULL, "cosine period", NULL},
@@ -117,7 +121,7 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--force-anneal", NULL, MOELM_ARG_INT64, &o->force_anneal, NULL, "force annealing at epoch N", NULL},
     {"--end-learning-rate", NULL, MOELM_ARG_DOUBLE, &o->end_lr, NULL, "polynomial_decay end lr", NULL},
     {"--power", NULL, MOELM_ARG_DOUBLE, &o->power, NULL, "polynomial_decay power", NULL},
-    {"--total-num-update", NULL, MOELM_ARG_DOUBLE, &o->total_num_update, NULL, "polynomial_decay total", NULL},
+    {"--total-num-update", NULL, MOELM_ARG_DOUBLE, &o->total_num_update, NULL, "polynomial_decay total", &o->seen.total_num_update},
     {"--save-dir", NULL, MOELM_ARG_STRING, &o->save_dir, NULL, "checkpoint directory (checkpoints)", NULL},
     {"--restore-file", NULL, MOELM_ARG_STRING, &o->restore_file, NULL, "checkpoint to resume (checkpoint_last.pt)", NULL},
     {"--finetune-from-model", NULL, MOELM_ARG_STRING, &o->finetune, NULL, "initialise from this checkpoint", NULL},
@@ -162,20 +166,21 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   g_free(c->restore_file);
   c->restore_file = g_strdup(o->restore_file);
   c->finetune_from_model = g_strdup(o->finetune);
+  if (o->tokens_per_sample < 1 || o->tokens_per_sample > MOELM_MODEL_MAX_POSITIONS) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--tokens-per-sample must be in 1..%d, got %" G_GINT64_FORMAT,
+                MOELM_MODEL_MAX_POSITIONS, o->tokens_per_sample);
+    return FALSE;
+  }
   c->tokens_per_sample = o->tokens_per_sample;
   if (!moelm_break_mode_parse(o->break_mode, &c->break_mode, error))
     return FALSE;
   c->max_tokens = o->max_tokens;
   c->batch_size = o->batch_size;
-  if (c->max_tokens <= 0 && c->batch_size <= 0) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "you must specify a batch size, either --max-tokens or --batch-size");
-    return FALSE;
-  }
   c->max_tokens_valid = o->max_tokens_valid;
   c->batch_size_valid = o->batch_size_valid;
   c->required_multiple = o->required_multiple;
   c->skip_invalid = o->skip_invalid;
-  c->update_freq = o->update_freq > 0 ? o->update_freq : 1;
+  c->update_freq = o->update_freq;
   c->max_update = o->max_update;
   c->max_epoch = o->max_epoch;
   c->seed = (uint64_t)o->seed;
@@ -191,6 +196,17 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->lr.name = o->lr_scheduler;
   if (!moelm_parse_lr_list(o->lr, c->lr.lr, MOELM_LR_MAX, &c->lr.n_lr, error))
     return FALSE;
+  /* the schedulers' own defaults apply where these two are not given */
+  if (o->seen.warmup_updates && o->warmup_updates < 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--warmup-updates must be >= 0, got %" G_GINT64_FORMAT,
+                o->warmup_updates);
+    return FALSE;
+  }
+  if (o->seen.total_num_update && !(o->total_num_update > 0)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--total-num-update must be > 0 (polynomial_decay decays over it), got %g", o->total_num_update);
+    return FALSE;
+  }
   c->lr.warmup_updates = o->warmup_updates;
   c->lr.warmup_init_lr = o->warmup_init_lr;
   c->lr.min_lr = o->min_lr;
@@ -205,7 +221,7 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->validate_interval_updates = o->validate_interval_updates;
   c->disable_validation = o->disable_validation;
   c->patience = o->patience;
-  c->save_interval = o->save_interval > 0 ? o->save_interval : 1;
+  c->save_interval = o->save_interval;
   c->save_interval_updates = o->save_interval_updates;
   c->keep_last_epochs = o->keep_last_epochs;
   c->keep_interval_updates = o->keep_interval_updates;
@@ -264,6 +280,37 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   return TRUE;
 }
 
+/* SIGINT / SIGTERM (a cluster's preemption): the first asks the trainer to stop after the
+ * update in progress and save checkpoint_last.pt; a second ends the process at once. The
+ * exit status is 128 + the signal (130, 143), as a shell reports a process the signal
+ * killed. Only async-signal-safe calls here. */
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig)
+{
+  if (stop_signal != 0) {
+    static const char msg[] = "moelm train: second signal: exiting at once, without saving\n";
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+      /* nothing more can be done in a handler */
+    }
+    _exit(128 + sig);
+  }
+  stop_signal = sig;
+}
+
+static void install_stop_handlers(void)
+{
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask); /* one handler at a time: a second signal waits for the first */
+  sigaddset(&sa.sa_mask, SIGINT);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sa.sa_flags = SA_RESTART; /* the trainer polls the flag; system calls just go on */
+  sigaction(SIGINT, &sa, NULL);
+  sigaction(SIGTERM, &sa, NULL);
+}
+
 int moelm_cmd_train(int argc, char **argv)
 {
   TrainOptions o;
@@ -278,6 +325,7 @@ int moelm_cmd_train(int argc, char **argv)
   MoelmTrainConfig cfg;
   moelm_train_config_init(&cfg);
   MoelmTrainTask *task = NULL;
+  gboolean interrupted = FALSE;
   /* join the process group first (MPI wants to start before any thread) */
   MoelmComm *comm = moelm_comm_open(&error);
   if (comm == NULL) {
@@ -307,12 +355,22 @@ int moelm_cmd_train(int argc, char **argv)
     goto out;
   }
   MoelmTrainResult result;
+  cfg.stop_signal = &stop_signal;
+  install_stop_handlers();
   if (!moelm_train(&cfg, moelm_train_task_dictionary(task), moelm_train_task_objective(task), &result, &error)) {
-    rc = moelm_cli_fail("train", error, 1);
+    rc = moelm_cli_fail("train", error, stop_signal ? 128 + stop_signal : 1);
     goto out;
   }
+  if (result.interrupted) {
+    if (moelm_comm_rank(comm) == 0)
+      fprintf(stderr, "moelm train: interrupted by %s after update %" G_GINT64_FORMAT "%s\n",
+              result.interrupted == SIGINT ? "SIGINT" : "SIGTERM", result.num_updates,
+              result.saved_on_interrupt ? ": resume with the same command" : "");
+    rc = 128 + result.interrupted;
+    interrupted = TRUE; /* every rank stopped at the same update: nobody waits for another */
+  }
 out:
-  if (rc != 0 && moelm_comm_size(comm) > 1) /* the other ranks must not wait for this one */
+  if (rc != 0 && !interrupted && moelm_comm_size(comm) > 1) /* the other ranks must not wait for this one */
     moelm_comm_abort(comm, rc);
   moelm_comm_free(comm);
   g_clear_error(&error);

@@ -12,9 +12,10 @@ typedef struct {
   char *method;                /* --method hMoEup|hMoElp|sMoEup|sMoElp */
   int num_experts;             /* --num-experts (3) */
   gboolean mean_pool_gating;   /* --mean-pool-gating-network */
-  int gating_encoder_dim;      /* --mean-pool-gating-network-encoder-dim (-1: the embed dim) */
-  double gating_dropout;       /* --mean-pool-gating-network-dropout (-1: --dropout) */
+  int gating_encoder_dim;      /* --mean-pool-gating-network-encoder-dim (default: the embed dim) */
+  double gating_dropout;       /* --mean-pool-gating-network-dropout (default: --dropout) */
   int gating_context;          /* --gating-context (256) */
+  gboolean gating_encoder_dim_seen, gating_dropout_seen; /* given (then taken and validated) */
 } MoelmTaskOptions;
 
 void moelm_task_options_init(MoelmTaskOptions *o);

@@ -17,6 +17,7 @@
 #include "moelm/model.h"
 #include "gating/mean_pool.h"
 #include "tasks/mixture.h"
+#include "tasks/task_meta.h"
 
 G_BEGIN_DECLS
 
@@ -25,12 +26,9 @@ typedef struct {
   MoelmDictionary *dict;    /* DATA/dict.txt */
   MoelmModel *model;
   MoelmCheckpoint *ckpt;    /* kept open for its metadata */
-  JsonObject *task;         /* the checkpoint's "task" metadata (may be NULL) */
+  MoelmTaskMeta task;       /* the checkpoint's task: name, blocks, and a mixture's configuration */
   char *path;               /* the checkpoint's path, for messages */
-  gboolean mixture;         /* trained with --task language_model_moe */
-  MoelmMixtureConfig mix;   /* its configuration (when `mixture`) */
-  char *method;             /* its --method (when `mixture`) */
-  MoelmGate *gate;          /* its learned prior (NULL: uniform, or not a mixture) */
+  MoelmGate *gate;          /* a mixture's learned prior (NULL: uniform, or not a mixture) */
 } MoelmInference;
 
 /* Open CKPT (`--path`; fairseq's "a:b" ensembles are refused), load DATA/dict.txt, check the
@@ -40,13 +38,6 @@ typedef struct {
 MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir, const MoelmBackendSpec *backend,
                                      GError **error);
 void moelm_inference_free(MoelmInference *inf);
-
-/* The checkpoint's task metadata value for `key` as an int, or `fallback`. */
-gint64 moelm_inference_task_int(const MoelmInference *inf, const char *key, gint64 fallback);
-const char *moelm_inference_task_string(const MoelmInference *inf, const char *key, const char *fallback);
-
-/* The task's name: the metadata's "task", else "language_modeling". */
-const char *moelm_inference_task_name(const MoelmInference *inf);
 
 /* fairseq's task flags on an eval-lm / generate command line: --task and the flags of
  * language_model_moe, which the checkpoint already fixes. Values are "not given" when NULL,

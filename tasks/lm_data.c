@@ -188,13 +188,23 @@ void moelm_shuffle_batches(GPtrArray *batches, uint64_t seed)
   g_free(p);
 }
 
-int64_t moelm_lm_collate(const MoelmLmSplit *split, const MoelmBatchIndices *batch, int32_t **src, int32_t **tgt,
-                         int *B, int *T)
+static int64_t longest_block(const MoelmLmSplit *split, const MoelmBatchIndices *batch)
 {
   int64_t maxlen = 0;
   for (guint i = 0; i < batch->n; i++)
     maxlen = MAX(maxlen, moelm_token_blocks_size(split->blocks, batch->idx[i]));
-  const int b = (int)batch->n, t = (int)maxlen;
+  return maxlen;
+}
+
+int64_t moelm_lm_batch_rows(const MoelmLmSplit *split, const MoelmBatchIndices *batch)
+{
+  return (int64_t)batch->n * longest_block(split, batch);
+}
+
+int64_t moelm_lm_collate(const MoelmLmSplit *split, const MoelmBatchIndices *batch, int32_t **src, int32_t **tgt,
+                         int *B, int *T)
+{
+  const int b = (int)batch->n, t = (int)longest_block(split, batch);
   int32_t *s = g_new(int32_t, (gsize)b * t), *g = g_new(int32_t, (gsize)b * t);
   int64_t ntok = 0;
   for (int i = 0; i < b; i++) {

@@ -46,6 +46,8 @@ GPtrArray *moelm_lm_batches_sequential(const MoelmLmSplit *split, int per_batch)
 /* fairseq's per-epoch shuffle of the batch list (seed + epoch). */
 void moelm_shuffle_batches(GPtrArray *batches, uint64_t seed);
 
+/* B*T of a batch once padded: the token rows one forward over it takes. */
+int64_t moelm_lm_batch_rows(const MoelmLmSplit *split, const MoelmBatchIndices *batch);
 /* Padded arrays for a batch: src/tgt (B, T) with T the longest block, right-padded with
  * <pad>. Returns the number of non-pad target tokens. Free src/tgt with g_free. */
 int64_t moelm_lm_collate(const MoelmLmSplit *split, const MoelmBatchIndices *batch, int32_t **src, int32_t **tgt,

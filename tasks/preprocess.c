@@ -39,6 +39,7 @@ typedef struct {
   PpPieceCache train_pieces; /* --bpe sentencepiece: the train split, encoded once */
   GString *log;      /* preprocess.log lines of this run */
   gboolean created_destdir;
+  MoelmDirLock *lock; /* DESTDIR/.moelm-preprocess.lock while this run writes there */
   char *tmpdir;      /* DESTDIR/.moelm-preprocess-XXXXXX */
   GPtrArray *commit; /* pairs of (temporary path, final path), in commit order */
 } Run;
@@ -171,6 +172,17 @@ static gboolean make_dirs(Run *run, GError **error)
     }
     run->created_destdir = TRUE;
   }
+  /* one run per DESTDIR; holding it, the work directories of killed runs are stale */
+  run->lock = moelm_dir_lock(destdir, ".moelm-preprocess.lock", "preprocess run", error);
+  if (run->lock == NULL) {
+    moelm_error_prefix(error, "--destdir");
+    return FALSE;
+  }
+  GPtrArray *stale = moelm_remove_stale_temp_dirs(destdir, ".moelm-preprocess-");
+  for (guint i = 0; i < stale->len; i++)
+    moelm_info(LOG_COMPONENT, "removed %s/%s, left by a run that was killed", destdir,
+               (const char *)g_ptr_array_index(stale, i)); /* not preprocess.log: fairseq's lines only */
+  g_ptr_array_unref(stale);
   run->tmpdir = g_build_filename(destdir, ".moelm-preprocess-XXXXXX", NULL);
   if (g_mkdtemp(run->tmpdir) == NULL) {
     moelm_set_error_errno(error, errno, run->tmpdir, "cannot create temporary directory");
@@ -184,8 +196,13 @@ static gboolean make_dirs(Run *run, GError **error)
  * this run created it and nothing else is in it. */
 static void remove_tmpdir(Run *run, gboolean failed)
 {
-  if (run->tmpdir == NULL)
+  if (run->tmpdir == NULL) {
+    moelm_dir_unlock(run->lock);
+    run->lock = NULL;
+    if (failed && run->created_destdir)
+      g_rmdir(run->opts->destdir);
     return;
+  }
   GDir *dir = g_dir_open(run->tmpdir, 0, NULL);
   if (dir) {
     const char *name;
@@ -198,6 +215,8 @@ static void remove_tmpdir(Run *run, gboolean failed)
   }
   g_rmdir(run->tmpdir);
   g_clear_pointer(&run->tmpdir, g_free);
+  moelm_dir_unlock(run->lock); /* before DESTDIR could be removed: it holds the lock file */
+  run->lock = NULL;
   if (failed && run->created_destdir)
     g_rmdir(run->opts->destdir); /* only succeeds when nothing else is in it */
 }

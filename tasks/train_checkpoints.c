@@ -11,6 +11,7 @@
 #include "moelm/checkpoint.h"
 #include "moelm/errors.h"
 #include "moelm/fileio.h"
+#include "moelm/json.h"
 #include "moelm/log.h"
 #include "train_checkpoints.h"
 #include "trainer.h"
@@ -29,6 +30,11 @@ static JsonNode *train_state_json(const MoelmTrainState *st, uint64_t seed)
   else
     json_object_set_null_member(o, "best_loss");
   json_object_set_int_member(o, "num_bad_validations", st->num_bad_validations);
+  /* the epoch-end validation the scheduler steps on right after this save (null: none) */
+  if (isfinite(st->last_valid_loss))
+    json_object_set_double_member(o, "last_valid_loss", st->last_valid_loss);
+  else
+    json_object_set_null_member(o, "last_valid_loss");
   json_object_set_int_member(o, "seed", (gint64)seed);
   JsonNode *n = json_node_new(JSON_NODE_OBJECT);
   json_node_take_object(n, o);
@@ -126,6 +132,43 @@ static void remove_other_form(const char *path, gboolean sharded)
   }
 }
 
+#define SAVE_DIR_LOCK ".moelm-train.lock"
+
+MoelmDirLock *moelm_trainer_open_save_dir(const char *save_dir, gboolean *created, GError **error)
+{
+  *created = !g_file_test(save_dir, G_FILE_TEST_EXISTS);
+  if (g_mkdir_with_parents(save_dir, 0755) != 0) {
+    moelm_set_error_errno(error, errno, save_dir, "cannot create --save-dir");
+    *created = FALSE;
+    return NULL;
+  }
+  MoelmDirLock *lock = moelm_dir_lock(save_dir, SAVE_DIR_LOCK, "training run", error);
+  if (lock != NULL && !moelm_dir_check_writable(save_dir, error)) {
+    moelm_dir_unlock(lock);
+    lock = NULL;
+  }
+  if (lock == NULL) {
+    moelm_error_prefix(error, "--save-dir");
+    if (*created)
+      g_rmdir(save_dir);
+    *created = FALSE;
+    return NULL;
+  }
+  GPtrArray *stale = moelm_remove_stale_temps(save_dir, ".pt");
+  for (guint i = 0; i < stale->len; i++)
+    moelm_info("moelm.checkpoint", "removed %s/%s, left by a run that was killed while saving", save_dir,
+               (const char *)g_ptr_array_index(stale, i));
+  g_ptr_array_unref(stale);
+  return lock;
+}
+
+void moelm_trainer_close_save_dir(MoelmDirLock *lock, const char *save_dir, gboolean created, gboolean failed)
+{
+  moelm_dir_unlock(lock);
+  if (failed && created)
+    g_rmdir(save_dir); /* only when nothing was written into it */
+}
+
 gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const MoelmCheckpointRequest *req,
                                         GError **error)
 {
@@ -196,26 +239,50 @@ gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const Mo
   return ok;
 }
 
-static gboolean restore_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error)
+/* The checkpoint's "train_state", every member type and range checked (a negative epoch
+ * once wrote checkpoint-3.pt; a best loss that is not a number stopped checkpoint_best.pt). */
+gboolean moelm_trainer_read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error)
 {
-  JsonNode *n = moelm_checkpoint_meta(ckpt, "train_state");
-  if (n == NULL || !JSON_NODE_HOLDS_OBJECT(n)) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: no train_state metadata", ckpt->path);
-    return FALSE;
+  JsonObject *o = moelm_json_object(moelm_checkpoint_meta(ckpt, "train_state"), "train_state", error);
+  memset(st, 0, sizeof *st);
+  st->epoch = 1;
+  JsonNode *best = o ? json_object_get_member(o, "best_loss") : NULL;
+  JsonNode *last = o ? json_object_get_member(o, "last_valid_loss") : NULL;
+  st->has_best = best != NULL && !JSON_NODE_HOLDS_NULL(best);
+  st->best_loss = st->last_valid_loss = NAN;
+  gboolean ok = o != NULL && moelm_json_get_int(o, "epoch", 1, G_MAXINT, &st->epoch, error) &&
+                moelm_json_get_int64(o, "iterations_in_epoch", 0, G_MAXINT64, &st->iterations_in_epoch, error) &&
+                moelm_json_get_int64(o, "num_updates", 0, G_MAXINT64, &st->num_updates, error) &&
+                moelm_json_get_bool(o, "end_of_epoch", &st->end_of_epoch, error) &&
+                moelm_json_get_int(o, "num_bad_validations", 0, G_MAXINT, &st->num_bad_validations, error) &&
+                (!st->has_best || moelm_json_get_double(o, "best_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->best_loss, error)) &&
+                (last == NULL || JSON_NODE_HOLDS_NULL(last) ||
+                 moelm_json_get_double(o, "last_valid_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->last_valid_loss, error));
+  if (ok && st->end_of_epoch && st->epoch == G_MAXINT) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "'epoch' %d is the last one there is", st->epoch);
+    ok = FALSE;
   }
-  JsonObject *o = json_node_get_object(n);
-  st->epoch = (int)json_object_get_int_member_with_default(o, "epoch", 1);
-  st->iterations_in_epoch = json_object_get_int_member_with_default(o, "iterations_in_epoch", 0);
-  st->end_of_epoch = json_object_get_boolean_member_with_default(o, "end_of_epoch", FALSE);
-  st->num_bad_validations = (int)json_object_get_int_member_with_default(o, "num_bad_validations", 0);
-  JsonNode *best = json_object_get_member(o, "best_loss");
-  st->has_best = best && !JSON_NODE_HOLDS_NULL(best);
-  st->best_loss = st->has_best ? json_node_get_double(best) : NAN;
+  if (!ok && o)
+    moelm_error_prefix(error, "%s: train_state", ckpt->path);
+  else if (!ok)
+    moelm_error_prefix(error, "%s", ckpt->path);
+  return ok;
+}
+
+/* Where the loop resumes: the saved position, the next epoch's start after an epoch's end. */
+static void restore_position(const MoelmTrainState *saved, MoelmTrainState *st)
+{
+  st->epoch = saved->epoch;
+  st->iterations_in_epoch = saved->iterations_in_epoch;
+  st->end_of_epoch = saved->end_of_epoch;
+  st->num_bad_validations = saved->num_bad_validations;
+  st->has_best = saved->has_best;
+  st->best_loss = saved->best_loss;
+  st->last_valid_loss = saved->last_valid_loss;
   if (st->end_of_epoch) { /* the next epoch starts from its beginning */
     st->epoch++;
     st->iterations_in_epoch = 0;
   }
-  return TRUE;
 }
 
 gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
@@ -247,24 +314,26 @@ gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
     ok = moelm_checkpoint_check_dictionary(ckpt, ctx->dict, "the data-bin's dict.txt", error);
   if (ok)
     ok = moelm_checkpoint_load_params(ckpt, ctx->model, error);
-  const gboolean reset_opt = finetune || cfg->reset_optimizer;
+  const gboolean reset_opt = finetune || cfg->reset_optimizer, reset_data = finetune || cfg->reset_dataloader;
+  MoelmTrainState saved;
+  if (ok && (!reset_opt || !reset_data))
+    ok = moelm_trainer_read_train_state(ckpt, &saved, error);
   if (ok && !reset_opt) {
     ok = moelm_checkpoint_load_moments(ckpt, ctx->model, ctx->adam->exp_avg, ctx->adam->exp_avg_sq, error);
     JsonNode *opt = moelm_checkpoint_meta(ckpt, "optimizer");
     if (ok && opt)
       ok = moelm_adam_state_from_json(ctx->adam, opt, error);
-    if (ok) {
-      JsonNode *ts = moelm_checkpoint_meta(ckpt, "train_state");
-      ctx->st->num_updates = ts && JSON_NODE_HOLDS_OBJECT(ts)
-                                 ? json_object_get_int_member_with_default(json_node_get_object(ts), "num_updates", 0)
-                                 : 0;
-    }
+    ctx->st->num_updates = saved.num_updates;
     JsonNode *lr = moelm_checkpoint_meta(ckpt, "lr_scheduler");
     if (ok && lr && !cfg->reset_lr_scheduler)
       ok = moelm_lr_scheduler_state_from_json(ctx->sched, lr, error);
+    /* saved at an epoch's end, before the loop stepped the scheduler on that epoch's
+     * validation: take that step now, as the uninterrupted run did */
+    if (ok && lr && !cfg->reset_lr_scheduler && saved.end_of_epoch)
+      moelm_lr_step_epoch(ctx->sched, saved.epoch, saved.last_valid_loss);
   }
-  if (ok && !finetune && !cfg->reset_dataloader)
-    ok = restore_train_state(ckpt, ctx->st, error);
+  if (ok && !reset_data)
+    restore_position(&saved, ctx->st);
   if (ok && (finetune || cfg->reset_meters)) {
     ctx->st->has_best = FALSE;
     ctx->st->num_bad_validations = 0;

@@ -6,7 +6,9 @@
 #include <stdint.h>
 #include <glib.h>
 
+#include "moelm/checkpoint.h"
 #include "moelm/dictionary.h"
+#include "moelm/fileio.h"
 #include "moelm/lr_scheduler.h"
 #include "moelm/model.h"
 #include "moelm/optim.h"
@@ -43,8 +45,20 @@ typedef struct {
   MoelmTrainState *st;
 } MoelmTrainerCkptCtx;
 
+/* Make --save-dir ready before any work: create it (*created says whether it was), take
+ * its lock (a second training on it fails here, naming the first one's pid), check that
+ * it is writable, and remove the temp files of a killed run. */
+MoelmDirLock *moelm_trainer_open_save_dir(const char *save_dir, gboolean *created, GError **error);
+/* Release the lock; after a failed run, remove the directory if this run created it and it
+ * is still empty. */
+void moelm_trainer_close_save_dir(MoelmDirLock *lock, const char *save_dir, gboolean created, gboolean failed);
+
 gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const MoelmCheckpointRequest *req,
                                         GError **error);
+/* A checkpoint's "train_state" with every member's type and range checked (errors name the
+ * file and the member). */
+gboolean moelm_trainer_read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainState *st, GError **error);
+
 /* Load save_dir/restore_file if it exists (or --finetune-from-model when no checkpoint exists). */
 gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error);
 

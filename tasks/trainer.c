@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <signal.h>
 #include <string.h>
 
 #include <glib/gstdio.h>
@@ -12,6 +13,7 @@
 #include "moelm/errors.h"
 #include "moelm/json.h"
 #include "moelm/log.h"
+#include "moelm/sysmem.h"
 #include "moelm/timer.h"
 #include "train_checkpoints.h"
 #include "train_meters.h"
@@ -74,6 +76,9 @@ typedef struct {
   double comm_seconds;       /* waiting for the all-reduce, since the start */
   GHashTable *tb;            /* --tensorboard-logdir: line tag (train_inner, train, a valid split) ->
                               * MoelmTbWriter* of LOGDIR/TAG; NULL without it or off rank 0 */
+  int64_t first_update;      /* num_updates when this run's loop began */
+  int64_t last_saved_update; /* num_updates of the last checkpoint_last.pt written (-1: none) */
+  int stop;                  /* the signal every rank agreed to stop on (0: none) */
 } Run;
 
 /* The TensorBoard writer of a kind of log line, opened on first use (NULL: none). A
@@ -108,6 +113,25 @@ static void tb_flush(Run *r, const char *tag)
     g_error_free(err);
     g_clear_pointer(&r->tb, g_hash_table_unref);
   }
+}
+
+static int interrupted(const Run *r) { return r->stop; }
+
+/* Read the caller's stop flag; over several ranks, agree on it (a rank that stopped alone
+ * would leave the others waiting in the next update's all-reduce). Every rank polls at the
+ * same points of the loop, so the collective lines up. */
+static gboolean poll_stop(Run *r, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  int sig = cfg->stop_signal ? (int)*cfg->stop_signal : 0;
+  if (moelm_comm_size(cfg->comm) > 1) {
+    double any[2] = {sig == SIGINT, sig == SIGTERM};
+    if (!moelm_comm_allreduce_f64(cfg->comm, any, 2, error))
+      return FALSE;
+    sig = any[1] > 0 ? SIGTERM : any[0] > 0 ? SIGINT : 0;
+  }
+  r->stop = sig;
+  return TRUE;
 }
 
 static int64_t updates_per_epoch(const Run *r)
@@ -527,11 +551,51 @@ static gboolean check_same_config(Run *r, GError **error)
   return ok && same;
 }
 
+/* Refuse up front a run whose model and largest batch cannot fit in the memory there is
+ * (it would be killed by the kernel after allocating gigabytes). */
+static gboolean check_memory(const Run *r, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  double rows = 0;
+  for (guint i = 0; i < r->train_batches->len; i++) {
+    const MoelmBatchIndices *b = g_ptr_array_index(r->train_batches, i);
+    rows = MAX(rows, (double)moelm_lm_batch_rows(r->train, b));
+  }
+  rows *= MAX(cfg->rows_per_sequence, 1);
+  if (rows > G_MAXINT) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "a batch of %.0f token rows is too large for one forward: lower --batch-size or --max-tokens", rows);
+    return FALSE;
+  }
+  const int expert_ranks = cfg->expert_parallel ? moelm_comm_size(cfg->comm) : 1;
+  const double need = moelm_model_config_train_bytes(&cfg->model, rows, expert_ranks);
+  const char *source = NULL;
+  const guint64 have = moelm_memory_available(&source);
+  if (need <= (double)have)
+    return TRUE;
+  guint64 params = 0;
+  char *n = moelm_format_bytes(need), *h = moelm_format_bytes((double)have);
+  if (!moelm_model_config_num_params(&cfg->model, &params))
+    params = G_MAXUINT64;
+  g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM,
+              "training a model of %" G_GUINT64_FORMAT " parameters on forwards of %.0f token rows needs at least %s, "
+              "more than the %s available (%s): lower --batch-size/--max-tokens or the model's size",
+              params, rows, n, h, source);
+  g_free(n);
+  g_free(h);
+  return FALSE;
+}
+
 static gboolean setup(Run *r, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
   r->be = moelm_backend_open(&cfg->backend, error);
   if (r->be == NULL)
+    return FALSE;
+  /* the data before the model: the memory estimate needs the largest batch. It is of host
+   * memory, so made for a CPU backend (a GPU's memory is its own business). */
+  if (!check_same_config(r, error) || !open_data(r, error) ||
+      (g_str_has_prefix(r->be->ops->name, "cpu") && !check_memory(r, error)))
     return FALSE;
   r->model = moelm_model_new_placed(&cfg->model, r->be, cfg->expert_parallel ? cfg->comm : NULL, error);
   if (r->model == NULL)
@@ -546,8 +610,6 @@ static gboolean setup(Run *r, GError **error)
   if (r->sched == NULL)
     return FALSE;
   moelm_lr_step_update(r->sched, 0);
-  if (!check_same_config(r, error) || !open_data(r, error))
-    return FALSE;
   if (moelm_comm_size(cfg->comm) > 1) {
     const double mb = cfg->bucket_cap_mb > 0 ? cfg->bucket_cap_mb : 25.0;
     /* expert parallel: each rank's experts sit after the shared parameters and are not reduced */
@@ -635,7 +697,49 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
     MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
     if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
       return FALSE;
+    if (req.last_file)
+      r->last_saved_update = r->st.num_updates;
   }
+  return TRUE;
+}
+
+static const char *signal_name(int sig)
+{
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "a signal";
+}
+
+/* After an interruption: checkpoint_last.pt (checkpoint_E_U.pt with --no-last-checkpoints)
+ * at the update just finished, unless it already holds it or nothing was trained. A resumed
+ * run continues exactly as the uninterrupted one would have. */
+static gboolean save_on_interrupt(Run *r, MoelmTrainResult *result, GError **error)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  const int sig = interrupted(r);
+  result->interrupted = sig;
+  const char *why = NULL;
+  if (cfg->no_save)
+    why = "--no-save: nothing is saved";
+  else if (r->st.num_updates == r->first_update)
+    why = "no update was trained: nothing to save";
+  else if (r->st.num_updates == r->last_saved_update)
+    why = "checkpoint_last.pt already holds this update";
+  if (why) {
+    moelm_warn("moelm.train", "received %s after update %" G_GINT64_FORMAT ": %s", signal_name(sig),
+               r->st.num_updates, why);
+    result->saved_on_interrupt = !cfg->no_save && r->st.num_updates == r->last_saved_update;
+    return TRUE;
+  }
+  moelm_warn("moelm.train",
+             "received %s: stopping after update %" G_GINT64_FORMAT ", saving %s (a second signal stops at once, "
+             "without saving)",
+             signal_name(sig), r->st.num_updates,
+             cfg->no_last_checkpoints ? "an update checkpoint" : "checkpoint_last.pt");
+  r->st.end_of_epoch = FALSE; /* the position is (epoch, iterations_in_epoch) as it stands */
+  MoelmCheckpointRequest req = {.updates_file = cfg->no_last_checkpoints, .last_file = !cfg->no_last_checkpoints};
+  MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
+  if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
+    return FALSE;
+  result->saved_on_interrupt = TRUE;
   return TRUE;
 }
 
@@ -643,7 +747,9 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
   gboolean stop = should_stop_updates(r);
-  while (!stop && (cfg->max_epoch <= 0 || r->st.epoch <= cfg->max_epoch)) {
+  if (!poll_stop(r, error))
+    return FALSE;
+  while (!stop && !interrupted(r) && (cfg->max_epoch <= 0 || r->st.epoch <= cfg->max_epoch)) {
     moelm_lr_step_begin_epoch(r->sched, r->st.epoch);
     moelm_lr_step_update(r->sched, r->st.num_updates);
     GPtrArray *order = g_ptr_array_new();
@@ -660,7 +766,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
     moelm_meters_reset(&interval);
     moelm_meters_reset(&epoch_m);
     gboolean ok = TRUE, limit = FALSE; /* limit: --max-update or --stop-min-lr ended the run */
-    while (ok && !stop && r->st.iterations_in_epoch < n_updates) {
+    while (ok && !stop && !interrupted(r) && r->st.iterations_in_epoch < n_updates) {
       MoelmTrainMeters before = interval;
       ok = train_update(r, order, r->st.iterations_in_epoch, &interval, error);
       if (!ok)
@@ -682,6 +788,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
         stop |= stopping;
         limit = stopping;
       }
+      ok = ok && poll_stop(r, error); /* after each update */
     }
     g_ptr_array_unref(order);
     if (!ok)
@@ -698,6 +805,8 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
       r->st.epoch++;
       r->st.iterations_in_epoch = 0;
       stop |= stopping;
+      if (!poll_stop(r, error)) /* a signal during the epoch's end */
+        return FALSE;
     } else if (limit && epoch_m.updates > 0) {
       /* fairseq prints the epoch's average when the run stops inside it, too (the epoch is
        * not over: a resumed run continues it) */
@@ -714,7 +823,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
 gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, MoelmObjective *objective,
                      MoelmTrainResult *result, GError **error)
 {
-  Run r = {.cfg = cfg, .dict = dict, .obj = objective};
+  Run r = {.cfg = cfg, .dict = dict, .obj = objective, .last_saved_update = -1};
   MoelmTrainResult local;
   if (result == NULL)
     result = &local;
@@ -724,7 +833,13 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   r.start_time = moelm_time_now();
   r.st.epoch = 1;
   r.st.last_valid_loss = NAN;
-  gboolean ok = setup(&r, error);
+  gboolean ok = moelm_train_config_validate(cfg, error) && setup(&r, error);
+  MoelmDirLock *lock = NULL;
+  gboolean created = FALSE;
+  /* rank 0 owns the directory for the whole group (the other ranks write their expert files
+   * into it under the same lock) */
+  if (ok && !cfg->no_save && moelm_comm_rank(cfg->comm) == 0)
+    ok = (lock = moelm_trainer_open_save_dir(cfg->save_dir, &created, error)) != NULL;
   if (ok && cfg->tensorboard_logdir && moelm_comm_rank(cfg->comm) == 0)
     r.tb = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)moelm_tb_writer_close);
   if (ok) {
@@ -736,9 +851,12 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
     moelm_info("moelm.train", "model %s, %zu parameters", cfg->model.arch, moelm_model_num_params(r.model));
     moelm_info("moelm.train", "task: %s, max tokens per batch = %" G_GINT64_FORMAT ", max sentences = %d, update freq = %d",
                objective->name, cfg->max_tokens, cfg->batch_size, cfg->update_freq);
+    r.first_update = r.st.num_updates;
     ok = run_epochs(&r, result, error);
+    if (ok && interrupted(&r))
+      ok = save_on_interrupt(&r, result, error);
   }
-  if (ok)
+  if (ok && !result->interrupted)
     moelm_info("moelm.train", "done training in %.1f seconds", moelm_time_now() - r.start_time);
   if (ok && r.sync)
     moelm_info("moelm.train",
@@ -755,5 +873,6 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   result->best_valid_loss = r.st.has_best ? r.st.best_loss : NAN;
   result->last_valid_loss = r.st.last_valid_loss;
   teardown(&r);
+  moelm_trainer_close_save_dir(lock, cfg->save_dir, created, !ok);
   return ok;
 }

@@ -4,6 +4,7 @@
 #ifndef MOELM_TASKS_TRAINER_H
 #define MOELM_TASKS_TRAINER_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <glib.h>
 
@@ -71,11 +72,21 @@ typedef struct {
   gboolean expert_grad_sqrt;         /* --moe-normalize-expert-grad sqrt_world_size (default world_size) */
   /* the task's metadata written into checkpoints ("task"), owned by the caller */
   JsonNode *task_meta;
+  /* Polled after every update: non-zero (the number of the signal that the caller's handler
+   * caught) ends the run there, with checkpoint_last.pt written. The trainer installs no
+   * handler: cli/ does, and its handler only sets this. NULL: never interrupted. */
+  const volatile sig_atomic_t *stop_signal;
+  /* model rows per batch row in the task's largest forward (a mixture's K; 0 means 1), for
+   * the memory estimate made before anything is allocated */
+  int rows_per_sequence;
 } MoelmTrainConfig;
 
 /* fairseq's defaults for everything above (model left zeroed; the caller sets the arch). */
 void moelm_train_config_init(MoelmTrainConfig *cfg);
 void moelm_train_config_clear(MoelmTrainConfig *cfg);
+/* The options above in their ranges (--update-freq >= 1, --log-interval >= 1, --clip-norm
+ * finite and >= 0, ...); errors name the flag and the value. moelm_train checks it first. */
+gboolean moelm_train_config_validate(const MoelmTrainConfig *cfg, GError **error);
 
 /* Summary of a finished run (for tests and the CLI's last line). */
 typedef struct {
@@ -84,6 +95,8 @@ typedef struct {
   double last_train_loss;  /* base 2, the last epoch's average */
   double best_valid_loss;  /* base 2; NAN when never validated */
   double last_valid_loss;  /* base 2; NAN when never validated */
+  int interrupted;         /* the *stop_signal that ended the run early (0: it ran to its end) */
+  gboolean saved_on_interrupt; /* a checkpoint holds the state at the interruption */
 } MoelmTrainResult;
 
 /* Train with `objective` (the task's). The dictionary at data_dir/dict.txt must already be

@@ -42,10 +42,27 @@ char *moelm_test_read_file(const char *path, gsize *len);
  * stdin_text may be NULL (stdin is /dev/null). */
 int moelm_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err);
 
+/* Fail the test when a CLI run's stderr holds a sanitizer report (make check-sanitize);
+ * moelm_test_run_cli checks every run it makes. */
+void moelm_test_check_sanitizers(const char *err);
+
 /* The same with the arguments given as two NULL-terminated lists (base, then extra; extra
  * may be NULL): a fixed command line plus a test's own options. */
 int moelm_test_run_cli2(const char *const *base, const char *const *extra, const char *stdin_text, char **out,
                         char **err);
+
+/* Built with AddressSanitizer (make check-sanitize): it reserves terabytes of address space,
+ * so tests that run the CLI under `ulimit -v` skip. */
+#if defined(__SANITIZE_ADDRESS__)
+#define MOELM_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MOELM_TEST_ASAN 1
+#endif
+#endif
+#ifndef MOELM_TEST_ASAN
+#define MOELM_TEST_ASAN 0
+#endif
 
 /* Assert that a GError is set, in MOELM_ERROR, and its message contains `needle`. */
 /* The fast CPU path with `threads` threads, as a backend spec. */

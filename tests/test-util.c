@@ -107,6 +107,7 @@ int moelm_test_run_cli(const char *const *args, const char *stdin_text, char **o
     g_free(stdin_path);
   }
   g_ptr_array_free(argv, TRUE);
+  moelm_test_check_sanitizers(serr);
   if (out)
     *out = sout ? sout : g_strdup("");
   else
@@ -116,6 +117,18 @@ int moelm_test_run_cli(const char *const *args, const char *stdin_text, char **o
   else
     g_free(serr);
   return code;
+}
+
+void moelm_test_check_sanitizers(const char *err)
+{
+  static const char *const reports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                                        "WARNING: ThreadSanitizer"};
+  for (gsize i = 0; err && i < G_N_ELEMENTS(reports); i++)
+    if (strstr(err, reports[i])) {
+      g_printerr("\n  a CLI run reported \"%s\":\n%s\n", reports[i], err);
+      CU_FAIL("sanitizer report from a CLI run");
+      return;
+    }
 }
 
 int moelm_test_run_cli2(const char *const *base, const char *const *extra, const char *stdin_text, char **out,

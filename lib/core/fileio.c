@@ -4,12 +4,39 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <glib/gstdio.h>
 
 #include "moelm/errors.h"
 #include "moelm/fileio.h"
+
+int moelm_open_regular(const char *path, const char *what, struct stat *st, GError **error)
+{
+  /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0 || fstat(fd, st) != 0) {
+    moelm_set_error_errno(error, errno, path, what);
+    if (fd >= 0)
+      close(fd);
+    return -1;
+  }
+  if (!S_ISREG(st->st_mode)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_IO, "%s: %s: not a regular file (%s)", path, what,
+                S_ISFIFO(st->st_mode)  ? "a FIFO"
+                : S_ISDIR(st->st_mode) ? "a directory"
+                : S_ISCHR(st->st_mode) ? "a character device"
+                : S_ISSOCK(st->st_mode) ? "a socket"
+                                        : "a special file");
+    close(fd);
+    return -1;
+  }
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags >= 0)
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK); /* reads of a regular file never block anyway */
+  return fd;
+}
 
 gboolean moelm_fsync_parent_dir(const char *path, GError **error)
 {

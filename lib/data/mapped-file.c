@@ -9,27 +9,16 @@
 
 #include "data/mapped-file.h"
 #include "moelm/errors.h"
+#include "moelm/fileio.h"
 
 gboolean moelm_mapped_file_open(MoelmMappedFile *mf, const char *path, GError **error)
 {
   mf->data = NULL;
   mf->len = 0;
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    moelm_set_error_errno(error, errno, path, "cannot open");
-    return FALSE;
-  }
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    moelm_set_error_errno(error, errno, path, "cannot stat");
-    close(fd);
+  int fd = moelm_open_regular(path, "cannot open", &st, error);
+  if (fd < 0)
     return FALSE;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_IO, "%s: not a regular file", path);
-    close(fd);
-    return FALSE;
-  }
   if (st.st_size > 0) {
     void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {

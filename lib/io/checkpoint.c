@@ -1,6 +1,7 @@
 /* moelm — checkpoints as safetensors with JSON metadata. */
 #include "config.h"
 
+#include <math.h>
 #include <string.h>
 
 #include "io/checkpoint_internal.h"
@@ -8,6 +9,10 @@
 #include "moelm/errors.h"
 #include "moelm/half.h"
 #include "moelm/json.h"
+#include "json_strict.h"
+
+/* Metadata values are small objects (the model config, the optimizer state). */
+#define MAX_META_DEPTH 16
 
 static gboolean add_tensor(MoelmSafetensorsWriter *w, const char *name, const MoelmParam *p, const float *data,
                            GError **error)
@@ -174,6 +179,94 @@ static gboolean check_tensor(const MoelmCheckpoint *ckpt, const char *name, cons
   return TRUE;
 }
 
+/* Parse every metadata value (except "format") as strict JSON into ckpt->meta. */
+static gboolean parse_metadata(MoelmCheckpoint *ckpt, GError **error)
+{
+  ckpt->meta = json_object_new();
+  for (const char *const *k = moelm_safetensors_metadata_keys(ckpt->st); *k; k++) {
+    if (strcmp(*k, "format") == 0)
+      continue;
+    const char *text = moelm_safetensors_metadata(ckpt->st, *k);
+    JsonParser *parser = json_parser_new();
+    GError *perr = NULL;
+    if (!moelm_json_check_strict(text, strlen(text), MAX_META_DEPTH, &perr) ||
+        !json_parser_load_from_data(parser, text, -1, &perr)) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: metadata '%s' is not valid JSON: %s", ckpt->path, *k,
+                  perr->message);
+      g_error_free(perr);
+      g_object_unref(parser);
+      return FALSE;
+    }
+    json_object_set_member(ckpt->meta, *k, json_node_copy(json_parser_get_root(parser)));
+    g_object_unref(parser);
+  }
+  return TRUE;
+}
+
+/* The config against the tensors the file really holds, before anyone allocates a model of
+ * that config: the token embedding has the config's (V, C), and the config's parameters are
+ * no more than the file's (so a config of 10^8 layers is refused by counting, in O(1)). */
+static gboolean check_config_against_tensors(const MoelmCheckpoint *ckpt, GError **error)
+{
+  const MoelmModelConfig *c = &ckpt->model;
+  const char *emb = "decoder.embed_tokens.weight";
+  const MoelmTensorInfo *t = moelm_safetensors_find(ckpt->st, emb);
+  if (t == NULL) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: missing tensor '%s'", ckpt->path, emb);
+    return FALSE;
+  }
+  if (t->ndim != 2 || t->shape[0] != c->vocab_size || t->shape[1] != c->embed_dim) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT,
+                "%s: tensor '%s' does not have the (vocab_size %d, decoder_embed_dim %d) of the model config", ckpt->path,
+                emb, c->vocab_size, c->embed_dim);
+    return FALSE;
+  }
+  guint64 in_file = 0, wanted = 0; /* parameters in the file (and its rank files) */
+  for (int f = -1; f < ckpt->n_shards; f++) {
+    const MoelmSafetensors *st = f < 0 ? ckpt->st : ckpt->shards[f];
+    for (gsize i = 0; i < moelm_safetensors_n_tensors(st); i++) {
+      const MoelmTensorInfo *ti = moelm_safetensors_tensor(st, i);
+      if (ti->dtype == MOELM_DT_F32 && !g_str_has_prefix(ti->name, "optimizer."))
+        in_file += (ti->end - ti->begin) / sizeof(float);
+    }
+  }
+  const gboolean counted = moelm_model_config_num_params(c, &wanted);
+  if (!counted || wanted > in_file) {
+    char *need = counted ? g_strdup_printf("%" G_GUINT64_FORMAT, wanted) : g_strdup("more than 2^64");
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT,
+                "%s: the model config (decoder_layers %d, moe_expert_count %d, ...) needs %s parameters, the file "
+                "holds %" G_GUINT64_FORMAT ": metadata and tensors disagree",
+                ckpt->path, c->layers, c->moe_experts, need, in_file);
+    g_free(need);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static MoelmCheckpoint *open_parsed(MoelmCheckpoint *ckpt, gboolean sharded, GError **error)
+{
+  if (ckpt->st == NULL)
+    goto fail;
+  const char *format = moelm_safetensors_metadata(ckpt->st, "format");
+  if (format == NULL || strcmp(format, MOELM_CHECKPOINT_FORMAT) != 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_FORMAT, "%s: not a moelm checkpoint (metadata format is %s)",
+                ckpt->path, format ? format : "missing");
+    goto fail;
+  }
+  if (!parse_metadata(ckpt, error))
+    goto fail;
+  if (!moelm_model_config_from_json(&ckpt->model, json_object_get_member(ckpt->meta, "model"), error)) {
+    moelm_error_prefix(error, "%s", ckpt->path);
+    goto fail;
+  }
+  if (!moelm_checkpoint_open_shards(ckpt, sharded, error) || !check_config_against_tensors(ckpt, error))
+    goto fail;
+  return ckpt;
+fail:
+  moelm_checkpoint_close(ckpt);
+  return NULL;
+}
+
 MoelmCheckpoint *moelm_checkpoint_open(const char *path, GError **error)
 {
   MoelmCheckpoint *ckpt = g_new0(MoelmCheckpoint, 1);
@@ -183,40 +276,15 @@ MoelmCheckpoint *moelm_checkpoint_open(const char *path, GError **error)
   const gboolean sharded = !g_file_test(path, G_FILE_TEST_EXISTS) && g_file_test(shared, G_FILE_TEST_EXISTS);
   ckpt->st = moelm_safetensors_open(sharded ? shared : path, error);
   g_free(shared);
-  if (ckpt->st == NULL)
-    goto fail;
-  const char *format = moelm_safetensors_metadata(ckpt->st, "format");
-  if (format == NULL || strcmp(format, MOELM_CHECKPOINT_FORMAT) != 0) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_FORMAT, "%s: not a moelm checkpoint (metadata format is %s)", path,
-                format ? format : "missing");
-    goto fail;
-  }
-  ckpt->meta = json_object_new();
-  for (const char *const *k = moelm_safetensors_metadata_keys(ckpt->st); *k; k++) {
-    if (strcmp(*k, "format") == 0)
-      continue;
-    JsonParser *parser = json_parser_new();
-    GError *perr = NULL;
-    if (!json_parser_load_from_data(parser, moelm_safetensors_metadata(ckpt->st, *k), -1, &perr)) {
-      g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: metadata '%s' is not valid JSON: %s", path, *k,
-                  perr->message);
-      g_error_free(perr);
-      g_object_unref(parser);
-      goto fail;
-    }
-    json_object_set_member(ckpt->meta, *k, json_node_copy(json_parser_get_root(parser)));
-    g_object_unref(parser);
-  }
-  if (!moelm_model_config_from_json(&ckpt->model, json_object_get_member(ckpt->meta, "model"), error)) {
-    moelm_error_prefix(error, "%s", path);
-    goto fail;
-  }
-  if (!moelm_checkpoint_open_shards(ckpt, sharded, error))
-    goto fail;
-  return ckpt;
-fail:
-  moelm_checkpoint_close(ckpt);
-  return NULL;
+  return open_parsed(ckpt, sharded, error);
+}
+
+MoelmCheckpoint *moelm_checkpoint_open_bytes(const void *data, gsize len, const char *name, GError **error)
+{
+  MoelmCheckpoint *ckpt = g_new0(MoelmCheckpoint, 1);
+  ckpt->path = g_strdup(name);
+  ckpt->st = moelm_safetensors_open_bytes(data, len, name, error);
+  return open_parsed(ckpt, FALSE, error);
 }
 
 JsonNode *moelm_checkpoint_meta(const MoelmCheckpoint *ckpt, const char *key)
@@ -238,12 +306,19 @@ static gboolean gather(const MoelmCheckpoint *ckpt, MoelmModel *model, const cha
     if (!ok)
       return FALSE;
     const void *src = moelm_safetensors_data(file, t);
+    float *w = dst + p->offset;
     if (t->dtype == MOELM_DT_F16)
-      moelm_half_to_float_n(src, dst + p->offset, p->numel);
+      moelm_half_to_float_n(src, w, p->numel);
     else if (t->dtype == MOELM_DT_BF16)
-      moelm_bf16_to_float_n(src, dst + p->offset, p->numel);
+      moelm_bf16_to_float_n(src, w, p->numel);
     else
-      memcpy(dst + p->offset, src, p->numel * sizeof(float));
+      memcpy(w, src, p->numel * sizeof(float));
+    for (size_t k = 0; k < p->numel; k++)
+      if (!isfinite(w[k])) {
+        g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "%s: tensor '%s%s' holds %s at element %zu", ckpt->path,
+                    prefix, p->name, isnan(w[k]) ? "NaN" : "Inf", k);
+        return FALSE;
+      }
   }
   return TRUE;
 }

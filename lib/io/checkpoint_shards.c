@@ -5,6 +5,7 @@
 
 #include "io/checkpoint_internal.h"
 #include "moelm/errors.h"
+#include "moelm/json.h"
 
 static const char *meta_text(const MoelmSafetensors *st, const char *key)
 {
@@ -19,11 +20,12 @@ static gboolean shard_info(const MoelmSafetensors *st, int *rank, int *world)
     return FALSE;
   JsonNode *node = json_from_string(text, NULL);
   gboolean ok = node && JSON_NODE_HOLDS_OBJECT(node);
-  if (ok) {
+  if (ok) { /* typed and bounded: a world of 2^32 + 1 must not wrap to 1 */
     JsonObject *o = json_node_get_object(node);
-    *rank = (int)json_object_get_int_member_with_default(o, "rank", -1);
-    *world = (int)json_object_get_int_member_with_default(o, "world", 0);
-    ok = *world >= 1 && *rank >= 0 && *rank < *world;
+    *rank = -1;
+    *world = 0;
+    ok = moelm_json_get_int(o, "world", 1, MOELM_MODEL_MAX_EXPERTS, world, NULL) &&
+         moelm_json_get_int(o, "rank", 0, MOELM_MODEL_MAX_EXPERTS, rank, NULL) && *world >= 1 && *rank < *world;
   }
   if (node)
     json_node_unref(node);

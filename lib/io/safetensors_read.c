@@ -14,6 +14,7 @@
 #include <json-glib/json-glib.h>
 
 #include "moelm/errors.h"
+#include "moelm/fileio.h"
 #include "moelm/safetensors.h"
 #include "io_internal.h"
 #include "json_strict.h"
@@ -381,16 +382,10 @@ void moelm_safetensors_close(MoelmSafetensors *st)
 MoelmSafetensors *moelm_safetensors_open(const char *path, GError **error)
 {
   MoelmSafetensors *st = st_new(path);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
   struct stat sb;
-  if (fd < 0 || fstat(fd, &sb) != 0) {
-    moelm_set_error_errno(error, errno, path, "cannot open");
+  int fd = moelm_open_regular(path, "cannot open", &sb, error);
+  if (fd < 0)
     goto fail;
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    st_error(st, error, MOELM_ERROR_IO, "not a regular file");
-    goto fail;
-  }
   st->len = (gsize)sb.st_size;
   if (st->len > 0) {
     st->map = mmap(NULL, st->len, PROT_READ, MAP_PRIVATE, fd, 0);

@@ -3,7 +3,9 @@
 
 #include <string.h>
 
+#include "config-limits.h"
 #include "moelm/errors.h"
+#include "moelm/json.h"
 #include "moelm/model_config.h"
 
 typedef struct {
@@ -126,67 +128,9 @@ gboolean moelm_model_config_is_moe_layer(const MoelmModelConfig *cfg, int layer)
   return cfg->moe_freq > 0 && (layer + 1) % cfg->moe_freq == 0;
 }
 
-int moelm_model_config_moe_layers(const MoelmModelConfig *cfg)
-{
-  int n = 0;
-  for (int l = 0; l < cfg->layers; l++)
-    n += moelm_model_config_is_moe_layer(cfg, l);
-  return n;
-}
-
 int moelm_model_config_expert_ffn_dim(const MoelmModelConfig *cfg)
 {
   return cfg->moe_expert_ffn_dim > 0 ? cfg->moe_expert_ffn_dim : cfg->ffn_dim;
-}
-
-static const char *moe_problem(const MoelmModelConfig *cfg)
-{
-  if (cfg->moe_freq < 0)
-    return "--moe-freq must not be negative";
-  if (cfg->moe_freq == 0)
-    return NULL;
-  if (cfg->moe_top_k != 1 && cfg->moe_top_k != 2)
-    return "--moe-top-k must be 1 or 2";
-  if (cfg->moe_experts < cfg->moe_top_k)
-    return cfg->moe_top_k == 2 ? "--moe-expert-count must be at least 2 for top-2 gating (or use --moe-top1-expert)"
-                               : "--moe-expert-count must be at least 1";
-  if (cfg->moe_expert_ffn_dim < 0)
-    return "--moe-expert-ffn-dim must be positive";
-  if (!(cfg->moe_capacity_factor > 0))
-    return "--moe-capacity-factor must be positive";
-  if (cfg->moe_eval_capacity_token_fraction > 1)
-    return "--moe-eval-capacity-token-fraction must be at most 1";
-  if (!(cfg->moe_gate_loss_wt >= 0))
-    return "--moe-gate-loss-wt must not be negative";
-  if ((unsigned)cfg->moe_second_expert_policy > MOELM_SECOND_EXPERT_RANDOM)
-    return "unknown --moe-second-expert-policy";
-  return NULL;
-}
-
-gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error)
-{
-  const char *bad = NULL;
-  if (cfg->vocab_size <= 4)
-    bad = "vocabulary must have more than the 4 special symbols";
-  else if (cfg->embed_dim <= 0 || cfg->ffn_dim <= 0 || cfg->layers < 0 || cfg->heads <= 0)
-    bad = "dimensions must be positive";
-  else if (cfg->embed_dim % cfg->heads != 0)
-    bad = "--decoder-embed-dim must be divisible by --decoder-attention-heads";
-  else if (cfg->max_positions <= 0)
-    bad = "--max-target-positions must be positive";
-  else if (cfg->dropout < 0 || cfg->dropout >= 1 || cfg->attention_dropout < 0 || cfg->attention_dropout >= 1 ||
-           cfg->activation_dropout < 0 || cfg->activation_dropout >= 1 || cfg->gate_dropout < 0 ||
-           cfg->gate_dropout >= 1)
-    bad = "dropout probabilities must be in [0, 1)";
-  else if (cfg->gate_experts < 0 || cfg->gate_experts == 1)
-    bad = "a gating network needs at least 2 experts";
-  else
-    bad = moe_problem(cfg);
-  if (bad) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "model config: %s", bad);
-    return FALSE;
-  }
-  return TRUE;
 }
 
 void moelm_model_config_clear(MoelmModelConfig *cfg)
@@ -257,41 +201,45 @@ JsonNode *moelm_model_config_to_json(const MoelmModelConfig *cfg)
   return root;
 }
 
-static gboolean need_member(JsonObject *o, const char *key, GError **error)
+/* The members every moelm checkpoint has. */
+static const char *const required_keys[] = {"arch", "vocab_size", "decoder_embed_dim", "decoder_ffn_embed_dim",
+                                            "decoder_layers", "decoder_attention_heads", "max_target_positions",
+                                            "activation_fn", NULL};
+
+static gboolean bools_from_json(MoelmModelConfig *cfg, JsonObject *o, GError **error)
 {
-  if (json_object_has_member(o, key))
-    return TRUE;
-  g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "model config: missing field '%s'", key);
-  return FALSE;
+  gboolean no_final_norm = FALSE, no_scale = FALSE, top1 = FALSE;
+  gboolean ok = moelm_json_get_bool(o, "decoder_learned_pos", &cfg->learned_pos, error) &&
+                moelm_json_get_bool(o, "decoder_normalize_before", &cfg->normalize_before, error) &&
+                moelm_json_get_bool(o, "no_decoder_final_norm", &no_final_norm, error) &&
+                moelm_json_get_bool(o, "no_scale_embedding", &no_scale, error) &&
+                moelm_json_get_bool(o, "share_decoder_input_output_embed", &cfg->share_embed, error) &&
+                moelm_json_get_bool(o, "moe_top1_expert", &top1, error) &&
+                moelm_json_get_bool(o, "moe_normalize_gate_prob_before_dropping",
+                                    &cfg->moe_normalize_gate_prob_before_dropping, error) &&
+                moelm_json_get_bool(o, "moe_dropless", &cfg->moe_dropless, error) &&
+                moelm_json_get_bool(o, "moe_batch_prioritized_routing", &cfg->moe_batch_prioritized_routing, error) &&
+                moelm_json_get_bool(o, "use_moe_pad_mask", &cfg->moe_pad_mask, error) &&
+                moelm_json_get_bool(o, "moe_gating_use_fp32", &cfg->moe_gating_use_fp32, error);
+  cfg->final_norm = !no_final_norm;
+  cfg->scale_embedding = !no_scale;
+  cfg->moe_top_k = top1 ? 1 : 2;
+  return ok;
 }
 
-/* The MoE members (absent in dense checkpoints: the defaults). */
-static gboolean moe_from_json(MoelmModelConfig *cfg, JsonObject *o, GError **error)
+static gboolean strings_from_json(MoelmModelConfig *cfg, JsonObject *o, GError **error)
 {
-  set_moe_defaults(cfg);
-  cfg->moe_freq = (int)json_object_get_int_member_with_default(o, "moe_freq", 0);
-  if (cfg->moe_freq <= 0)
-    return TRUE;
-  cfg->moe_experts = (int)json_object_get_int_member_with_default(o, "moe_expert_count", 0);
-  cfg->moe_top_k = json_object_get_boolean_member_with_default(o, "moe_top1_expert", FALSE) ? 1 : 2;
-  cfg->moe_expert_ffn_dim = (int)json_object_get_int_member_with_default(o, "moe_expert_ffn_dim", 0);
-  const char *policy = json_object_get_string_member_with_default(o, "moe_second_expert_policy", "sampling");
-  if (!moelm_second_expert_policy_parse(policy, &cfg->moe_second_expert_policy, error))
+  const char *arch = NULL, *act = NULL, *policy = "sampling", *combine = "average";
+  if (!moelm_json_get_string(o, "arch", &arch, error) || !moelm_json_get_string(o, "activation_fn", &act, error) ||
+      !moelm_json_get_string(o, "moe_second_expert_policy", &policy, error) ||
+      !moelm_json_get_string(o, "moe_gate_loss_combine_method", &combine, error))
     return FALSE;
-  cfg->moe_normalize_gate_prob_before_dropping =
-      json_object_get_boolean_member_with_default(o, "moe_normalize_gate_prob_before_dropping", FALSE);
-  cfg->moe_capacity_factor = json_object_get_double_member_with_default(o, "moe_capacity_factor", 1.0);
-  cfg->moe_dropless = json_object_get_boolean_member_with_default(o, "moe_dropless", FALSE);
-  cfg->moe_eval_capacity_token_fraction =
-      json_object_get_double_member_with_default(o, "moe_eval_capacity_token_fraction", -1.0);
-  cfg->moe_batch_prioritized_routing =
-      json_object_get_boolean_member_with_default(o, "moe_batch_prioritized_routing", FALSE);
-  cfg->moe_pad_mask = json_object_get_boolean_member_with_default(o, "use_moe_pad_mask", FALSE);
-  cfg->moe_gating_use_fp32 = json_object_get_boolean_member_with_default(o, "moe_gating_use_fp32", FALSE);
-  cfg->moe_gate_loss_wt = json_object_get_double_member_with_default(o, "moe_gate_loss_wt", 0.01);
-  const char *combine = json_object_get_string_member_with_default(o, "moe_gate_loss_combine_method", "average");
+  cfg->arch = g_strdup(arch);
+  if (!moelm_activation_parse(act, &cfg->activation, error) ||
+      !moelm_second_expert_policy_parse(policy, &cfg->moe_second_expert_policy, error))
+    return FALSE;
   if (strcmp(combine, "sum") != 0 && strcmp(combine, "average") != 0) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "model config: moe_gate_loss_combine_method '%s' is not sum or average",
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "moe_gate_loss_combine_method '%s' is not sum or average",
                 combine);
     return FALSE;
   }
@@ -299,43 +247,48 @@ static gboolean moe_from_json(MoelmModelConfig *cfg, JsonObject *o, GError **err
   return TRUE;
 }
 
+/* Every field, type and bounds checked (the bounds of config-limits.h, naming the member);
+ * absent optional members keep the defaults (a dense checkpoint has no moe_* members). */
+static gboolean fields_from_json(MoelmModelConfig *cfg, JsonObject *o, GError **error)
+{
+  if (!moelm_json_require(o, required_keys, error))
+    return FALSE;
+  cfg->normalize_before = TRUE;
+  cfg->dropout = 0.1;
+  set_moe_defaults(cfg);
+  for (size_t i = 0; i < moelm_model_n_int_limits; i++) {
+    const MoelmIntLimit *l = &moelm_model_int_limits[i];
+    if (!moelm_json_get_int(o, l->key, l->min, l->max, MOELM_CFG_INT(cfg, l), error))
+      return FALSE;
+  }
+  for (size_t i = 0; i < moelm_model_n_real_limits; i++) {
+    const MoelmRealLimit *l = &moelm_model_real_limits[i];
+    double *v = MOELM_CFG_REAL(cfg, l);
+    if (!moelm_json_get_double(o, l->key, -G_MAXDOUBLE, G_MAXDOUBLE, v, error))
+      return FALSE;
+    if (!(*v >= l->min && (l->max_open ? *v < l->max : *v <= l->max))) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "'%s' must be in [%g, %g%c, got %g", l->key, l->min, l->max,
+                  l->max_open ? ')' : ']', *v);
+      return FALSE;
+    }
+  }
+  return bools_from_json(cfg, o, error) && strings_from_json(cfg, o, error);
+}
+
 gboolean moelm_model_config_from_json(MoelmModelConfig *cfg, JsonNode *node, GError **error)
 {
-  if (node == NULL || !JSON_NODE_HOLDS_OBJECT(node)) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "model config: not a JSON object");
-    return FALSE;
-  }
-  JsonObject *o = json_node_get_object(node);
-  static const char *const required[] = {"arch", "vocab_size", "decoder_embed_dim", "decoder_ffn_embed_dim",
-                                         "decoder_layers", "decoder_attention_heads", "max_target_positions",
-                                         "activation_fn"};
-  for (gsize i = 0; i < G_N_ELEMENTS(required); i++)
-    if (!need_member(o, required[i], error))
-      return FALSE;
   memset(cfg, 0, sizeof *cfg);
-  cfg->arch = g_strdup(json_object_get_string_member(o, "arch"));
-  cfg->vocab_size = (int)json_object_get_int_member(o, "vocab_size");
-  cfg->embed_dim = (int)json_object_get_int_member(o, "decoder_embed_dim");
-  cfg->ffn_dim = (int)json_object_get_int_member(o, "decoder_ffn_embed_dim");
-  cfg->layers = (int)json_object_get_int_member(o, "decoder_layers");
-  cfg->heads = (int)json_object_get_int_member(o, "decoder_attention_heads");
-  cfg->max_positions = (int)json_object_get_int_member(o, "max_target_positions");
-  cfg->learned_pos = json_object_get_boolean_member_with_default(o, "decoder_learned_pos", FALSE);
-  cfg->normalize_before = json_object_get_boolean_member_with_default(o, "decoder_normalize_before", TRUE);
-  cfg->final_norm = !json_object_get_boolean_member_with_default(o, "no_decoder_final_norm", FALSE);
-  cfg->scale_embedding = !json_object_get_boolean_member_with_default(o, "no_scale_embedding", FALSE);
-  cfg->share_embed = json_object_get_boolean_member_with_default(o, "share_decoder_input_output_embed", FALSE);
-  cfg->dropout = json_object_get_double_member_with_default(o, "dropout", 0.1);
-  cfg->attention_dropout = json_object_get_double_member_with_default(o, "attention_dropout", 0.0);
-  cfg->activation_dropout = json_object_get_double_member_with_default(o, "activation_dropout", 0.0);
-  cfg->gate_experts = (int)json_object_get_int_member_with_default(o, "gating_network_experts", 0);
-  cfg->gate_dropout = json_object_get_double_member_with_default(o, "mean_pool_gating_network_dropout", 0.0);
-  if (!moe_from_json(cfg, o, error)) {
+  JsonObject *o = moelm_json_object(node, "model config", error);
+  if (o == NULL)
+    return FALSE;
+  if (!fields_from_json(cfg, o, error)) {
+    moelm_error_prefix(error, "model config");
     moelm_model_config_clear(cfg);
     return FALSE;
   }
-  const char *act = json_object_get_string_member_with_default(o, "activation_fn", "relu");
-  if (!moelm_activation_parse(act, &cfg->activation, error) || !moelm_model_config_validate(cfg, error)) {
+  if (cfg->moe_freq == 0) /* the MoE members of a dense model mean nothing (the writer omits them) */
+    set_moe_defaults(cfg);
+  if (!moelm_model_config_validate(cfg, error)) {
     moelm_model_config_clear(cfg);
     return FALSE;
   }

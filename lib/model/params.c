@@ -188,12 +188,15 @@ MoelmModel *moelm_model_new_placed(const MoelmModelConfig *cfg, MoelmBackend *be
   be->ops->zero(be, m->params, bytes);
   be->ops->zero(be, m->grads, bytes);
   if (!cfg->learned_pos) {
-    const int P = cfg->max_positions + MOELM_PAD + 1;
-    float *host = g_new(float, (size_t)P * cfg->embed_dim);
-    gboolean ok = moelm_sinusoidal_positions(host, cfg->max_positions, cfg->embed_dim, MOELM_PAD, error);
-    m->sinusoid = ok ? be->ops->alloc(be, (size_t)P * cfg->embed_dim * sizeof(float), error) : NULL;
+    const size_t table = ((size_t)cfg->max_positions + MOELM_PAD + 1) * (size_t)cfg->embed_dim; /* (P, C) */
+    float *host = g_try_new(float, table);
+    gboolean ok = host != NULL;
+    if (!ok)
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_NOMEM, "cannot allocate the %zu-float position table", table);
+    ok = ok && moelm_sinusoidal_positions(host, cfg->max_positions, cfg->embed_dim, MOELM_PAD, error);
+    m->sinusoid = ok ? be->ops->alloc(be, table * sizeof(float), error) : NULL;
     if (m->sinusoid)
-      be->ops->to_device(be, m->sinusoid, host, (size_t)P * cfg->embed_dim * sizeof(float));
+      be->ops->to_device(be, m->sinusoid, host, table * sizeof(float));
     g_free(host);
     if (m->sinusoid == NULL) {
       moelm_model_free(m);

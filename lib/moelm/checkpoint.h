@@ -56,18 +56,24 @@ typedef struct {
   MoelmModelConfig model;  /* from "model" */
 } MoelmCheckpoint;
 
-/* Open and validate a checkpoint: a valid safetensors file, our format tag, a model config,
- * and a tensor of the right shape for every parameter of that config. Errors name the file.
+/* Open and validate a checkpoint: a valid safetensors file, our format tag, metadata values
+ * that are strict JSON, a model config whose every field has its type and bounds, and tensors
+ * that can hold that config (the token embedding's shape, and at least as many parameters as
+ * the config has: checked by counting before any model is allocated). Names and shapes of
+ * the other tensors are checked when they are loaded. Errors name the file.
  * PATH may be a sharded (expert-parallel) checkpoint: NAME.pt is then read from
  * NAME-shared.pt and every NAME-rank-R.pt (the files must come from the same update); its
  * experts load into a model with any number of expert ranks. */
 MoelmCheckpoint *moelm_checkpoint_open(const char *path, GError **error);
+/* The same from bytes in memory (copied); `name` stands for the path in messages. */
+MoelmCheckpoint *moelm_checkpoint_open_bytes(const void *data, gsize len, const char *name, GError **error);
 void moelm_checkpoint_close(MoelmCheckpoint *ckpt);
 
 /* A metadata member (NULL when absent). */
 JsonNode *moelm_checkpoint_meta(const MoelmCheckpoint *ckpt, const char *key);
 
-/* Copy the parameters into a model built from ckpt->model (names and shapes checked). */
+/* Copy the parameters into a model built from ckpt->model (names and shapes checked; a
+ * NaN or Inf weight is an error naming the tensor). */
 gboolean moelm_checkpoint_load_params(const MoelmCheckpoint *ckpt, MoelmModel *model, GError **error);
 /* Copy the Adam moments into exp_avg/exp_avg_sq (num_params floats each, the model's backend
  * memory); FALSE with an error naming the file when the checkpoint has no optimizer state. */

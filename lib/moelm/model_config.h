@@ -72,9 +72,32 @@ int moelm_model_config_moe_layers(const MoelmModelConfig *cfg);
 /* The experts' FFN dimension (moe_expert_ffn_dim, or ffn_dim when that is 0). */
 int moelm_model_config_expert_ffn_dim(const MoelmModelConfig *cfg);
 
-/* Check dims (embed_dim % heads == 0, positive sizes, dropout in [0,1)) and, when moe_freq > 0,
- * the MoE options (experts >= top_k, top_k 1 or 2, capacity factor > 0, weight >= 0). */
+/* The bounds of the sizes (docs/safety.md): they keep every size computation inside int and
+ * size_t; whether a model fits in memory is moelm_model_config_footprint's question. */
+#define MOELM_MODEL_MAX_DIM (1 << 16)        /* --decoder-embed-dim, --decoder-attention-heads */
+#define MOELM_MODEL_MAX_FFN_DIM (1 << 20)    /* --decoder-ffn-embed-dim, --moe-expert-ffn-dim */
+#define MOELM_MODEL_MAX_LAYERS (1 << 16)     /* --decoder-layers, --moe-freq */
+#define MOELM_MODEL_MAX_POSITIONS (1 << 24)  /* --max-target-positions, --tokens-per-sample */
+#define MOELM_MODEL_MAX_EXPERTS (1 << 20)    /* --moe-expert-count, a mixture's --num-experts */
+
+/* Check every field against its bounds (vocabulary > 4 symbols, positive sizes, dropout in
+ * [0, 1), ...), embed_dim % heads == 0 and, when moe_freq > 0, the MoE options (experts >=
+ * top_k, top_k 1 or 2, capacity factor > 0, weight >= 0). Errors name the flag and the value:
+ * the CLI and the checkpoint loader share this one check. */
 gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error);
+
+/* The exact number of parameters of a valid config (FALSE when it overflows 64 bits), in
+ * O(1): a checkpoint's config is checked against the tensors it holds before anything is
+ * allocated. */
+gboolean moelm_model_config_num_params(const MoelmModelConfig *cfg, guint64 *count);
+
+/* A lower bound of the bytes one rank takes to train this model with forwards of `rows`
+ * token rows (B*T of the largest batch, times K for a mixture's E-step): parameters,
+ * gradients and the two Adam moments, the position table, logits and the activations every
+ * backward needs; with `expert_ranks` > 1 (expert parallel) its share of the experts and of
+ * their routed rows. In double: a config of 10^9 experts gives a large number, not an
+ * overflow. */
+double moelm_model_config_train_bytes(const MoelmModelConfig *cfg, double rows, int expert_ranks);
 
 void moelm_model_config_clear(MoelmModelConfig *cfg); /* frees arch */
 void moelm_model_config_copy(MoelmModelConfig *dst, const MoelmModelConfig *src);

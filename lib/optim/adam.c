@@ -30,8 +30,10 @@ gboolean moelm_adam_config_validate(const MoelmAdamConfig *cfg, GError **error)
       return FALSE;
     }
   }
-  if (!(cfg->eps >= 0.0 && isfinite(cfg->eps))) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--adam-eps %g: must be a finite number >= 0",
+  /* 0 divides 0 by 0 wherever a gradient is zero (the padding row of the embeddings): NaN */
+  if (!(cfg->eps > 0.0 && isfinite(cfg->eps))) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--adam-eps %g: must be a finite number > 0 (with 0, a parameter whose gradient is 0 becomes NaN)",
                 cfg->eps);
     return FALSE;
   }

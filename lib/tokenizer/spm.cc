@@ -72,19 +72,10 @@ Result guarded(GError **error, const char *subject, Result failure, Body body)
 // The whole file, with errno-based messages naming it.
 bool read_file(const char *path, const char *what, std::string *out, GError **error)
 {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
   struct stat sb;
-  if (fd < 0 || fstat(fd, &sb) != 0) {
-    moelm_set_error_errno(error, errno, path, what);
-    if (fd >= 0)
-      close(fd);
+  int fd = moelm_open_regular(path, what, &sb, error);
+  if (fd < 0)
     return false;
-  }
-  if (!S_ISREG(sb.st_mode)) {
-    set_error(error, MOELM_ERROR_IO, path, std::string(what) + ": not a regular file");
-    close(fd);
-    return false;
-  }
   out->clear();
   out->reserve(static_cast<size_t>(sb.st_size));
   char buf[1 << 16];

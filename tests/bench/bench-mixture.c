@@ -109,13 +109,12 @@ int main(int argc, char **argv)
   if (inf == NULL)
     return die(ckpt_path, error);
   MoelmModel *model = inf->model;
-  const gboolean mixture = inf->mixture;
-  const MoelmMixtureConfig mix = inf->mix;
+  const gboolean mixture = inf->task.mixture;
+  const MoelmMixtureConfig mix = inf->task.mix;
 
   /* exact valid loss over the split's blocks, as training validates */
-  const int64_t tps = moelm_inference_task_int(inf, "tokens_per_sample", 256);
-  MoelmBreakMode mode = MOELM_BREAK_NONE;
-  moelm_break_mode_parse(moelm_inference_task_string(inf, "sample_break_mode", "none"), &mode, NULL);
+  const int64_t tps = inf->task.tokens_per_sample;
+  const MoelmBreakMode mode = inf->task.break_mode;
   MoelmLmSplit *split = moelm_lm_split_open(data, split_name, tps, mode, moelm_dictionary_size(inf->dict), &error);
   if (split == NULL)
     return die(split_name, error);
@@ -125,7 +124,7 @@ int main(int argc, char **argv)
   if (!moelm_objective_score_batches(obj, model, split, batches, &nll, &ntok, &nrows, &error))
     return die("valid", error);
   const double valid_bits = nll / ntok / M_LN2;
-  printf("checkpoint: %s (%s)\n", ckpt_path, mixture ? inf->method : "dense language_modeling");
+  printf("checkpoint: %s (%s)\n", ckpt_path, mixture ? inf->task.method : "dense language_modeling");
   printf("valid loss (base 2): %.4f, perplexity: %.2f\n", valid_bits, pow(2.0, valid_bits));
   if (!mixture)
     return 0;

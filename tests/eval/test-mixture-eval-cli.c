@@ -38,17 +38,17 @@ static double library_loss(const char *ckpt, int C)
   const MixtureCliFixture *f = mixture_cli_fixture();
   MoelmInference *inf = moelm_inference_open(ckpt, f->data, MOELM_TEST_CPU_SPEC(1), NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(inf);
-  CU_ASSERT_TRUE_FATAL(inf->mixture);
+  CU_ASSERT_TRUE_FATAL(inf->task.mixture);
   CU_ASSERT_PTR_NOT_NULL(inf->gate);
-  CU_ASSERT_EQUAL(inf->mix.num_experts, MIXTURE_CLI_K);
-  CU_ASSERT_EQUAL(inf->mix.gating_context, 16);
-  CU_ASSERT_STRING_EQUAL(moelm_dictionary_symbol(inf->dict, inf->mix.expert_token0 + 1), "<expert_1>");
+  CU_ASSERT_EQUAL(inf->task.mix.num_experts, MIXTURE_CLI_K);
+  CU_ASSERT_EQUAL(inf->task.mix.gating_context, 16);
+  CU_ASSERT_STRING_EQUAL(moelm_dictionary_symbol(inf->dict, inf->task.mix.expert_token0 + 1), "<expert_1>");
   MoelmLmSplit *s =
     moelm_lm_split_open(f->data, "valid", 32 - C, MOELM_BREAK_NONE, moelm_dictionary_size(inf->dict), NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(s);
   MoelmScoreOptions o = {.context_window = C, .tokens_per_sample = 32 - C, .max_sentences = 3};
   MoelmScoreResult r;
-  CU_ASSERT_TRUE_FATAL(moelm_mixture_score_split(inf->model, inf->gate, &inf->mix, s, &o, 0, NULL, NULL, &r, NULL,
+  CU_ASSERT_TRUE_FATAL(moelm_mixture_score_split(inf->model, inf->gate, &inf->task.mix, s, &o, 0, NULL, NULL, &r, NULL,
                                                  NULL));
   moelm_lm_split_free(s);
   moelm_inference_free(inf);

@@ -182,7 +182,8 @@ static void check_brute_force(MoelmBreakMode mode, int C)
     CU_ASSERT_EQUAL(row->context, ctx);
     const int T = ctx + n;
     int32_t *src = g_new(int32_t, T), *tgt = g_new(int32_t, T);
-    memcpy(src, &g_array_index(sources, int32_t, sources->len - ctx), (gsize)ctx * sizeof(int32_t));
+    if (ctx > 0) /* the first row has no context and `sources` no data yet */
+      memcpy(src, &g_array_index(sources, int32_t, sources->len - ctx), (gsize)ctx * sizeof(int32_t));
     memcpy(src + ctx, source, (gsize)n * sizeof(int32_t));
     for (int j = 0; j < ctx; j++)
       tgt[j] = MOELM_PAD;

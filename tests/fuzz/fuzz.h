@@ -16,6 +16,12 @@ int moelm_fuzz_idx(const uint8_t *data, size_t size);
 int moelm_fuzz_safetensors(const uint8_t *data, size_t size);
 int moelm_fuzz_pickle(const uint8_t *data, size_t size);
 int moelm_fuzz_zip(const uint8_t *data, size_t size);
+int moelm_fuzz_checkpoint(const uint8_t *data, size_t size);
+
+/* The checkpoint harness's pipeline: TRUE when the checkpoint built from the input is
+ * accepted (eval-lm, generate and a resumed run would go ahead). */
+#include <glib.h>
+gboolean moelm_fuzz_checkpoint_read(const uint8_t *data, size_t size, GError **error);
 
 /* A failed read must say why, on one line. */
 #define MOELM_FUZZ_CHECK_ERROR(error)                                             \

@@ -60,6 +60,11 @@ static gboolean read_zip(const uint8_t *data, gsize len, GError **error)
   return ok;
 }
 
+static gboolean read_checkpoint(const uint8_t *data, gsize len, GError **error)
+{
+  return moelm_fuzz_checkpoint_read(data, len, error);
+}
+
 typedef struct {
   const char *corpus; /* tests/fuzz/corpus/<corpus> */
   int (*harness)(const uint8_t *data, size_t size);
@@ -73,6 +78,7 @@ static const Target targets[] = {
   {"safetensors", moelm_fuzz_safetensors, read_safetensors, 3},
   {"pickle", moelm_fuzz_pickle, read_pickle, 4},
   {"zip", moelm_fuzz_zip, read_zip, 5},
+  {"checkpoint", moelm_fuzz_checkpoint, read_checkpoint, 6},
 };
 
 typedef struct {
@@ -296,6 +302,7 @@ static void test_fuzz_idx(void) { fuzz_target(&targets[1]); }
 static void test_fuzz_safetensors(void) { fuzz_target(&targets[2]); }
 static void test_fuzz_pickle(void) { fuzz_target(&targets[3]); }
 static void test_fuzz_zip(void) { fuzz_target(&targets[4]); }
+static void test_fuzz_checkpoint(void) { fuzz_target(&targets[5]); }
 
 MOELM_TEST_SUITE(fuzz)
 {
@@ -304,4 +311,5 @@ MOELM_TEST_SUITE(fuzz)
   CU_add_test(suite, "safetensors reader: seeds, prefixes, mutations", test_fuzz_safetensors);
   CU_add_test(suite, "restricted unpickler: seeds, prefixes, mutations", test_fuzz_pickle);
   CU_add_test(suite, "zip reader and PyTorch tensors: seeds, prefixes, mutations", test_fuzz_zip);
+  CU_add_test(suite, "checkpoint metadata: seeds, prefixes, mutations", test_fuzz_checkpoint);
 }

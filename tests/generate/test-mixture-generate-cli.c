@@ -136,7 +136,7 @@ static MoelmInference *open_mixture(void)
   const MixtureCliFixture *f = mixture_cli_fixture();
   MoelmInference *inf = moelm_inference_open(f->mixture, f->data, MOELM_TEST_CPU_SPEC(1), NULL);
   CU_ASSERT_PTR_NOT_NULL_FATAL(inf);
-  CU_ASSERT_TRUE_FATAL(inf->mixture && inf->mix.num_experts == MIXTURE_CLI_K);
+  CU_ASSERT_TRUE_FATAL(inf->task.mixture && inf->task.mix.num_experts == MIXTURE_CLI_K);
   return inf;
 }
 
@@ -156,8 +156,8 @@ static void test_bos_is_the_expert(void)
     for (guint i = 0; i < hs->len; i++) {
       const GArray *ids = g_ptr_array_index(hs, i), *p = g_ptr_array_index(ps, i);
       CU_ASSERT_EQUAL_FATAL(ids->len, p->len);
-      double *mine = forward_from(inf, inf->mix.expert_token0 + k, ids);
-      double *other = forward_from(inf, inf->mix.expert_token0 + (1 - k), ids);
+      double *mine = forward_from(inf, inf->task.mix.expert_token0 + k, ids);
+      double *other = forward_from(inf, inf->task.mix.expert_token0 + (1 - k), ids);
       double worst = 0, apart = 0;
       for (guint j = 0; j < ids->len; j++) {
         worst = fmax(worst, fabs(g_array_index(p, double, j) - mine[j]));
