@@ -278,14 +278,14 @@ static gboolean choose_expert(const ScoreOptions *o, const MoelmInference *inf, 
     return TRUE;
   guint64 k = 0;
   const gboolean is_auto = strcmp(o->gen_expert, "auto") == 0;
-  if (!inf->mixture) {
+  if (!inf->task.mixture) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--gen-expert needs a --task language_model_moe "
                 "checkpoint; %s is not one", o->path);
     return FALSE;
   }
-  if (!is_auto && (!g_ascii_string_to_unsigned(o->gen_expert, 10, 0, (guint64)inf->mix.num_experts - 1, &k, NULL))) {
+  if (!is_auto && (!g_ascii_string_to_unsigned(o->gen_expert, 10, 0, (guint64)inf->task.mix.num_experts - 1, &k, NULL))) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--gen-expert %s: choose auto or an expert 0..%d",
-                o->gen_expert, inf->mix.num_experts - 1);
+                o->gen_expert, inf->task.mix.num_experts - 1);
     return FALSE;
   }
   *expert = is_auto ? MOELM_CHOICE_AUTO : (int)k;
@@ -319,7 +319,7 @@ static gboolean run(const ScoreOptions *o, const char *data, GError **error)
   if (inf == NULL || !moelm_inference_check_task(inf, &flags, error) || !choose_expert(o, inf, &scorer.expert, error))
     goto out;
   scorer.model = inf->model;
-  scorer.mix = inf->mixture ? &inf->mix : NULL;
+  scorer.mix = inf->task.mixture ? &inf->task.mix : NULL;
   scorer.gate = inf->gate;
   const MoelmTextEncoder enc = {inf->dict, gpt2, spm, o->replace_newlines};
   Tally tally = {0};
