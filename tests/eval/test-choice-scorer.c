@@ -114,20 +114,20 @@ static void test_mixture_scores(void)
   GError *error = NULL;
   MoelmInference *inf = moelm_inference_open(fx->mixture, fx->data, MOELM_TEST_CPU_SPEC(1), &error);
   CU_ASSERT_PTR_NOT_NULL_FATAL(inf);
-  const int K = inf->mix.num_experts;
+  const int K = inf->task.mix.num_experts;
   const int32_t seq[] = {6, 7, 8, 9, 10, 11, 12};
   const int n = 7, ctx = 3;
   double full[MIXTURE_CLI_K], pre[MIXTURE_CLI_K];
-  CU_ASSERT_TRUE_FATAL(moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->mix, seq, n, full, NULL));
-  CU_ASSERT_TRUE_FATAL(moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->mix, seq, ctx, pre, NULL));
-  MoelmChoiceScorer s = {inf->model, &inf->mix, inf->gate, MOELM_CHOICE_MARGINAL};
+  CU_ASSERT_TRUE_FATAL(moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->task.mix, seq, n, full, NULL));
+  CU_ASSERT_TRUE_FATAL(moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->task.mix, seq, ctx, pre, NULL));
+  MoelmChoiceScorer s = {inf->model, &inf->task.mix, inf->gate, MOELM_CHOICE_MARGINAL};
   MoelmChoiceScore sc;
   CU_ASSERT_TRUE_FATAL(moelm_score_continuation(&s, seq, n, ctx, &sc, &error));
   CU_ASSERT_EQUAL(sc.n, n - ctx);
   CU_ASSERT_DOUBLE_EQUAL(sc.sum, lse(full, K) - lse(pre, K), 1e-4);
   moelm_choice_score_clear(&sc);
   double prior[MIXTURE_CLI_K];
-  CU_ASSERT_TRUE_FATAL(moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->mix, NULL, 0, prior, NULL));
+  CU_ASSERT_TRUE_FATAL(moelm_mixture_prompt_log_joint(inf->model, inf->gate, &inf->task.mix, NULL, 0, prior, NULL));
   for (int k = 0; k < K; k++) {
     s.expert = k;
     CU_ASSERT_TRUE_FATAL(moelm_score_continuation(&s, seq, n, ctx, &sc, NULL));
