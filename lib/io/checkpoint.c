@@ -226,8 +226,9 @@ static gboolean check_config_against_tensors(const MoelmCheckpoint *ckpt, GError
     const MoelmSafetensors *st = f < 0 ? ckpt->st : ckpt->shards[f];
     for (gsize i = 0; i < moelm_safetensors_n_tensors(st); i++) {
       const MoelmTensorInfo *ti = moelm_safetensors_tensor(st, i);
-      if (ti->dtype == MOELM_DT_F32 && !g_str_has_prefix(ti->name, "optimizer."))
-        in_file += (ti->end - ti->begin) / sizeof(float);
+      const gboolean is_float = ti->dtype == MOELM_DT_F32 || ti->dtype == MOELM_DT_F16 || ti->dtype == MOELM_DT_BF16;
+      if (is_float && !g_str_has_prefix(ti->name, "optimizer.")) /* fp16/bf16 weights load widened */
+        in_file += (ti->end - ti->begin) / moelm_dtype_size(ti->dtype);
     }
   }
   const gboolean counted = moelm_model_config_num_params(c, &wanted);

@@ -20,7 +20,9 @@ static int train_limited(long kb, const char *const *args, char **err)
   if (kb > 0) {
     g_ptr_array_add(argv, g_strdup("/bin/sh"));
     g_ptr_array_add(argv, g_strdup("-c"));
-    g_ptr_array_add(argv, g_strdup_printf("ulimit -v %ld && exec \"$0\" \"$@\"", kb));
+    /* OPENBLAS_NUM_THREADS=1: OpenBLAS's own worker threads retry their 128 MB buffer forever
+     * under such a limit, and exit() waits for them */
+    g_ptr_array_add(argv, g_strdup_printf("ulimit -v %ld && OPENBLAS_NUM_THREADS=1 exec \"$0\" \"$@\"", kb));
   }
   g_ptr_array_add(argv, moelm_test_cli_path());
   g_ptr_array_add(argv, g_strdup("train"));

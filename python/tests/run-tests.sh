@@ -1,0 +1,29 @@
+#!/bin/sh
+# make check: the moelm Python package's tests (python/tests/test_*.py) with Debian's python3
+# (or $PYTHON from configure) against this build's libmoelm.so and cli/moelm. Skipped (exit 77)
+# without python3 or numpy (apt-get install python3-numpy), or without the shared library.
+py=${PYTHON:-/usr/bin/python3}
+case $py in ""|:) py=/usr/bin/python3 ;; esac
+if ! command -v "$py" >/dev/null 2>&1; then
+  echo "SKIP: no python3 ($py)"
+  exit 77
+fi
+if ! "$py" -c 'import numpy' 2>/dev/null; then
+  echo "SKIP: $py has no numpy (apt-get install python3-numpy)"
+  exit 77
+fi
+lib=${MOELM_BUILDDIR:?}/lib/.libs/libmoelm.so.0
+if [ ! -f "$lib" ]; then
+  echo "SKIP: no $lib (configure --disable-shared?)"
+  exit 77
+fi
+if ldd "$lib" 2>/dev/null | grep -q 'libasan'; then
+  # make check-sanitize: python3 cannot load an ASan library unless ASan's runtime comes first
+  echo "SKIP: $lib is built with AddressSanitizer"
+  exit 77
+fi
+MOELM_LIBRARY=$lib
+PYTHONPATH=${MOELM_SRCDIR:?}/python${PYTHONPATH:+:$PYTHONPATH}
+PYTHONDONTWRITEBYTECODE=1 # the source tree may be read-only (make distcheck)
+export MOELM_LIBRARY PYTHONPATH PYTHONDONTWRITEBYTECODE
+cd "$MOELM_SRCDIR/python/tests" && exec "$py" -m unittest discover -s . -p 'test_*.py' -v
