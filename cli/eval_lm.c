@@ -20,6 +20,7 @@
 #include "tasks/inference.h"
 #include "tasks/lm_data.h"
 #include "tasks/mixture_scorer.h"
+#include "tasks/moefy.h"
 #include "tasks/scorer.h"
 
 /* Without --batch-size, a model call takes about CALL_TOKENS row tokens, and its logits
@@ -31,13 +32,13 @@
 
 typedef struct {
   char *path, *gen_subset, *break_mode, *post_process;
-  int context_window, batch_size;
+  int context_window, batch_size, moefy_top_k;
   gint64 tokens_per_sample, max_tokens;
   MoelmTaskFlagOptions taskflags;
   MoelmBackendOptions backend;
   MoelmBpeOptions bpe;
   gboolean output_word_probs, output_word_stats, mixture_report;
-  gboolean tps_seen, mode_seen;
+  gboolean tps_seen, mode_seen, moefy_top_k_seen;
 } EvalOptions;
 
 static void options_init(EvalOptions *o)
@@ -65,6 +66,8 @@ static const MoelmArgSpec *eval_table(EvalOptions *o)
      "block boundaries (default: the checkpoint's)", &o->mode_seen},
     {"--max-tokens", NULL, MOELM_ARG_INT64, &o->max_tokens, NULL, "max block tokens per batch (36000)", NULL},
     {"--batch-size", "--max-sentences", MOELM_ARG_INT, &o->batch_size, NULL, "max blocks per batch", NULL},
+    {"--moefy-top-k", NULL, MOELM_ARG_INT, &o->moefy_top_k, NULL,
+     "moefied checkpoint: experts computed per token (default: the checkpoint's --top-k)", &o->moefy_top_k_seen},
     {"--output-word-probs", NULL, MOELM_ARG_FLAG, &o->output_word_probs, NULL, "log every word's log-probability",
      NULL},
     {"--output-word-stats", NULL, MOELM_ARG_FLAG, &o->output_word_stats, NULL, "log per-word statistics", NULL},
@@ -277,6 +280,12 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   if (!resolve_blocks(o, inf, &tps, &mode, error))
     goto out;
   say("num. model params: %zu", moelm_model_num_params(inf->model));
+  char *moefied = NULL;
+  if (!moelm_moefy_inference_setup(inf->model, o->moefy_top_k_seen ? o->moefy_top_k : -1, &moefied, error))
+    goto out;
+  if (moefied)
+    say("%s", moefied);
+  g_free(moefied);
   const int K = inf->task.mixture ? inf->task.mix.num_experts : 1;
   if (inf->task.mixture)
     say("mixture of %d experts (--method %s), %s", K, inf->task.method,
