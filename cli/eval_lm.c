@@ -20,7 +20,6 @@
 #include "tasks/inference.h"
 #include "tasks/lm_data.h"
 #include "tasks/mixture_scorer.h"
-#include "tasks/moefy.h"
 #include "tasks/scorer.h"
 
 /* Without --batch-size, a model call takes about CALL_TOKENS row tokens, and its logits
@@ -32,13 +31,14 @@
 
 typedef struct {
   char *path, *gen_subset, *break_mode, *post_process;
-  int context_window, batch_size, moefy_top_k;
+  int context_window, batch_size;
   gint64 tokens_per_sample, max_tokens;
   MoelmTaskFlagOptions taskflags;
   MoelmBackendOptions backend;
   MoelmBpeOptions bpe;
   gboolean output_word_probs, output_word_stats, mixture_report;
-  gboolean tps_seen, mode_seen, moefy_top_k_seen;
+  gboolean tps_seen, mode_seen;
+  MoelmMoefyTopKOption moefy;
 } EvalOptions;
 
 static void options_init(EvalOptions *o)
@@ -66,8 +66,6 @@ static const MoelmArgSpec *eval_table(EvalOptions *o)
      "block boundaries (default: the checkpoint's)", &o->mode_seen},
     {"--max-tokens", NULL, MOELM_ARG_INT64, &o->max_tokens, NULL, "max block tokens per batch (36000)", NULL},
     {"--batch-size", "--max-sentences", MOELM_ARG_INT, &o->batch_size, NULL, "max blocks per batch", NULL},
-    {"--moefy-top-k", NULL, MOELM_ARG_INT, &o->moefy_top_k, NULL,
-     "moefied checkpoint: experts computed per token (default: the checkpoint's --top-k)", &o->moefy_top_k_seen},
     {"--output-word-probs", NULL, MOELM_ARG_FLAG, &o->output_word_probs, NULL, "log every word's log-probability",
      NULL},
     {"--output-word-stats", NULL, MOELM_ARG_FLAG, &o->output_word_stats, NULL, "log per-word statistics", NULL},
@@ -281,7 +279,7 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
     goto out;
   say("num. model params: %zu", moelm_model_num_params(inf->model));
   char *moefied = NULL;
-  if (!moelm_moefy_inference_setup(inf->model, o->moefy_top_k_seen ? o->moefy_top_k : -1, &moefied, error))
+  if (!moelm_moefy_top_k_apply(&o->moefy, inf->model, &moefied, error))
     goto out;
   if (moefied)
     say("%s", moefied);
@@ -354,6 +352,7 @@ int moelm_cmd_eval_lm(int argc, char **argv)
   EvalOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {eval_table(&o), moelm_task_flag_options_table(&o.taskflags),
+                                  moelm_moefy_top_k_table(&o.moefy),
                                   moelm_backend_options_table(&o.backend), moelm_bpe_options_table(&o.bpe, TRUE),
                                   moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();

@@ -31,7 +31,6 @@
 #include "tasks/generator.h"
 #include "tasks/inference.h"
 #include "tasks/mixture_scorer.h"
-#include "tasks/moefy.h"
 
 #define LOG "moelm.generate"
 
@@ -40,13 +39,14 @@ typedef enum { GEN_EXPERT_FIXED, GEN_EXPERT_AUTO, GEN_EXPERT_ALL } GenExpertMode
 
 typedef struct {
   char *path, *input, *bpe, *spm_model, *post_process, *gen_expert;
-  int buffer_size, batch_size, beam, nbest, topk, min_len, max_len_b, no_repeat, moefy_top_k;
+  int buffer_size, batch_size, beam, nbest, topk, min_len, max_len_b, no_repeat;
   MoelmTaskFlagOptions taskflags;
   MoelmBackendOptions backend;
   MoelmBpeOptions gpt2_files; /* --gpt2-encoder-json, --gpt2-vocab-bpe (its .bpe is unused: o->bpe) */
   gint64 max_tokens, seed, tokens_per_sample;
   double topp, temperature, max_len_a, unkpen, lenpen;
-  gboolean sampling, unnormalized, skip_invalid, moefy_top_k_seen;
+  gboolean sampling, unnormalized, skip_invalid;
+  MoelmMoefyTopKOption moefy;
   GenExpertMode expert_mode; /* from --gen-expert */
   int expert;                /* the fixed expert (0 when --gen-expert is not given) */
 } GenOptions;
@@ -76,8 +76,6 @@ static const MoelmArgSpec *gen_table(GenOptions *o)
     {"--gen-expert", NULL, MOELM_ARG_STRING, &o->gen_expert, NULL,
      "mixture: generate from expert K, from the most probable one given the prompt (auto), or from each (all); 0",
      NULL},
-    {"--moefy-top-k", NULL, MOELM_ARG_INT, &o->moefy_top_k, NULL,
-     "moefied checkpoint: experts computed per token (default: the checkpoint's --top-k)", &o->moefy_top_k_seen},
     {"--input", NULL, MOELM_ARG_STRING, &o->input, NULL, "file to read prompts from, one per line ('-' = stdin)", NULL},
     {"--buffer-size", NULL, MOELM_ARG_INT, &o->buffer_size, NULL, "prompts read before generating (accepted)", NULL},
     {"--batch-size", "--max-sentences", MOELM_ARG_INT, &o->batch_size, NULL, "prompts per batch (accepted; 1)", NULL},
@@ -415,7 +413,7 @@ static int generate(const GenOptions *o, const MoelmGeneratorConfig *gc, const c
     goto out;
   moelm_info(LOG, "running on %s: %s", run.inf->be->description, run.inf->be->reason);
   char *moefied = NULL;
-  if (!moelm_moefy_inference_setup(run.inf->model, o->moefy_top_k_seen ? o->moefy_top_k : -1, &moefied, &error))
+  if (!moelm_moefy_top_k_apply(&o->moefy, run.inf->model, &moefied, &error))
     goto out;
   if (moefied)
     moelm_info(LOG, "%s", moefied);
@@ -457,7 +455,8 @@ int moelm_cmd_generate(int argc, char **argv)
   GenOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {gen_table(&o), moelm_task_flag_options_table(&o.taskflags),
-                                  moelm_backend_options_table(&o.backend), moelm_bpe_options_table(&o.gpt2_files, FALSE),
+                                  moelm_moefy_top_k_table(&o.moefy), moelm_backend_options_table(&o.backend),
+                                  moelm_bpe_options_table(&o.gpt2_files, FALSE),
                                   moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;

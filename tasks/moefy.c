@@ -118,6 +118,11 @@ gboolean moelm_ffn_samples_collect(MoelmModel *m, const MoelmLmSplit *split, int
     moelm_lm_collate(split, g_ptr_array_index(batches, used), &src, &tgt, &B, &T);
     const MoelmBatch batch = {B, T, src, tgt};
     ok = moelm_model_score(m, &batch, NULL, NULL, NULL, error);
+    if (ok && c->layers > 0 && moelm_model_ffn_input(m, 0) == NULL) {
+      g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "the model does not keep its FFN inputs "
+                                                               "(activation checkpointing is on)");
+      ok = FALSE;
+    }
     int take = 0; /* the real tokens, as many as still fit */
     for (int i = 0; i < B * T && out->n + take < max_tokens; i++)
       if (src[i] != MOELM_PAD)

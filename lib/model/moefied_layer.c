@@ -172,8 +172,8 @@ gboolean moelm_model_set_moefy_top_k(MoelmModel *m, int k, GError **error)
 
 const MoelmAct *moelm_model_ffn_input(const MoelmModel *m, int layer)
 {
-  if (m->acts == NULL || layer < 0 || layer >= m->cfg.layers)
-    return NULL;
+  if (m->acts == NULL || layer < 0 || layer >= m->cfg.layers || m->checkpoint_activations)
+    return NULL; /* (checkpointed layers share one set of activations: only the last is left) */
   return m->cfg.normalize_before ? m->acts[layer].n2 : m->acts[layer].n1;
 }
 

@@ -152,7 +152,7 @@ gboolean moelm_model_set_moefy_top_k(MoelmModel *m, int k, GError **error);
 
 /* The FFN input (N, C) of decoder layer `layer` in the last forward (score or train_step,
  * N = B*T of that batch; the final_layer_norm's output with pre-norm): backend memory, valid
- * until the next forward. NULL before the first forward. */
+ * until the next forward. NULL before the first forward and with checkpointed activations. */
 const MoelmAct *moelm_model_ffn_input(const MoelmModel *m, int layer);
 
 /* out (N, C) = decoder layer `layer`'s FFN alone (dense, token-MoE with eval routing, or
