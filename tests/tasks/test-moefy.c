@@ -323,6 +323,18 @@ static void test_cli_generate_and_errors(void)
   g_free(out);
   g_free(err);
 
+  /* score (fairseq hub's) runs it too, with the same flag */
+  char *items = g_build_filename(tmp, "items.jsonl", NULL);
+  const char *jsonl = "{\"context\": \"the quick\", \"choices\": [\"brown fox\", \"lazy dog\"], \"label\": 0}\n";
+  moelm_test_write_file(items, jsonl, strlen(jsonl));
+  const char *score[] = {"score", data, "--path", save, "--input", items, "--threads", "1", "--moefy-top-k", "3", NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(score, NULL, &out, &err), 0);
+  CU_ASSERT(out && strstr(out, "accuracy"));
+  CU_ASSERT(err && strstr(err, "top-3 computed per token (75.0% of each FFN)"));
+  g_free(out);
+  g_free(err);
+  g_free(items);
+
   char *nowhere = g_build_filename(tmp, "never.pt", NULL);
   static const struct {
     const char *which, *experts, *k, *needle;
