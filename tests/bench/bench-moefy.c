@@ -4,9 +4,10 @@
  * Takes the FFN inputs of real tokens (one batch of rows of DATA's valid split through the
  * dense model: --tokens of them), then times every layer's FFN alone
  * (moelm_model_ffn_forward: the dense fc1 → act → fc2, or the moefied selector → top-k →
- * gather → grouped GEMMs → scatter) on those same inputs, best of --reps repetitions, and
- * prints one markdown row per (checkpoint, k): milliseconds for all layers' FFNs over the
- * tokens, and the speed-up against the dense FFN.
+ * gather → grouped GEMMs → scatter) on those same inputs: the dense FFN and every (checkpoint,
+ * k) in turn, --reps rounds, the best round of each. Prints the dense FFNs' activation
+ * sparsity and one markdown row per (checkpoint, k): milliseconds for all layers' FFNs over
+ * the tokens, and the speed-up against the dense FFN.
  * usage: bench-moefy DATA DENSE.pt MOEFIED.pt... [--ks 4,8,12,20,40] [--tokens 1024]
  *        [--reps 5] [--threads 1] */
 #include "config.h"
@@ -25,20 +26,15 @@ static int die(const char *what, GError *error)
   return 1;
 }
 
-/* The best of `reps` timings of every layer's FFN on the inputs x[l] (N rows each). */
-static gboolean time_ffns(MoelmModel *m, MoelmAct **x, MoelmAct *out, int N, int reps, double *best, GError **error)
+/* One timing of every layer's FFN on the inputs x[l] (N rows each). */
+static gboolean time_ffns(MoelmModel *m, MoelmAct **x, MoelmAct *out, int N, double *t, GError **error)
 {
   const int L = moelm_model_get_config(m)->layers;
-  *best = 1e30;
-  for (int r = 0; r <= reps; r++) { /* the first run warms up (and grows the scratch) */
-    const double t0 = moelm_time_now();
-    for (int l = 0; l < L; l++)
-      if (!moelm_model_ffn_forward(m, l, x[l], out, N, error))
-        return FALSE;
-    const double t = moelm_time_now() - t0;
-    if (r > 0 && t < *best)
-      *best = t;
-  }
+  const double t0 = moelm_time_now();
+  for (int l = 0; l < L; l++)
+    if (!moelm_model_ffn_forward(m, l, x[l], out, N, error))
+      return FALSE;
+  *t = moelm_time_now() - t0;
   return TRUE;
 }
 
@@ -120,27 +116,45 @@ int main(int argc, char **argv)
   g_free(hh);
   be->ops->free(be, h);
 
-  double base;
-  if (!time_ffns(dense->model, x, out, N, reps, &base, &error))
-    return die("dense FFN", error);
-  printf("FFN time of %d layers over %d tokens, best of %d, %s\n\n", L, N, reps, be->description);
+  /* every configuration in turn, round after round (the machine is shared: a load that comes
+   * and goes then hits them all alike), keeping each one's best round; round 0 warms up */
+  char **ks = g_strsplit(ks_text, ",", -1);
+  const guint nk = g_strv_length(ks), nm = pos->len - 2;
+  MoelmInference **mf = g_new0(MoelmInference *, MAX(nm, 1));
+  for (guint p = 0; p < nm; p++)
+    if ((mf[p] = moelm_inference_open(g_ptr_array_index(pos, p + 2), data, &spec, &error)) == NULL)
+      return die("moefied checkpoint", error);
+  double base = 1e30, *best = g_new(double, (size_t)MAX(nm, 1) * MAX(nk, 1));
+  for (size_t i = 0; i < (size_t)nm * nk; i++)
+    best[i] = 1e30;
+  for (int r = 0; r <= reps; r++) {
+    double t;
+    if (!time_ffns(dense->model, x, out, N, &t, &error))
+      return die("dense FFN", error);
+    if (r > 0)
+      base = MIN(base, t);
+    for (guint p = 0; p < nm; p++)
+      for (guint k = 0; k < nk; k++) {
+        if (!moelm_model_set_moefy_top_k(mf[p]->model, atoi(ks[k]), &error) ||
+            !time_ffns(mf[p]->model, x, out, N, &t, &error))
+          return die(g_ptr_array_index(pos, p + 2), error);
+        if (r > 0)
+          best[p * nk + k] = MIN(best[p * nk + k], t);
+      }
+  }
+  printf("FFN time of %d layers over %d tokens, best of %d rounds, %s\n\n", L, N, reps, be->description);
   printf("| checkpoint | selection | k/E | FFN ms | speed-up |\n|---|---|---|---|---|\n");
   printf("| %s (dense) | - | - | %.2f | 1.00 |\n", (char *)g_ptr_array_index(pos, 1), 1e3 * base);
-  char **ks = g_strsplit(ks_text, ",", -1);
-  for (guint p = 2; p < pos->len; p++) {
-    MoelmInference *mf = moelm_inference_open(g_ptr_array_index(pos, p), data, &spec, &error);
-    if (mf == NULL)
-      return die("moefied checkpoint", error);
-    const MoelmModelConfig *mc = moelm_model_get_config(mf->model);
-    for (char **k = ks; *k; k++) {
-      double t;
-      if (!moelm_model_set_moefy_top_k(mf->model, atoi(*k), &error) || !time_ffns(mf->model, x, out, N, reps, &t, &error))
-        return die(g_ptr_array_index(pos, p), error);
-      printf("| %s | %s | %d/%d | %.2f | %.2f |\n", (char *)g_ptr_array_index(pos, p),
-             moelm_moefy_select_name(mc->moefy_select), atoi(*k), mc->moefy_experts, 1e3 * t, base / t);
-    }
-    moelm_inference_free(mf);
+  for (guint p = 0; p < nm; p++) {
+    const MoelmModelConfig *mc = moelm_model_get_config(mf[p]->model);
+    for (guint k = 0; k < nk; k++)
+      printf("| %s | %s | %d/%d | %.2f | %.2f |\n", (char *)g_ptr_array_index(pos, p + 2),
+             moelm_moefy_select_name(mc->moefy_select), atoi(ks[k]), mc->moefy_experts, 1e3 * best[p * nk + k],
+             base / best[p * nk + k]);
+    moelm_inference_free(mf[p]);
   }
+  g_free(mf);
+  g_free(best);
   g_strfreev(ks);
   for (int l = 0; l < L; l++)
     be->ops->free(be, x[l]);
