@@ -549,10 +549,10 @@ gboolean moelm_moefy_run(const MoelmMoefyRun *run, GError **error)
   MoelmModel *mf = NULL;
   gboolean ok = FALSE;
   const MoelmModelConfig *dc = moelm_model_get_config(inf->model);
-  if (inf->mixture) {
+  if (inf->task.mixture) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
                 "%s: is a sequence-level mixture (--task %s); moefy takes a dense language_modeling checkpoint",
-                run->path, moelm_inference_task_name(inf));
+                run->path, inf->task.name);
     goto out;
   }
   if (!moelm_moefy_check(dc, opt, run->path, error))
@@ -566,11 +566,8 @@ gboolean moelm_moefy_run(const MoelmMoefyRun *run, GError **error)
                  ? " (an upper bound: it computes every expert's activations to choose)"
                  : "");
   if (moelm_moefy_needs_samples(opt)) {
-    MoelmBreakMode mode;
-    const int64_t tps = moelm_inference_task_int(inf, "tokens_per_sample", dc->max_positions);
-    if (!moelm_break_mode_parse(moelm_inference_task_string(inf, "sample_break_mode", "none"), &mode, error))
-      goto out;
-    split = moelm_lm_split_open(run->data_dir, run->subset, MIN(tps, dc->max_positions), mode,
+    const int64_t tps = inf->task.tokens_per_sample > 0 ? inf->task.tokens_per_sample : dc->max_positions;
+    split = moelm_lm_split_open(run->data_dir, run->subset, MIN(tps, dc->max_positions), inf->task.break_mode,
                                 moelm_dictionary_size(inf->dict), error);
     if (split == NULL ||
         !moelm_ffn_samples_collect(inf->model, split, run->collect_tokens, run->batch_tokens, opt->seed, &samples,

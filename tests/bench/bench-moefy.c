@@ -71,7 +71,7 @@ int main(int argc, char **argv)
   MoelmBackend *be = dense->be;
 
   /* the FFN inputs of `tokens` real tokens: rows of the valid split, no padding */
-  const int64_t tps = moelm_inference_task_int(dense, "tokens_per_sample", 128);
+  const int64_t tps = dense->task.tokens_per_sample > 0 ? dense->task.tokens_per_sample : 128;
   MoelmLmSplit *split = moelm_lm_split_open(data, "valid", tps, MOELM_BREAK_NONE, moelm_dictionary_size(dense->dict),
                                             &error);
   if (split == NULL)
