@@ -12,6 +12,7 @@ int moelm_cmd_eval_lm(int argc, char **argv);
 int moelm_cmd_generate(int argc, char **argv);
 int moelm_cmd_convert(int argc, char **argv);
 int moelm_cmd_score(int argc, char **argv);
+int moelm_cmd_moefy(int argc, char **argv);
 
 /* Print "moelm SUBCOMMAND: error: MESSAGE" and return the status to exit with. */
 int moelm_cli_fail(const char *subcommand, const GError *error, int status);

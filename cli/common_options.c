@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common_options.h"
+#include "tasks/moefy.h"
 #include "moelm/errors.h"
 
 const MoelmArgSpec moelm_ignored_options[] = {
@@ -222,6 +223,23 @@ void moelm_backend_options_init(MoelmBackendOptions *o)
   memset(o, 0, sizeof *o);
   o->device_id = -1;
   o->threads = moelm_cli_threads_default();
+}
+
+const MoelmArgSpec *moelm_moefy_top_k_table(MoelmMoefyTopKOption *o)
+{
+  static MoelmArgSpec t[2];
+  const MoelmArgSpec spec[] = {
+    {"--moefy-top-k", NULL, MOELM_ARG_INT, &o->top_k, NULL,
+     "moefied checkpoint: experts computed per token (default: the checkpoint's --top-k)", &o->seen},
+    {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+  };
+  memcpy(t, spec, sizeof spec);
+  return t;
+}
+
+gboolean moelm_moefy_top_k_apply(const MoelmMoefyTopKOption *o, MoelmModel *model, char **line, GError **error)
+{
+  return moelm_moefy_inference_setup(model, o->seen ? o->top_k : -1, line, error);
 }
 
 const MoelmArgSpec *moelm_backend_options_table(MoelmBackendOptions *o)

@@ -69,6 +69,20 @@ const MoelmArgSpec *moelm_bpe_options_table(MoelmBpeOptions *o, gboolean with_bp
  * --bpe gpt2, or --bpe gpt2 without them, are errors; other --bpe names are left to the caller. */
 gboolean moelm_bpe_options_load(const MoelmBpeOptions *o, MoelmGpt2Bpe **gpt2, GError **error);
 
+/* --moefy-top-k K (eval-lm, generate, score): the experts a moefied checkpoint computes per
+ * token (docs/moefy.md). */
+typedef struct {
+  int top_k;
+  gboolean seen;
+} MoelmMoefyTopKOption;
+
+/* A table bound to `o` (static storage: one at a time). */
+const MoelmArgSpec *moelm_moefy_top_k_table(MoelmMoefyTopKOption *o);
+/* Apply it to `model`; *line (g_free) says what a moefied model computes, for the log (NULL
+ * for a model that is not moefied). The flag on a model that is not moefied, or K outside
+ * 1..E, is an error. */
+gboolean moelm_moefy_top_k_apply(const MoelmMoefyTopKOption *o, MoelmModel *model, char **line, GError **error);
+
 /* --threads N (moelm): CPU threads; 0 = all cores. */
 int moelm_cli_threads_default(void);
 

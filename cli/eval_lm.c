@@ -38,6 +38,7 @@ typedef struct {
   MoelmBpeOptions bpe;
   gboolean output_word_probs, output_word_stats, mixture_report;
   gboolean tps_seen, mode_seen;
+  MoelmMoefyTopKOption moefy;
 } EvalOptions;
 
 static void options_init(EvalOptions *o)
@@ -277,6 +278,12 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   if (!resolve_blocks(o, inf, &tps, &mode, error))
     goto out;
   say("num. model params: %zu", moelm_model_num_params(inf->model));
+  char *moefied = NULL;
+  if (!moelm_moefy_top_k_apply(&o->moefy, inf->model, &moefied, error))
+    goto out;
+  if (moefied)
+    say("%s", moefied);
+  g_free(moefied);
   const int K = inf->task.mixture ? inf->task.mix.num_experts : 1;
   if (inf->task.mixture)
     say("mixture of %d experts (--method %s), %s", K, inf->task.method,
@@ -345,6 +352,7 @@ int moelm_cmd_eval_lm(int argc, char **argv)
   EvalOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {eval_table(&o), moelm_task_flag_options_table(&o.taskflags),
+                                  moelm_moefy_top_k_table(&o.moefy),
                                   moelm_backend_options_table(&o.backend), moelm_bpe_options_table(&o.bpe, TRUE),
                                   moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();

@@ -46,6 +46,7 @@ typedef struct {
   gint64 max_tokens, seed, tokens_per_sample;
   double topp, temperature, max_len_a, unkpen, lenpen;
   gboolean sampling, unnormalized, skip_invalid;
+  MoelmMoefyTopKOption moefy;
   GenExpertMode expert_mode; /* from --gen-expert */
   int expert;                /* the fixed expert (0 when --gen-expert is not given) */
 } GenOptions;
@@ -411,6 +412,12 @@ static int generate(const GenOptions *o, const MoelmGeneratorConfig *gc, const c
   if (run.inf == NULL)
     goto out;
   moelm_info(LOG, "running on %s: %s", run.inf->be->description, run.inf->be->reason);
+  char *moefied = NULL;
+  if (!moelm_moefy_top_k_apply(&o->moefy, run.inf->model, &moefied, &error))
+    goto out;
+  if (moefied)
+    moelm_info(LOG, "%s", moefied);
+  g_free(moefied);
   if (!setup_spm(&run, data_dir, &error) || !setup_generator(&run, gc, &error))
     goto out;
   run.max_positions = moelm_model_get_config(run.inf->model)->max_positions;
@@ -448,7 +455,8 @@ int moelm_cmd_generate(int argc, char **argv)
   GenOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {gen_table(&o), moelm_task_flag_options_table(&o.taskflags),
-                                  moelm_backend_options_table(&o.backend), moelm_bpe_options_table(&o.gpt2_files, FALSE),
+                                  moelm_moefy_top_k_table(&o.moefy), moelm_backend_options_table(&o.backend),
+                                  moelm_bpe_options_table(&o.gpt2_files, FALSE),
                                   moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;

@@ -23,6 +23,7 @@ static const Subcommand subcommands[] = {
   {"interactive", moelm_cmd_generate, "alias of generate"},
   {"convert", moelm_cmd_convert, "import a fairseq (PyTorch) checkpoint: dense or sharded MoE"},
   {"score", moelm_cmd_score, "log-probabilities of choices given a context (fairseq hub's score; COPA-style)"},
+  {"moefy", moelm_cmd_moefy, "split a trained dense model's FFNs into experts that run sparsely (MoEfication)"},
 };
 
 int moelm_cli_fail(const char *subcommand, const GError *error, int status)

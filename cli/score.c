@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "common_options.h"
 #include "moelm/errors.h"
+#include "moelm/log.h"
 #include "moelm/pyformat.h"
 #include "moelm/spm.h"
 #include "tasks/choice_scorer.h"
@@ -30,6 +31,7 @@ typedef struct {
   MoelmBackendOptions backend;
   MoelmBpeOptions bpe;
   MoelmTaskFlagOptions taskflags;
+  MoelmMoefyTopKOption moefy;
 } ScoreOptions;
 
 typedef struct {
@@ -316,8 +318,13 @@ static gboolean run(const ScoreOptions *o, const char *data, GError **error)
   inf = moelm_inference_open(o->path, data, &spec, error);
   const MoelmTaskFlags flags = moelm_task_flag_options_get(&o->taskflags);
   MoelmChoiceScorer scorer = {0};
-  if (inf == NULL || !moelm_inference_check_task(inf, &flags, error) || !choose_expert(o, inf, &scorer.expert, error))
+  char *moefied = NULL;
+  if (inf == NULL || !moelm_inference_check_task(inf, &flags, error) || !choose_expert(o, inf, &scorer.expert, error) ||
+      !moelm_moefy_top_k_apply(&o->moefy, inf->model, &moefied, error))
     goto out;
+  if (moefied)
+    moelm_info("moelm.score", "%s", moefied);
+  g_free(moefied);
   scorer.model = inf->model;
   scorer.mix = inf->task.mixture ? &inf->task.mix : NULL;
   scorer.gate = inf->gate;
@@ -356,7 +363,8 @@ int moelm_cmd_score(int argc, char **argv)
     {NULL, NULL, 0, NULL, NULL, NULL, NULL},
   };
   const MoelmArgSpec *tables[] = {spec, moelm_bpe_options_table(&o.bpe, TRUE),
-                                  moelm_task_flag_options_table(&o.taskflags), moelm_backend_options_table(&o.backend),
+                                  moelm_task_flag_options_table(&o.taskflags), moelm_moefy_top_k_table(&o.moefy),
+                                  moelm_backend_options_table(&o.backend),
                                   moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();
   gboolean help = FALSE;

@@ -76,6 +76,7 @@ gboolean moelm_model_config_set_arch(MoelmModelConfig *cfg, const char *arch, GE
     if (cfg->max_positions <= 0)
       cfg->max_positions = 1024;
     set_moe_defaults(cfg);
+    cfg->moefy_experts = cfg->moefy_top_k = cfg->moefy_router_dim = 0; /* dense */
     return TRUE;
   }
   char *names = g_strdup(moelm_model_arch_names());
@@ -121,6 +122,25 @@ gboolean moelm_second_expert_policy_parse(const char *name, MoelmSecondExpertPol
 const char *moelm_second_expert_policy_name(MoelmSecondExpertPolicy policy)
 {
   return (unsigned)policy < G_N_ELEMENTS(policy_names) ? policy_names[policy] : "?";
+}
+
+static const char *const select_names[] = {"similarity", "mlp", "groundtruth"};
+
+gboolean moelm_moefy_select_parse(const char *name, MoelmMoefySelect *select, GError **error)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS(select_names); i++)
+    if (strcmp(name, select_names[i]) == 0) {
+      *select = (MoelmMoefySelect)i;
+      return TRUE;
+    }
+  g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+              "unknown --select '%s' (choose from similarity, mlp, groundtruth)", name);
+  return FALSE;
+}
+
+const char *moelm_moefy_select_name(MoelmMoefySelect select)
+{
+  return (unsigned)select < G_N_ELEMENTS(select_names) ? select_names[select] : "?";
 }
 
 gboolean moelm_model_config_is_moe_layer(const MoelmModelConfig *cfg, int layer)
@@ -192,6 +212,14 @@ JsonNode *moelm_model_config_to_json(const MoelmModelConfig *cfg)
     json_builder_set_member_name(b, "moe_gate_loss_combine_method");
     json_builder_add_string_value(b, cfg->moe_gate_loss_sum ? "sum" : "average");
   }
+  if (cfg->moefy_experts > 0) { /* MoEfication (docs/moefy.md) */
+    PUT_INT("moefy_num_experts", cfg->moefy_experts);
+    PUT_INT("moefy_top_k", cfg->moefy_top_k);
+    json_builder_set_member_name(b, "moefy_select");
+    json_builder_add_string_value(b, moelm_moefy_select_name(cfg->moefy_select));
+    if (cfg->moefy_select == MOELM_MOEFY_SELECT_MLP)
+      PUT_INT("moefy_router_dim", cfg->moefy_router_dim);
+  }
 #undef PUT_INT
 #undef PUT_BOOL
 #undef PUT_DOUBLE
@@ -229,14 +257,16 @@ static gboolean bools_from_json(MoelmModelConfig *cfg, JsonObject *o, GError **e
 
 static gboolean strings_from_json(MoelmModelConfig *cfg, JsonObject *o, GError **error)
 {
-  const char *arch = NULL, *act = NULL, *policy = "sampling", *combine = "average";
+  const char *arch = NULL, *act = NULL, *policy = "sampling", *combine = "average", *select = "similarity";
   if (!moelm_json_get_string(o, "arch", &arch, error) || !moelm_json_get_string(o, "activation_fn", &act, error) ||
       !moelm_json_get_string(o, "moe_second_expert_policy", &policy, error) ||
-      !moelm_json_get_string(o, "moe_gate_loss_combine_method", &combine, error))
+      !moelm_json_get_string(o, "moe_gate_loss_combine_method", &combine, error) ||
+      !moelm_json_get_string(o, "moefy_select", &select, error))
     return FALSE;
   cfg->arch = g_strdup(arch);
   if (!moelm_activation_parse(act, &cfg->activation, error) ||
-      !moelm_second_expert_policy_parse(policy, &cfg->moe_second_expert_policy, error))
+      !moelm_second_expert_policy_parse(policy, &cfg->moe_second_expert_policy, error) ||
+      !moelm_moefy_select_parse(select, &cfg->moefy_select, error))
     return FALSE;
   if (strcmp(combine, "sum") != 0 && strcmp(combine, "average") != 0) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "moe_gate_loss_combine_method '%s' is not sum or average",

@@ -24,6 +24,10 @@ const MoelmIntLimit moelm_model_int_limits[] = {
   INT_FIELD("moe_freq", "--moe-freq", moe_freq, 0, MOELM_MODEL_MAX_LAYERS),
   INT_FIELD("moe_expert_count", "--moe-expert-count", moe_experts, 0, MOELM_MODEL_MAX_EXPERTS),
   INT_FIELD("moe_expert_ffn_dim", "--moe-expert-ffn-dim", moe_expert_ffn_dim, 0, MOELM_MODEL_MAX_FFN_DIM),
+  /* MoEfication (moelm moefy, docs/moefy.md); 0: not moefied */
+  INT_FIELD("moefy_num_experts", "moefy --num-experts", moefy_experts, 0, MOELM_MODEL_MAX_FFN_DIM),
+  INT_FIELD("moefy_top_k", "--moefy-top-k", moefy_top_k, 0, MOELM_MODEL_MAX_FFN_DIM),
+  INT_FIELD("moefy_router_dim", "moefy --router-dim", moefy_router_dim, 0, MOELM_MODEL_MAX_FFN_DIM),
 };
 const size_t moelm_model_n_int_limits = G_N_ELEMENTS(moelm_model_int_limits);
 
@@ -93,6 +97,24 @@ static gboolean check_moe(const MoelmModelConfig *cfg, GError **error)
   return TRUE;
 }
 
+static gboolean check_moefy(const MoelmModelConfig *cfg, GError **error)
+{
+  const int E = cfg->moefy_experts;
+  if (E == 0)
+    return TRUE;
+  if (cfg->moe_freq > 0)
+    return invalid(error, "a moefied model has no token-MoE layers (moe_freq %d)", cfg->moe_freq);
+  if (cfg->ffn_dim % E != 0)
+    return invalid(error, "moefy_num_experts %d must divide --decoder-ffn-embed-dim %d", E, cfg->ffn_dim);
+  if (cfg->moefy_top_k < 1 || cfg->moefy_top_k > E)
+    return invalid(error, "moefy_top_k must be between 1 and moefy_num_experts %d, got %d", E, cfg->moefy_top_k);
+  if ((unsigned)cfg->moefy_select > MOELM_MOEFY_SELECT_GROUNDTRUTH)
+    return invalid(error, "unknown moefy_select");
+  if (cfg->moefy_select == MOELM_MOEFY_SELECT_MLP && cfg->moefy_router_dim <= 0)
+    return invalid(error, "the MLP selector needs a positive moefy_router_dim");
+  return TRUE;
+}
+
 gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error)
 {
   if (!check_ranges(cfg, error))
@@ -104,7 +126,7 @@ gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error
     return invalid(error, "a gating network needs at least 2 experts");
   if ((unsigned)cfg->activation > MOELM_ACT_TANH)
     return invalid(error, "unknown --activation-fn");
-  return check_moe(cfg, error);
+  return check_moe(cfg, error) && check_moefy(cfg, error);
 }
 
 int moelm_model_config_moe_layers(const MoelmModelConfig *cfg)
@@ -139,6 +161,12 @@ gboolean moelm_model_config_num_params(const MoelmModelConfig *cfg, guint64 *cou
     ok = mul_add(&n, V, C);
   if (ok && cfg->gate_experts > 0)
     ok = mul_add(&n, C + 1, C + (guint64)cfg->gate_experts);
+  /* a moefied FFN holds the dense one's parameters, reordered, plus its selector's router */
+  const guint64 ME = (guint64)cfg->moefy_experts, H = (guint64)cfg->moefy_router_dim, L = (guint64)cfg->layers;
+  if (ok && ME > 0 && cfg->moefy_select == MOELM_MOEFY_SELECT_SIMILARITY)
+    ok = mul_add(&n, L, ME * C);
+  if (ok && ME > 0 && cfg->moefy_select == MOELM_MOEFY_SELECT_MLP)
+    ok = mul_add(&n, L, H * C + H + ME * H + ME);
   *count = ok ? n : G_MAXUINT64;
   return ok;
 }

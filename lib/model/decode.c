@@ -145,7 +145,7 @@ gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *toke
     return FALSE;
   }
   const int R = kc->rows, n = R * Tq;
-  if (!ensure_scratch(kc, n, error))
+  if (!ensure_scratch(kc, n, error) || !moelm_moefied_ensure(m, n, error))
     return FALSE;
   MoelmBackend *be = m->be;
   const struct moelm_backend_ops *o = be->ops;
@@ -187,6 +187,8 @@ gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *toke
     }
     if (L->moe) { /* eval routing over the n new tokens (dropless unless an eval capacity is set) */
       moelm_moe_forward(m, l, &kc->moe, in, kc->tmp, n, FALSE, NULL, NULL);
+    } else if (L->moefied) {
+      moelm_moefied_forward(m, l, in, kc->tmp, n, NULL);
     } else {
       o->linear_forward(be, kc->ffn, in, W_PARAM(m, L->fc1_w), W_PARAM(m, L->fc1_b), n, C, F);
       o->activation_forward(be, c->activation, kc->ffn, kc->ffn, (size_t)n * F);

@@ -91,6 +91,8 @@ static const MoelmAct *layer_forward(MoelmModel *m, int l, const MoelmAct *x_in,
   }
   if (L->moe) {
     moelm_moe_forward(m, l, a->moe, ffn_in, a->r2, N, training, ids, m->any_pad ? m->d_pad : NULL);
+  } else if (L->moefied) { /* inference only: no dropout */
+    moelm_moefied_forward(m, l, ffn_in, a->r2, N, m->any_pad ? m->d_pad : NULL);
   } else {
     o->linear_forward(be, a->fc1, ffn_in, W_PARAM(m, L->fc1_w), W_PARAM(m, L->fc1_b), N, C, F);
     o->activation_forward(be, c->activation, a->fcact, a->fc1, (size_t)N * F);
@@ -228,7 +230,8 @@ static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepI
                 T, c->max_positions);
     return FALSE;
   }
-  if (!moelm_model_ensure_workspace(m, N, error) || !moelm_model_ensure_attention(m, B, T, error))
+  if (!moelm_model_ensure_workspace(m, N, error) || !moelm_model_ensure_attention(m, B, T, error) ||
+      !moelm_moefied_ensure(m, N, error))
     return FALSE;
   MoelmBackend *be = m->be;
   moelm_model_upload_batch(m, batch);
@@ -367,6 +370,11 @@ static void embedding_backward_skip_pad(MoelmModel *m, float *dwte, float *dwpe,
 gboolean moelm_model_train_step(MoelmModel *m, const MoelmBatch *batch, const MoelmStepIds *ids,
                                 const float *row_weights, float *tok_lprobs, float *row_lprobs, GError **error)
 {
+  if (m->cfg.moefy_experts > 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED,
+                "a moefied model (moelm moefy) is for inference only: train the dense model instead");
+    return FALSE;
+  }
   if (!forward(m, batch, ids, TRUE, error))
     return FALSE;
   accumulate_moe_stats(m);

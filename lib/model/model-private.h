@@ -7,6 +7,7 @@
 #include "moelm/model.h"
 
 typedef struct MoelmExpertExchange MoelmExpertExchange;
+typedef struct MoefiedActs MoefiedActs;
 typedef struct MoeEpLayer MoeEpLayer;
 
 /* Offsets (in floats) of one layer's parameters in the arena. */
@@ -23,6 +24,13 @@ typedef struct {
   int moe_index;             /* 0-based among the MoE layers */
   size_t gate_w;
   size_t experts, expert_stride;
+  /* moefied layers (moefied_layer.c, docs/moefy.md): fc1_w (F, C) and fc1_b (F) hold the E
+   * experts' rows in expert order (expert e's at + e*Fe*C and + e*Fe), fc2_w the E experts'
+   * (C, Fe) blocks back to back, fc2_b the layer's one output bias; the selector's router:
+   * similarity router_w (E, C); MLP router_w (H, C), router_b (H), router2_w (E, H),
+   * router2_b (E); groundtruth none */
+  gboolean moefied;
+  size_t router_w, router_b, router2_w, router2_b;
   size_t begin, end;         /* the layer's whole range of the arena */
 } LayerParams;
 
@@ -124,6 +132,10 @@ struct MoelmModel {
   gboolean checkpoint_activations;
   MoelmAct **layer_out;     /* (layers) of (N, C), when checkpointing */
 
+  /* MoEfication: the moefied layers' scratch (forward only, shared by the layers, the
+   * scorer's forward and the KV cache's decoding; grows with the tokens of a call) */
+  MoefiedActs *mf;
+
   MoelmGradReadyFunc grad_ready; /* see moelm_model_set_grad_ready */
   void *grad_ready_data;
 };
@@ -172,6 +184,15 @@ void moelm_moe_exchange_backward(MoelmModel *m, int l, MoeActs *a, const MoelmSt
                                  MoelmAct *dxin, int R);
 void moelm_moe_exchange_layer_free(MoelmModel *m, MoeActs *a);
 void moelm_moe_exchange_free(MoelmModel *m);
+
+/* ---- moefied layers (moefied_layer.c) ---- */
+/* Make the moefied layers' scratch hold N tokens (no-op for a model that is not moefied). */
+gboolean moelm_moefied_ensure(MoelmModel *m, int N, GError **error);
+void moelm_moefied_free(MoelmModel *m);
+/* out (N,C) = the moefied FFN of layer l on inp (N,C) (before the residual): only the
+ * moefy_top_k experts the selector scores highest for each token are computed; pad (N)
+ * backend memory or NULL: tokens that choose no expert (out = the fc2 bias). */
+void moelm_moefied_forward(MoelmModel *m, int l, const MoelmAct *inp, MoelmAct *out, int N, const uint8_t *pad);
 
 /* Allocate the model-level MoE scratch for N tokens (no-op for a dense model). */
 gboolean moelm_moe_workspace_alloc(MoelmModel *m, int N, GError **error);

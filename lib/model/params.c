@@ -64,6 +64,41 @@ static void layout_moe_experts(MoelmModel *m, int l, LayerParams *L)
   L->expert_stride = (size_t)Fe * C + Fe + (size_t)C * Fe + C;
 }
 
+/* A moefied FFN (docs/moefy.md) in place of fc1/fc2: every expert's fc1 rows, then their
+ * biases, then their fc2 blocks (so that fc1 over all experts is one (F, C) linear, for the
+ * groundtruth selector), the one fc2 bias, and the selector's router. */
+static void layout_moefied(MoelmModel *m, int l, LayerParams *L)
+{
+  const MoelmModelConfig *c = &m->cfg;
+  const int C = c->embed_dim, E = c->moefy_experts, Fe = c->ffn_dim / E, H = c->moefy_router_dim;
+  char name[160];
+  L->moefied = TRUE;
+  static const char *const parts[] = {"fc1.weight", "fc1.bias", "fc2.weight"};
+  const int64_t shapes[3][2] = {{Fe, C}, {Fe, 0}, {C, Fe}};
+  size_t *first[3] = {&L->fc1_w, &L->fc1_b, &L->fc2_w};
+  for (int k = 0; k < 3; k++)
+    for (int e = 0; e < E; e++) {
+      g_snprintf(name, sizeof name, "decoder.layers.%d.moefied.experts.%d.%s", l, e, parts[k]);
+      const size_t off = add_param(m, name, shapes[k][0], shapes[k][1]);
+      if (e == 0)
+        *first[k] = off;
+    }
+  g_snprintf(name, sizeof name, "decoder.layers.%d.moefied.fc2.bias", l);
+  L->fc2_b = add_param(m, name, C, 0);
+  if (c->moefy_select == MOELM_MOEFY_SELECT_SIMILARITY) {
+    g_snprintf(name, sizeof name, "decoder.layers.%d.moefied.router.weight", l);
+    L->router_w = add_param(m, name, E, C);
+  } else if (c->moefy_select == MOELM_MOEFY_SELECT_MLP) {
+    const char *const rparts[] = {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"};
+    const int64_t rshapes[4][2] = {{H, C}, {H, 0}, {E, H}, {E, 0}};
+    size_t *roff[4] = {&L->router_w, &L->router_b, &L->router2_w, &L->router2_b};
+    for (int k = 0; k < 4; k++) {
+      g_snprintf(name, sizeof name, "decoder.layers.%d.moefied.router.%s", l, rparts[k]);
+      *roff[k] = add_param(m, name, rshapes[k][0], rshapes[k][1]);
+    }
+  }
+}
+
 static void layout(MoelmModel *m)
 {
   const MoelmModelConfig *c = &m->cfg;
@@ -99,6 +134,8 @@ static void layout(MoelmModel *m)
       layout_moe_gate(m, l, L);
       if (m->expert_world <= 1)
         layout_moe_experts(m, l, L);
+    } else if (c->moefy_experts > 0) {
+      layout_moefied(m, l, L);
     } else {
       P(fc1_w, "fc1.weight", F, C);
       P(fc1_b, "fc1.bias", F, 0);
@@ -238,6 +275,7 @@ static void free_workspace(MoelmModel *m)
   for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
     moelm_model_release(m, bufs[i]);
   moelm_moe_workspace_free(m);
+  moelm_moefied_free(m);
   m->max_rows = 0;
   m->att_cap = 0;
 }
@@ -317,14 +355,15 @@ gboolean moelm_model_ensure_workspace(MoelmModel *m, int N, GError **error)
       a->moe = g_new0(MoeActs, 1);
       ok = ok && moelm_moe_acts_alloc(m, a->moe, N, error);
     }
-    if (!m->layers[l].moe || (shared && m->n_moe < c->layers)) {
+    if (!m->layers[l].moefied && (!m->layers[l].moe || (shared && m->n_moe < c->layers))) {
+      /* (moefied layers use the shared m->mf) */
       moelm_model_alloc(m, &a->fc1, n * F, A, &ok, error);
       moelm_model_alloc(m, &a->fcact, n * F, A, &ok, error);
     }
   }
   for (int l = 1; shared && l < c->layers; l++)
     m->acts[l] = m->acts[0];
-  ok = ok && moelm_moe_workspace_alloc(m, N, error);
+  ok = ok && moelm_moe_workspace_alloc(m, N, error) && moelm_moefied_ensure(m, N, error);
   if (!ok) {
     free_workspace(m);
     return FALSE;

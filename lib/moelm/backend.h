@@ -309,6 +309,18 @@ struct moelm_backend_ops {
   void (*moe_gate_backward)(MoelmBackend *be, const MoelmRouteParams *p, int S, const MoelmRouteBuffers *r,
                             const float *drow_weight, double aux_coef, float *dlogits);
 
+  /* ---- top-k selection by score (MoEfication's experts, docs/moefy.md; fp32) ----------
+   * For each of S tokens the K of E experts with the largest scores (S, E), 1 <= K <= E
+   * (ties: the lower expert first; a NaN score counts as -inf): choice (S*K) int32 lists them
+   * in decreasing score, -1 for a padding token (pad[s] != 0; pad (S) uint8 or NULL). The
+   * chosen (token, expert) pairs are then grouped by expert, tokens in increasing order within
+   * an expert: expert e owns dispatch rows offsets[e] .. offsets[e+1]-1 (offsets (E+1) int32),
+   * dispatch_token (S*K) holds each row's token, and rows offsets[E] .. S*K-1 (the padding
+   * tokens' share) are unused: token -1. There are no weights: MoEfication adds the selected
+   * experts' outputs (scatter_add_rows with weight NULL). */
+  void (*topk_dispatch)(MoelmBackend *be, const float *scores, const uint8_t *pad, int S, int E, int K,
+                        int32_t *choice, int32_t *offsets, int32_t *dispatch_token);
+
   /* ---- optimizer --------------------------------------------------------------------- */
   /* One Adam(W) step over n fp32 parameters (see MoelmAdamParams). */
   void (*adam_step)(MoelmBackend *be, float *param, const float *grad, float *exp_avg, float *exp_avg_sq,

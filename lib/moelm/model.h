@@ -144,6 +144,22 @@ typedef struct {
  * average (0: none since the last take, out holds zeros). */
 int64_t moelm_model_moe_stats_take(MoelmModel *m, MoelmMoeLayerStats *out);
 
+/* ---- MoEfication (docs/moefy.md) ------------------------------------------------------ */
+/* A moefied model (cfg.moefy_experts > 0, made by `moelm moefy`) computes moefy_top_k of its
+ * experts per token; set another k (eval-lm / generate --moefy-top-k). An error unless the
+ * model is moefied and 1 <= k <= its experts per layer. */
+gboolean moelm_model_set_moefy_top_k(MoelmModel *m, int k, GError **error);
+
+/* The FFN input (N, C) of decoder layer `layer` in the last forward (score or train_step,
+ * N = B*T of that batch; the final_layer_norm's output with pre-norm): backend memory, valid
+ * until the next forward. NULL before the first forward and with checkpointed activations. */
+const MoelmAct *moelm_model_ffn_input(const MoelmModel *m, int layer);
+
+/* out (N, C) = decoder layer `layer`'s FFN alone (dense, token-MoE with eval routing, or
+ * moefied) on inp (N, C), before the residual, without dropout: for measuring FFNs. */
+gboolean moelm_model_ffn_forward(MoelmModel *m, int layer, const MoelmAct *inp, MoelmAct *out, int N,
+                                 GError **error);
+
 /* ---- incremental decoding ------------------------------------------------------------ */
 typedef struct MoelmKvCache MoelmKvCache;
 

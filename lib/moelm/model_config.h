@@ -11,6 +11,13 @@
 
 G_BEGIN_DECLS
 
+/* How a moefied FFN picks its experts (docs/moefy.md). */
+typedef enum {
+  MOELM_MOEFY_SELECT_SIMILARITY,  /* score = (mean of the expert's normalised fc1 rows) . x */
+  MOELM_MOEFY_SELECT_MLP,         /* score = a small trained router: fc2(relu(fc1(x))) */
+  MOELM_MOEFY_SELECT_GROUNDTRUTH  /* score = the expert's summed positive activations (an upper
+                                   * bound: it computes the whole fc1 to choose) */
+} MoelmMoefySelect;
 
 typedef struct {
   char *arch;                  /* "transformer_lm", ... */
@@ -50,6 +57,13 @@ typedef struct {
   gboolean moe_gating_use_fp32;        /* --moe-gating-use-fp32 (the CPU gates in fp32 anyway) */
   double moe_gate_loss_wt;             /* --moe-gate-loss-wt (0.01) */
   gboolean moe_gate_loss_sum;          /* --moe-gate-loss-combine-method sum (default: average) */
+  /* MoEfication (`moelm moefy`, docs/moefy.md): every decoder layer's FFN is split into
+   * moefy_experts experts of ffn_dim / moefy_experts neurons, of which the moefy_top_k that
+   * the selector scores highest are computed for each token. Inference only. */
+  int moefy_experts;                   /* 0: not moefied */
+  int moefy_top_k;                     /* experts computed per token (--top-k, --moefy-top-k) */
+  MoelmMoefySelect moefy_select;
+  int moefy_router_dim;                /* the MLP selector's hidden size */
 } MoelmModelConfig;
 
 /* Fill cfg with the named architecture's defaults (fields not set by the arch keep
@@ -65,6 +79,9 @@ const char *moelm_activation_name(MoelmActivation act);
 
 gboolean moelm_second_expert_policy_parse(const char *name, MoelmSecondExpertPolicy *policy, GError **error);
 const char *moelm_second_expert_policy_name(MoelmSecondExpertPolicy policy);
+
+gboolean moelm_moefy_select_parse(const char *name, MoelmMoefySelect *select, GError **error);
+const char *moelm_moefy_select_name(MoelmMoefySelect select); /* "similarity", "mlp", "groundtruth" */
 
 /* Whether decoder layer `layer` (0-based) is an MoE layer, and how many there are. */
 gboolean moelm_model_config_is_moe_layer(const MoelmModelConfig *cfg, int layer);
@@ -82,7 +99,9 @@ int moelm_model_config_expert_ffn_dim(const MoelmModelConfig *cfg);
 
 /* Check every field against its bounds (vocabulary > 4 symbols, positive sizes, dropout in
  * [0, 1), ...), embed_dim % heads == 0 and, when moe_freq > 0, the MoE options (experts >=
- * top_k, top_k 1 or 2, capacity factor > 0, weight >= 0). Errors name the flag and the value:
+ * top_k, top_k 1 or 2, capacity factor > 0, weight >= 0), when moefy_experts > 0 the
+ * MoEfication (experts divide ffn_dim, 1 <= top_k <= experts, no token-MoE layers, a router size
+ * for the MLP selector). Errors name the flag and the value:
  * the CLI and the checkpoint loader share this one check. */
 gboolean moelm_model_config_validate(const MoelmModelConfig *cfg, GError **error);
 

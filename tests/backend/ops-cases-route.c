@@ -1,5 +1,5 @@
 /* moelm — op harness cases: token routing (moe_gate_topk, moe_gate_dispatch, moe_gate_stats,
- * moe_gate_backward). Choices, queue flags, locations, kept flags, counts, offsets and
+ * moe_gate_backward) and MoEfication's top-k selection (topk_dispatch). Choices, queue flags, locations, kept flags, counts, offsets and
  * dispatch rows are integers and must equal the reference exactly, on every backend (routing
  * is fp32 even where activations are half precision); gates and weights are compared by NMSE.
  * A later op's case runs the earlier ops on the same backend to get its inputs (as the MoE
@@ -159,6 +159,19 @@ static void run_gate_backward(OpsRun *r, const OpsCase *c)
   O(r)->moe_gate_backward(BE(r), &p, S, &b, drow, c->f, dlogits);
 }
 
+/* MoEfication's top-k selection by score (no capacity, no weights): the choices, offsets and
+ * dispatch tokens are integers and exact. */
+static void run_topk_dispatch(OpsRun *r, const OpsCase *c)
+{
+  const int S = c->d[0], E = c->d[1], K = c->d[2];
+  RouteInputs in = route_inputs(r, c);
+  int32_t *choice = ops_i32_out(r, "choice", (size_t)S * K);
+  int32_t *offsets = ops_i32_out(r, "offsets", (size_t)E + 1);
+  int32_t *tokens = ops_i32_out(r, "dispatch_token", (size_t)S * K);
+  if (OPS_OK(r))
+    O(r)->topk_dispatch(BE(r), in.logits, in.pad, S, E, K, choice, offsets, tokens);
+}
+
 /* Routing is fp32 on every backend: one tolerance for all activation types. */
 #define TOL_ROUTE OPS_TOL_F32_SUMS
 
@@ -171,6 +184,8 @@ static const OpsDef def_stats = {"moe_gate_stats", OPS_ROUTE, "S E K cap", NULL,
                                  {OPS_NEEDS(moe_gate_topk), OPS_NEEDS(moe_gate_dispatch), OPS_NEEDS(moe_gate_stats),
                                   OPS_NEEDS(copy)},
                                  TOL_ROUTE, run_stats};
+static const OpsDef def_topk_dispatch = {"topk_dispatch", OPS_ROUTE, "S E K", NULL, {OPS_NEEDS(topk_dispatch)},
+                                         TOL_ROUTE, run_topk_dispatch};
 static const OpsDef def_gate_backward = {"moe_gate_backward", OPS_ROUTE, "S E K cap", "aux",
                                          {OPS_NEEDS(moe_gate_topk), OPS_NEEDS(moe_gate_dispatch),
                                           OPS_NEEDS(moe_gate_backward)},
@@ -216,6 +231,13 @@ static const OpsCase route_cases[] = {
     {&def_gate_backward, {37, 4, 1, FAIRSEQ}, 0.3f, OPS_SKEW | OPS_MASK},
     {&def_gate_backward, {37, 4, 2, DROPLESS}, 0.0f, OPS_BPR},
     {&def_gate_backward, {TOKENS, 4, 2, FAIRSEQ}, 0.01f, OPS_SKEW | OPS_NOISE},
+
+    {&def_topk_dispatch, {1, 4, 1}, 0, 0},
+    {&def_topk_dispatch, {37, 8, 3}, 0, 0},
+    {&def_topk_dispatch, {37, 8, 3}, 0, OPS_TIES | OPS_MASK},
+    {&def_topk_dispatch, {37, 8, 8}, 0, OPS_TIES},
+    {&def_topk_dispatch, {64, 128, 13}, 0, OPS_SKEW},
+    {&def_topk_dispatch, {TOKENS, 32, 6}, 0, OPS_MASK},
 };
 
 const OpsTable ops_route_table = {route_cases, G_N_ELEMENTS(route_cases)};

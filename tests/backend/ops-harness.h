@@ -31,7 +31,7 @@ typedef enum {
   OPS_DROPOUT,
   OPS_ROWS,    /* gather / scatter */
   OPS_LOSS,    /* cross-entropy, target log-probs, log-softmax */
-  OPS_ROUTE,   /* moe_gate_topk / dispatch / stats / backward */
+  OPS_ROUTE,   /* moe_gate_topk / dispatch / stats / backward, topk_dispatch */
   OPS_ADAM,
   OPS_N_FAMILIES
 } OpsFamily;

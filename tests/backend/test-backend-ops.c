@@ -361,7 +361,7 @@ MOELM_TEST_SUITE(backend_ops)
   CU_add_test(suite, "dropout forward/backward", test_OPS_DROPOUT);
   CU_add_test(suite, "gather/scatter rows", test_OPS_ROWS);
   CU_add_test(suite, "cross-entropy, target log-probs, log-softmax", test_OPS_LOSS);
-  CU_add_test(suite, "token routing: topk, dispatch, stats, backward", test_OPS_ROUTE);
+  CU_add_test(suite, "token routing: topk, dispatch, stats, backward; topk_dispatch", test_OPS_ROUTE);
   CU_add_test(suite, "adam step", test_OPS_ADAM);
   CU_add_test(suite, "report: every backend, every case", test_report);
 }

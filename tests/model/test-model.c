@@ -172,31 +172,7 @@ static void check_kv_cache(gboolean pre)
   tiny_config(&cfg, pre, FALSE, FALSE);
   MoelmModel *m = moelm_model_new(&cfg, be, NULL);
   moelm_model_init_params(m, 21);
-  const int32_t seq[8] = {2, 5, 9, 4, 12, 7, 6, 10};
-  MoelmKvCache *kc = moelm_kv_cache_new(m, 1, 8, NULL);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(kc);
-  float lp[TV];
-  CU_ASSERT_TRUE_FATAL(moelm_model_decode(m, kc, seq, 3, lp, NULL)); /* prefill 3 */
-  for (int t = 3; t <= 7; t++) {
-    /* full recomputation over seq[0..t) scores every next token; compare position t-1 */
-    int32_t src[8], tgt[8];
-    for (int i = 0; i < t; i++) {
-      src[i] = seq[i];
-      tgt[i] = seq[i + 1];
-    }
-    MoelmBatch batch = {1, t, src, tgt};
-    float tok[8];
-    CU_ASSERT_TRUE_FATAL(moelm_model_score(m, &batch, NULL, tok, NULL, NULL));
-    CU_ASSERT_DOUBLE_EQUAL(lp[seq[t]], tok[t - 1], 1e-4);
-    float sum = 0;
-    for (int v = 0; v < TV; v++)
-      sum += expf(lp[v]);
-    CU_ASSERT_DOUBLE_EQUAL(sum, 1.0, 1e-4);
-    if (t < 7)
-      CU_ASSERT_TRUE_FATAL(moelm_model_decode(m, kc, &seq[t], 1, lp, NULL));
-  }
-  CU_ASSERT_EQUAL(moelm_kv_cache_len(kc), 7);
-  moelm_kv_cache_free(kc);
+  tiny_model_check_decode(m);
   moelm_model_free(m);
   moelm_model_config_clear(&cfg);
   moelm_backend_free(be);

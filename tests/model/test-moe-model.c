@@ -366,25 +366,7 @@ static void test_kv_cache(void)
   MoelmModelConfig cfg;
   moe_config(&cfg, 1, 3, 2);
   MoelmModel *m = new_model(&cfg, be, 21);
-  const int32_t seq[8] = {2, 5, 9, 4, 12, 7, 6, 10};
-  MoelmKvCache *kc = moelm_kv_cache_new(m, 1, 8, NULL);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(kc);
-  float lp[TV];
-  CU_ASSERT_TRUE_FATAL(moelm_model_decode(m, kc, seq, 3, lp, NULL));
-  for (int t = 3; t <= 7; t++) {
-    int32_t src[8], tgt[8];
-    for (int i = 0; i < t; i++) {
-      src[i] = seq[i];
-      tgt[i] = seq[i + 1];
-    }
-    MoelmBatch batch = {1, t, src, tgt};
-    float tok[8];
-    CU_ASSERT_TRUE_FATAL(moelm_model_score(m, &batch, NULL, tok, NULL, NULL));
-    CU_ASSERT_DOUBLE_EQUAL(lp[seq[t]], tok[t - 1], 1e-4);
-    if (t < 7)
-      CU_ASSERT_TRUE_FATAL(moelm_model_decode(m, kc, &seq[t], 1, lp, NULL));
-  }
-  moelm_kv_cache_free(kc);
+  tiny_model_check_decode(m);
   moelm_model_free(m);
   moelm_model_config_clear(&cfg);
   moelm_backend_free(be);

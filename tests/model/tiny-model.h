@@ -14,4 +14,8 @@ void tiny_model_config(MoelmModelConfig *cfg);
  * src, tgt: TB*TT each. */
 void tiny_model_batch(int32_t *src, int32_t *tgt, MoelmBatch *batch);
 
+/* Incremental decoding of `m` (a prefill of 3 tokens, then one at a time up to 7) gives the
+ * log-probabilities of a full recomputation over each prefix, summing to one. */
+void tiny_model_check_decode(MoelmModel *m);
+
 #endif

@@ -103,6 +103,7 @@ static void fill_common_ops(struct moelm_backend_ops *ops)
   ops->convert = cpu_convert;
   ops->destroy = cpu_destroy;
   moelm_cpu_fill_routing(ops);
+  moelm_cpu_fill_topk_dispatch(ops);
   moelm_cpu_fill_grouped_linear(ops);
 }
 

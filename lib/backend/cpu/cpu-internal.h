@@ -150,8 +150,10 @@ void moelm_fast_fill_elementwise(struct moelm_backend_ops *ops);
 void moelm_fast_fill_dense(struct moelm_backend_ops *ops);
 void moelm_fast_fill_attention(struct moelm_backend_ops *ops);
 void moelm_fast_fill_softmax(struct moelm_backend_ops *ops);
-/* Shared by every CPU table: routing (routing.c), grouped linear (grouped-linear.c). */
+/* Shared by every CPU table: routing (routing.c), top-k dispatch (topk-dispatch.c), grouped
+ * linear (grouped-linear.c). */
 void moelm_cpu_fill_routing(struct moelm_backend_ops *ops);
+void moelm_cpu_fill_topk_dispatch(struct moelm_backend_ops *ops);
 void moelm_cpu_fill_grouped_linear(struct moelm_backend_ops *ops);
 /* The half-storage variant (half-storage.c): every activation op converts its inputs to
  * fp32, runs the fp32 op of state->inner and rounds its outputs back. */
