@@ -243,6 +243,15 @@ static void print_mixture_report(const MoelmMixtureReport *r, int64_t count)
         " of %" G_GINT64_FORMAT " blocks; mean posterior %.4f",
         k, loss, ppl, r->best_rows[k], r->rows, r->rows > 0 ? r->post_mass[k] / (double)r->rows : 0.0);
   }
+  GString *a = g_string_new(NULL);
+  for (int k = 0; k < r->K; k++)
+    g_string_append_printf(a, "%sexpert %d %" G_GINT64_FORMAT, k ? ", " : "", k, r->assigned[k]);
+  say("assigned by training's rule (%s): %s", r->by_document ? "whole documents" : "blocks", a->str);
+  g_string_free(a, TRUE);
+  if (r->has_accuracy)
+    say("domain accuracy (documents by their posterior, best one-to-one matching of experts to domains): %.4f; "
+        "per-domain average %.4f",
+        r->accuracy, r->per_domain);
   loss_ppl(r->oracle_nll, count, &loss, &ppl);
   say("ORACLE best expert per block (chosen by looking at the scored tokens; not a model's perplexity): "
       "loss (base 2) %.4f, perplexity %.2f",

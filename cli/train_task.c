@@ -7,6 +7,7 @@
 #include "moelm/log.h"
 #include "tasks/mixture.h"
 #include "tasks/task_meta.h"
+#include "tasks/mixture_docs.h"
 #include "train_task.h"
 
 struct MoelmTrainTask {
@@ -22,11 +23,13 @@ void moelm_task_options_init(MoelmTaskOptions *o)
   o->method = g_strdup("hMoEup");
   o->num_experts = 3;
   o->gating_context = 256;
+  o->balance = o->temperature = -1;
+  o->anneal_updates = o->init_after = o->init_updates = -1;
 }
 
 const MoelmArgSpec *moelm_task_options_table(MoelmTaskOptions *o)
 {
-  static MoelmArgSpec t[8];
+  static MoelmArgSpec t[20];
   const MoelmArgSpec spec[] = {
     {"--method", NULL, MOELM_ARG_CHOICE, &o->method, "hMoEup|hMoElp|sMoEup|sMoElp",
      "mixture: hard/soft selection, uniform/learned prior", NULL},
@@ -39,6 +42,22 @@ const MoelmArgSpec *moelm_task_options_table(MoelmTaskOptions *o)
      "dropout in the gating network (default: --dropout)", &o->gating_dropout_seen},
     {"--gating-context", NULL, MOELM_ARG_INT, &o->gating_context, NULL,
      "tokens before a block that the gating network sees (256)", NULL},
+    {"--domain-discovery", NULL, MOELM_ARG_FLAG, &o->domain_discovery, NULL,
+     "mixture: make the experts find the domains (the best measured --mixture-* settings)", NULL},
+    {"--mixture-estep", NULL, MOELM_ARG_CHOICE, &o->estep, "block|document",
+     "mixture: responsibilities per block (fairseq) or per document", NULL},
+    {"--mixture-balance", NULL, MOELM_ARG_DOUBLE, &o->balance, NULL,
+     "mixture: balanced hard assignment in a batch, at most F times the even share (0: off)", NULL},
+    {"--mixture-temperature", NULL, MOELM_ARG_DOUBLE, &o->temperature, NULL,
+     "mixture: E-step temperature at the start, annealed to fairseq's rule (0: off)", NULL},
+    {"--mixture-anneal-updates", NULL, MOELM_ARG_INT64, &o->anneal_updates, NULL,
+     "mixture: updates over which the temperature anneals", NULL},
+    {"--mixture-init", NULL, MOELM_ARG_CHOICE, &o->init, "none|tfidf|labels",
+     "mixture: responsibilities from a clustering of the training documents (or their labels)", NULL},
+    {"--mixture-init-after", NULL, MOELM_ARG_INT64, &o->init_after, NULL,
+     "mixture: updates before the clustering takes over (0)", NULL},
+    {"--mixture-init-updates", NULL, MOELM_ARG_INT64, &o->init_updates, NULL,
+     "mixture: updates that follow the clustering", NULL},
     {NULL, NULL, 0, NULL, NULL, NULL, NULL},
   };
   memcpy(t, spec, sizeof spec);
@@ -48,7 +67,43 @@ const MoelmArgSpec *moelm_task_options_table(MoelmTaskOptions *o)
 void moelm_task_options_clear(MoelmTaskOptions *o)
 {
   g_free(o->method);
-  o->method = NULL;
+  g_free(o->estep);
+  g_free(o->init);
+  o->method = o->estep = o->init = NULL;
+}
+
+/* The domain-discovery settings: each option as given, else --domain-discovery's choice, else
+ * off. */
+static gboolean discovery_setup(MoelmDiscoveryConfig *d, const MoelmTaskOptions *o, gboolean hard, GError **error)
+{
+  const gboolean dd = o->domain_discovery;
+  memset(d, 0, sizeof *d);
+  d->doc_estep = o->estep ? strcmp(o->estep, "document") == 0 : dd;
+  d->balance = o->balance >= 0 ? o->balance : (dd && hard ? 4.0 : 0.0);
+  d->temperature = o->temperature >= 0 ? o->temperature : 0.0;
+  d->anneal_updates = o->anneal_updates >= 0 ? o->anneal_updates : 0;
+  d->init = !o->init                         ? MOELM_MIXTURE_INIT_NONE
+            : strcmp(o->init, "tfidf") == 0  ? MOELM_MIXTURE_INIT_TFIDF
+            : strcmp(o->init, "labels") == 0 ? MOELM_MIXTURE_INIT_LABELS
+                                             : MOELM_MIXTURE_INIT_NONE;
+  d->init_after = o->init_after >= 0 ? o->init_after : 0;
+  d->init_updates = o->init_updates >= 0 ? o->init_updates : (d->init != MOELM_MIXTURE_INIT_NONE ? 100 : 0);
+  if (d->balance > 0 && d->balance < 1) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--mixture-balance must be 0 (off) or at least 1 (got %g)", d->balance);
+    return FALSE;
+  }
+  if (d->balance >= 1 && !hard) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--mixture-balance needs a hard --method (hMoEup or hMoElp): soft methods assign no winners");
+    return FALSE;
+  }
+  if (d->temperature > 0 && d->anneal_updates <= 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--mixture-temperature needs --mixture-anneal-updates N > 0 (the updates it anneals over)");
+    return FALSE;
+  }
+  return TRUE;
 }
 
 static gboolean mixture_setup(MoelmTrainTask *t, const MoelmTaskOptions *o, GError **error)
@@ -64,10 +119,9 @@ static gboolean mixture_setup(MoelmTrainTask *t, const MoelmTaskOptions *o, GErr
                o->method);
   c->num_experts = o->num_experts;
   c->gating_context = o->gating_context;
-  if (!moelm_task_meta_validate(&t->meta, error))
+  if (!moelm_task_meta_validate(&t->meta, error) || !discovery_setup(&c->discovery, o, c->hard, error))
     return FALSE;
   c->expert_token0 = moelm_mixture_add_expert_tokens(t->dict, o->num_experts);
-  t->objective = moelm_mixture_objective_new(c);
   return TRUE;
 }
 
@@ -126,6 +180,13 @@ gboolean moelm_train_task_configure(MoelmTrainTask *t, MoelmTrainConfig *cfg, GE
   }
   if (!moelm_task_meta_validate(&t->meta, error))
     return FALSE;
+  if (t->meta.mixture) { /* the objective counts updates over every rank's sub-batches */
+    t->meta.mix.discovery.update_freq = cfg->update_freq * moelm_comm_size(cfg->comm);
+    moelm_objective_free(t->objective);
+    t->objective = moelm_mixture_objective_new(&t->meta.mix);
+    if (!cfg->disable_validation && !moelm_mixture_check_domain_labels(cfg->data_dir, cfg->valid_subset, error))
+      return FALSE;
+  }
   cfg->task_meta = moelm_task_meta_to_json(&t->meta);
   cfg->rows_per_sequence = t->meta.mixture ? t->meta.mix.num_experts : 1; /* the E-step runs K copies */
   return moelm_model_config_validate(&cfg->model, error);

@@ -16,6 +16,15 @@ typedef struct {
   double gating_dropout;       /* --mean-pool-gating-network-dropout (default: --dropout) */
   int gating_context;          /* --gating-context (256) */
   gboolean gating_encoder_dim_seen, gating_dropout_seen; /* given (then taken and validated) */
+  /* domain discovery (docs/mixtures.md); "not given" is NULL or < 0 */
+  gboolean domain_discovery;   /* --domain-discovery: the measured best of the options below */
+  char *estep;                 /* --mixture-estep block|document */
+  double balance;              /* --mixture-balance F */
+  double temperature;          /* --mixture-temperature T0 */
+  gint64 anneal_updates;       /* --mixture-anneal-updates N */
+  char *init;                  /* --mixture-init none|tfidf|labels */
+  gint64 init_after;           /* --mixture-init-after W */
+  gint64 init_updates;         /* --mixture-init-updates N */
 } MoelmTaskOptions;
 
 void moelm_task_options_init(MoelmTaskOptions *o);

@@ -47,120 +47,12 @@ die() { echo "make-corpus.sh: $*" >&2; exit 1; }
 OUT=$1
 
 # --- packages ---------------------------------------------------------------
-all_pkgs=$(printf '%s\n' $LICENCE_PKGS $COPYRIGHT_PKGS $MANPAGE_PKGS \
-  $FORTUNE_PKGS $HEADER_PKGS $TOOL_PKGS | LC_ALL=C sort -u)
-missing=
-for p in $all_pkgs; do
-  st=$(dpkg-query -W -f '${db:Status-Status}' "$p" 2>/dev/null || true)
-  [ "$st" = installed ] || missing="$missing $p"
-done
-command -v awk >/dev/null || missing="$missing mawk"
-[ -z "$missing" ] || die "missing Debian packages:$missing (apt-get install$missing)"
-
-pkg_version() { dpkg-query -W -f '${Version}' "$1"; }
-
-TAB=$(printf '\t')
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-
-# Byte-level awk: the same program must give the same bytes under mawk and gawk.
-bawk() { LC_ALL=C awk "$@"; }
-bsort() { LC_ALL=C sort "$@"; }
-
-# shuffle OFFSET: permute stdin lines with a Park-Miller generator (exact in
-# double arithmetic, so every awk agrees) seeded with SEED+OFFSET.
-shuffle() {
-  bawk -v x=$((SEED + $1)) '{ x = (x * 16807) % 2147483647; printf "%d\t%s\n", x, $0 }' \
-    | bsort -t "$TAB" -k1,1n -s | cut -f2-
-}
-
-# Units travel one per line as NAME \001 LINE \001 LINE ... so they can be
-# shuffled and deduplicated with line tools; decode turns them into the marker
-# stream that normalise reads.
-cat >"$TMP/encode.awk" <<'EOF'
-# One unit per input file. Control bytes used as separators are dropped.
-FNR == 1 { if (open) printf "\n"; printf "%s", (prefix FILENAME); open = 1 }
-{ gsub(/[\001\036]/, ""); printf "\001%s", $0 }
-END { if (open) printf "\n" }
-EOF
-decode() { bawk -F '\001' '{ print "\036unit " $1; for (i = 2; i <= NF; i++) print $i }'; }
-
-# normalise BUDGET USEDLIST: marker stream in, documents out (each followed by
-# one empty line). Cleans lines, wraps long ones, drops blank lines, splits
-# units into documents of at most MAX_LINES lines at paragraph breaks. Stops
-# taking units once BUDGET bytes have been written; appends the name of every
-# unit taken to USEDLIST.
-cat >"$TMP/normalise.awk" <<'EOF'
-function clean(s) {
-  # Unicode whitespace becomes a space (a line of it would read as empty to a
-  # Python-style tokenizer); the BOM, C0/C1 controls but tab and DEL go.
-  gsub(/\302[\205\240]|\341\232\200|\342\200[\200-\212\250\251\257]|\342\201\237|\343\200\200/, " ", s)
-  gsub(/\357\273\277|\302[\200-\237]|[\001-\010\013-\037\177]/, "", s)
-  sub(/[ \t]+$/, "", s)
-  return s
-}
-function add_line(s) {
-  if (s == "") { end_para(); return }
-  para[++np] = s
-}
-function add_wrapped(s,   q, p, head) {
-  while (length(s) > maxw) {
-    p = 0
-    for (q = maxw + 1; q > maxw / 2; q--)
-      if (substr(s, q, 1) == " " || substr(s, q, 1) == "\t") { p = q; break }
-    if (p) { head = substr(s, 1, p - 1); s = substr(s, p + 1) }
-    else {
-      # no space: cut before a character, never inside a UTF-8 sequence
-      q = maxw + 1
-      while (q > 2 && substr(s, q, 1) ~ /^[\200-\277]$/) q--
-      head = substr(s, 1, q - 1); s = substr(s, q)
-    }
-    sub(/[ \t]+$/, "", head); sub(/^[ \t]+/, "", s)
-    if (head != "") para[++np] = head
-  }
-  if (s != "") para[++np] = s
-}
-function flush_chunk(   i) {
-  if (nc == 0) return
-  for (i = 1; i <= nc; i++) { print chunk[i]; total += length(chunk[i]) + 1 }
-  print ""; total += 1
-  nc = 0; emitted = 1
-}
-function end_para(   i, pieces, size, j) {
-  if (np == 0) return
-  if (nc + np > maxl) flush_chunk()
-  if (np > maxl) {
-    # an oversized paragraph becomes pieces of nearly equal length
-    pieces = int((np + maxl - 1) / maxl); size = int((np + pieces - 1) / pieces)
-    for (i = 1; i <= np; i += size) {
-      for (j = i; j < i + size && j <= np; j++) chunk[++nc] = para[j]
-      flush_chunk()
-    }
-  } else {
-    for (i = 1; i <= np; i++) chunk[++nc] = para[i]
-  }
-  np = 0
-}
-function end_unit() {
-  end_para(); flush_chunk()
-  if (name != "" && emitted) print name >> used
-  name = ""; emitted = 0
-}
-BEGIN { total = 0; np = 0; nc = 0; skipping = 0 }
-/^\036unit / {
-  end_unit()
-  skipping = (total >= budget)
-  if (!skipping) name = substr($0, 7)
-  next
-}
-skipping { next }
-{ s = clean($0); if (length(s) > maxw) { add_wrapped(s); next } add_line(s) }
-END { end_unit() }
-EOF
-normalise() {
-  { iconv -c -f UTF-8 -t UTF-8 || true; } | bawk -v budget="$1" -v used="$2" \
-    -v maxl=$MAX_LINES -v maxw=$MAX_WIDTH -f "$TMP/normalise.awk"
-}
+. "$(dirname "$0")/corpus-lib.sh"
+check_packages $LICENCE_PKGS $COPYRIGHT_PKGS $MANPAGE_PKGS $FORTUNE_PKGS $HEADER_PKGS $TOOL_PKGS
+all_pkgs=$(printf '%s\n' $LICENCE_PKGS $COPYRIGHT_PKGS $MANPAGE_PKGS \
+  $FORTUNE_PKGS $HEADER_PKGS $TOOL_PKGS | LC_ALL=C sort -u)
 
 # --- 1. licences --------------------------------------------------------------
 echo "make-corpus.sh: licences" >&2
@@ -267,31 +159,9 @@ bawk '
 # --- splits -----------------------------------------------------------------------
 echo "make-corpus.sh: splits" >&2
 DOMAINS="licence manpage fortune cheader"
-# Per domain, every 20th document (in shuffled order) goes to valid and another
-# to test; then each split is shuffled so the domains interleave.
-for d in $DOMAINS; do
-  bawk -v d=$d 'BEGIN { RS = "" }
-    { k = (NR - 1) % 20; s = (k == 7) ? "valid" : (k == 13) ? "test" : "train"
-      gsub(/\n/, "\001"); print s "\t" d "\t" $0 }' "$TMP/$d.docs"
-done >"$TMP/all.tsv"
-mkdir -p "$OUT"
-n=10
-for s in train valid test; do
-  n=$((n + 1))
-  : >"$TMP/$s.txt"; : >"$TMP/$s.domains"
-  grep "^$s$TAB" "$TMP/all.tsv" | cut -f2- | shuffle $n \
-    | bawk -F '\t' -v txt="$TMP/$s.txt" -v dom="$TMP/$s.domains" '
-        { body = $0; sub(/^[^\t]*\t/, "", body); gsub(/\001/, "\n", body)
-          if (NR > 1) printf "\n" > txt
-          print body > txt; print $1 > dom }'
-  iconv -f UTF-8 -t UTF-8 "$TMP/$s.txt" >/dev/null || die "$s.txt: not valid UTF-8"
-done
+make_splits "$OUT" $DOMAINS
 
 # --- PROVENANCE.md --------------------------------------------------------------------
-stats() { # domain split -> "docs bytes" (bytes: text and newlines, no separators)
-  grep "^$2$TAB$1$TAB" "$TMP/all.tsv" | cut -f3- | bawk '{ n++; b += length($0) + 1 } END { printf "%d %d", n, b }'
-}
-pkgline() { for p in "$@"; do printf -- '- %s %s\n' "$p" "$(pkg_version "$p")"; done; }
 {
 cat <<'EOF'
 # Provenance of the demo corpus
@@ -390,14 +260,8 @@ cat <<'EOF'
 
 ## Sizes
 
-| domain | train docs | train bytes | valid docs | valid bytes | test docs | test bytes |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: |
 EOF
-for d in $DOMAINS; do
-  printf '| %s' "$d"
-  for s in train valid test; do set -- $(stats $d $s); printf ' | %s | %s' "$1" "$2"; done
-  printf ' |\n'
-done
+size_table $DOMAINS
 } >"$TMP/PROVENANCE.md"
 
 for f in train.txt valid.txt test.txt train.domains valid.domains test.domains PROVENANCE.md; do

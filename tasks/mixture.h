@@ -17,11 +17,31 @@
 
 #include <stdint.h>
 #include <glib.h>
+#include <json-glib/json-glib.h>
 
 #include "lm_data.h"
 #include "objective.h"
 
 G_BEGIN_DECLS
+
+/* Domain discovery (docs/mixtures.md; tasks/mixture_assign.h has the exact rules). All zero:
+ * fairseq's method, unchanged. */
+typedef enum {
+  MOELM_MIXTURE_INIT_NONE,
+  MOELM_MIXTURE_INIT_TFIDF,  /* tf-idf vectors of the documents */
+  MOELM_MIXTURE_INIT_LABELS, /* DATA/train.domains (supervised) */
+} MoelmMixtureInit;
+
+typedef struct {
+  gboolean doc_estep;     /* --mixture-estep document: responsibilities over whole documents */
+  double balance;         /* --mixture-balance F: balanced hard assignment in a batch (0: off) */
+  double temperature;     /* --mixture-temperature T0: annealed E-step (0: off) */
+  int64_t anneal_updates; /* --mixture-anneal-updates N: updates to anneal over */
+  MoelmMixtureInit init;  /* --mixture-init: responsibilities from a clustering of the documents */
+  int64_t init_after;     /* --mixture-init-after W: updates before the clustering takes over */
+  int64_t init_updates;   /* --mixture-init-updates N: updates that follow the clustering */
+  int update_freq;        /* sub-batches per update: --update-freq x ranks (0 = 1) */
+} MoelmDiscoveryConfig;
 
 typedef struct {
   gboolean hard;          /* h (hard winner) vs s (soft, posterior-weighted) */
@@ -29,7 +49,15 @@ typedef struct {
   int num_experts;        /* K */
   int gating_context;     /* G context tokens before the block (default 256) */
   int32_t expert_token0;  /* id of <expert_0>; <expert_k> = expert_token0 + k */
+  MoelmDiscoveryConfig discovery;
 } MoelmMixtureConfig;
+
+/* Whether any domain-discovery option is on. */
+gboolean moelm_mixture_discovery_on(const MoelmMixtureConfig *cfg);
+/* The options as checkpoint metadata ("discovery" in the task metadata) and back; a member
+ * that is missing is off, one of the wrong type is an error. */
+JsonNode *moelm_mixture_discovery_to_json(const MoelmDiscoveryConfig *d);
+gboolean moelm_mixture_discovery_from_json(JsonObject *o, MoelmDiscoveryConfig *d, GError **error);
 
 /* Parse --method: hMoEup | hMoElp | sMoEup | sMoElp. */
 gboolean moelm_mixture_method_parse(const char *method, gboolean *hard, gboolean *learned, GError **error);

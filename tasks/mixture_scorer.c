@@ -15,6 +15,7 @@ void moelm_mixture_report_init(MoelmMixtureReport *r, int K)
   r->expert_nll = g_new0(double, K);
   r->post_mass = g_new0(double, K);
   r->best_rows = g_new0(int64_t, K);
+  r->assigned = g_new0(int64_t, K);
 }
 
 void moelm_mixture_report_clear(MoelmMixtureReport *r)
@@ -22,6 +23,8 @@ void moelm_mixture_report_clear(MoelmMixtureReport *r)
   g_free(r->expert_nll);
   g_free(r->post_mass);
   g_free(r->best_rows);
+  g_free(r->assigned);
+  moelm_domain_tally_free(r->tally);
   memset(r, 0, sizeof *r);
 }
 
@@ -92,9 +95,23 @@ typedef struct {
   MoelmMixtureReport *report;
 } MixRows;
 
+/* The block of `split` whose first target is at stream offset `start`. */
+static gsize block_at(const MoelmLmSplit *split, int64_t start)
+{
+  gsize lo = 0, hi = moelm_lm_split_n_blocks(split);
+  while (hi - lo > 1) {
+    const gsize mid = lo + (hi - lo) / 2;
+    if (moelm_token_blocks_slice(split->blocks, mid).start <= start)
+      lo = mid;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
 /* One row's scores from its experts' per-position log-probs tok_k (K rows of width W). */
 static void row_scores(const float *tok, int W, int K, const float *log_prior, int ctx, int64_t len, float *lprobs,
-                       MoelmMixtureReport *report)
+                       MoelmMixtureReport *report, gsize block)
 {
   double *lp = g_new(double, K), *c = g_new0(double, K), *c_ctx = g_new0(double, K);
   for (int k = 0; k < K; k++)
@@ -122,6 +139,19 @@ static void row_scores(const float *tok, int W, int K, const float *log_prior, i
     report->oracle_nll -= c[best] - c_ctx[best];
     report->best_rows[best]++;
     report->rows++;
+    /* training's rule on the scored tokens */
+    float *scored = g_new(float, K);
+    int pick = 0;
+    for (int k = 0; k < K; k++) {
+      scored[k] = (float)(c[k] - c_ctx[k]);
+      if (lp[k] + c[k] - c_ctx[k] > lp[pick] + c[pick] - c_ctx[pick])
+        pick = k;
+    }
+    if (!report->by_document)
+      report->assigned[pick]++;
+    if (report->tally)
+      moelm_domain_tally_add(report->tally, block, scored, log_prior);
+    g_free(scored);
   }
   g_free(lp);
   g_free(c);
@@ -150,7 +180,7 @@ static gboolean mix_score_rows(const MoelmScoreRows *rows, float *lprobs, gpoint
     ok = score_in_calls(mr->model, src_k, tgt_k, B * K, W, mr->call_logits, tok, error);
   for (int b = 0; ok && b < B; b++)
     row_scores(tok + (gsize)b * K * W, W, K, log_prior + (gsize)b * K, rows->ctx[b], rows->len[b],
-               lprobs + (gsize)b * W, mr->report);
+               lprobs + (gsize)b * W, mr->report, mr->report ? block_at(mr->split, rows->start[b]) : 0);
   g_free(log_prior);
   g_free(ends);
   g_free(tgt);
@@ -173,6 +203,29 @@ static gboolean check_config(MoelmModel *m, MoelmGate *gate, const MoelmMixtureC
   return TRUE;
 }
 
+/* The document rule's assignments and, with labels, the domain accuracy. */
+static void report_documents(MoelmMixtureReport *r)
+{
+  const MoelmDomainTally *t = r->tally;
+  const int K = r->K;
+  for (guint d = 0; r->by_document && d < t->map->n_docs; d++) {
+    if (!t->doc_seen[d])
+      continue;
+    int best = 0;
+    for (int k = 1; k < K; k++)
+      if (t->doc_score[(gsize)d * K + k] > t->doc_score[(gsize)d * K + best])
+        best = k;
+    r->assigned[best]++;
+  }
+  r->has_accuracy = t->labels != NULL;
+  if (r->has_accuracy) {
+    int64_t *counts = g_new(int64_t, (gsize)MAX(t->labels->n_domains, 1) * K);
+    moelm_domain_tally_counts(t, counts);
+    moelm_domain_accuracy(counts, t->labels->n_domains, K, &r->accuracy, &r->per_domain, NULL);
+    g_free(counts);
+  }
+}
+
 gboolean moelm_mixture_score_split(MoelmModel *m, MoelmGate *gate, const MoelmMixtureConfig *cfg,
                                    const MoelmLmSplit *split, const MoelmScoreOptions *opt, int64_t call_logits,
                                    MoelmScoredRowFunc cb, gpointer cb_data, MoelmScoreResult *out,
@@ -184,7 +237,18 @@ gboolean moelm_mixture_score_split(MoelmModel *m, MoelmGate *gate, const MoelmMi
   if (o.max_positions <= 0)
     o.max_positions = moelm_model_get_config(m)->max_positions;
   MixRows mr = {m, gate, cfg, split, call_logits, report};
-  return moelm_score_split_with(mix_score_rows, &mr, split, &o, cb, cb_data, out, error);
+  if (report) {
+    report->by_document = cfg->discovery.doc_estep;
+    moelm_domain_tally_free(report->tally);
+    report->tally = moelm_domain_tally_new(split, cfg->num_experts, error);
+    if (report->tally == NULL)
+      return FALSE;
+  }
+  if (!moelm_score_split_with(mix_score_rows, &mr, split, &o, cb, cb_data, out, error))
+    return FALSE;
+  if (report)
+    report_documents(report);
+  return TRUE;
 }
 
 gboolean moelm_mixture_prompt_log_joint(MoelmModel *m, MoelmGate *gate, const MoelmMixtureConfig *cfg,

@@ -29,6 +29,7 @@
 
 #include "gating/mean_pool.h"
 #include "tasks/mixture.h"
+#include "tasks/mixture_docs.h"
 #include "tasks/scorer.h"
 
 G_BEGIN_DECLS
@@ -41,6 +42,16 @@ typedef struct {
   int64_t *best_rows;  /* (K) rows whose scored tokens expert k explains best */
   double oracle_nll;   /* -Σ over rows of max_k Σ_scored log p_k (an oracle: it looks at the scores) */
   int64_t rows;
+  /* Training's assignment rule (a model's decision, not an oracle): a row goes to the expert
+   * with the highest log π_k + Σ_scored log p_k; with a checkpoint trained with the document
+   * E-step (--mixture-estep document) whole documents are assigned instead, by the sum over
+   * their rows plus the prior of their first row. */
+  gboolean by_document;
+  int64_t *assigned;       /* (K) rows, or documents, that the rule gives expert k */
+  MoelmDomainTally *tally; /* the documents' scores; labels from DATA/{split}.domains if present */
+  gboolean has_accuracy;   /* a label file was there: */
+  double accuracy;         /* documents of the domain matched to their expert (best one-to-one matching) */
+  double per_domain;       /* the mean over domains of that share */
 } MoelmMixtureReport;
 
 void moelm_mixture_report_init(MoelmMixtureReport *r, int K);

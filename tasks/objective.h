@@ -42,6 +42,11 @@ struct MoelmObjective {
   /* Data parallel: sum what log_fields reports over the ranks (called on every rank before
    * log_fields). NULL: nothing to sum. */
   gboolean (*all_reduce)(MoelmObjective *obj, MoelmComm *comm, GError **error);
+  /* Append what the objective saw while validating `split` since the last call (e.g. expert
+   * posteriors, domain accuracy), summed over the ranks of `comm` (a collective: every rank
+   * calls it), then reset it. NULL: nothing. */
+  gboolean (*valid_log_fields)(MoelmObjective *obj, const MoelmLmSplit *split, MoelmComm *comm, GString *line,
+                               const MoelmLogStyle *style, GError **error);
   /* Drop everything tied to the model it was last given (called before that model and its
    * backend are freed). NULL: nothing to drop. */
   void (*detach)(MoelmObjective *obj);

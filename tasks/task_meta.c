@@ -75,6 +75,8 @@ JsonNode *moelm_task_meta_to_json(const MoelmTaskMeta *meta)
     json_object_set_int_member(o, "num_experts", meta->mix.num_experts);
     json_object_set_int_member(o, "gating_context", meta->mix.gating_context);
     json_object_set_int_member(o, "expert_token0", meta->mix.expert_token0);
+    if (moelm_mixture_discovery_on(&meta->mix)) /* absent: fairseq's method */
+      json_object_set_member(o, "discovery", moelm_mixture_discovery_to_json(&meta->mix.discovery));
   }
   JsonNode *node = json_node_new(JSON_NODE_OBJECT);
   json_node_take_object(node, o);
@@ -92,10 +94,18 @@ static gboolean read_fields(MoelmTaskMeta *meta, JsonObject *o, GError **error)
   if (!meta->mixture)
     return TRUE;
   static const char *const required[] = {"num_experts", "expert_token0", NULL};
-  return moelm_json_require(o, required, error) &&
-         moelm_json_get_int(o, "num_experts", 1, MOELM_MODEL_MAX_EXPERTS, &meta->mix.num_experts, error) &&
-         moelm_json_get_int(o, "gating_context", 0, MOELM_MAX_GATING_CONTEXT, &meta->mix.gating_context, error) &&
-         moelm_json_get_int(o, "expert_token0", 4, G_MAXINT32, &meta->mix.expert_token0, error);
+  if (!moelm_json_require(o, required, error) ||
+      !moelm_json_get_int(o, "num_experts", 1, MOELM_MODEL_MAX_EXPERTS, &meta->mix.num_experts, error) ||
+      !moelm_json_get_int(o, "gating_context", 0, MOELM_MAX_GATING_CONTEXT, &meta->mix.gating_context, error) ||
+      !moelm_json_get_int(o, "expert_token0", 4, G_MAXINT32, &meta->mix.expert_token0, error))
+    return FALSE;
+  /* the domain-discovery settings (the assignment rule eval-lm and generate follow) */
+  JsonNode *d = json_object_get_member(o, "discovery");
+  if (d && !JSON_NODE_HOLDS_OBJECT(d)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_FORMAT, "'discovery' must be an object");
+    return FALSE;
+  }
+  return moelm_mixture_discovery_from_json(d ? json_node_get_object(d) : NULL, &meta->mix.discovery, error);
 }
 
 gboolean moelm_task_meta_from_json(MoelmTaskMeta *meta, JsonNode *node, GError **error)

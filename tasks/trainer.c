@@ -191,6 +191,11 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
     moelm_log_field(line, &style, "num_updates", (double)r->st.num_updates, 0);
     if (r->st.has_best)
       moelm_log_field(line, &style, "best_loss", r->st.best_loss, 3);
+    if (r->obj->valid_log_fields && !r->obj->valid_log_fields(r->obj, split, cfg->comm, line, &style, error)) {
+      g_string_free(line, TRUE);
+      g_free(vprefix);
+      return FALSE;
+    }
     if (cfg->log_json)
       moelm_info("valid", "{%s, \"%sepoch\": %d}", line->str, vprefix, r->st.epoch);
     else

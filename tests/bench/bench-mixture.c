@@ -6,7 +6,9 @@
  * empty context). Prints, per domain, the share of its documents sent to each expert, the
  * domain accuracy under the best one-to-one matching of experts to domains, and the exact
  * valid loss (mixture NLL for a mixture).
- * usage: bench-mixture DATA CHECKPOINT DOMAINS [--split valid] [--opening 64] [--threads N] */
+ * usage: bench-mixture DATA CHECKPOINT DOMAINS [--split valid] [--opening 64] [--threads N] [--dump 1|2]
+ * (--dump 1: one line per document, "DOC index label expert", for looking at the mistakes;
+ * --dump 2 adds the experts' log joints) */
 #include "config.h"
 
 #include <math.h>
@@ -17,6 +19,7 @@
 #include "moelm/indexed_dataset.h"
 #include "tasks/lm_data.h"
 #include "tasks/inference.h"
+#include "tasks/mixture_docs.h"
 #include "tasks/mixture_scorer.h"
 #include "tasks/objective.h"
 
@@ -53,37 +56,6 @@ static GArray *documents(const MoelmIndexedDataset *ds)
   return docs;
 }
 
-/* Best one-to-one matching of experts to domains (exhaustive over assignments, K <= 8):
- * returns the number of documents it gets right and the expert of each domain in best[]
- * (-1 when there are more domains than experts). */
-static int search_matching(const int counts[MAX_DOMAINS][MAX_DOMAINS], int D, int K, int depth, int used, int *cur,
-                           int *best, int score, int best_score)
-{
-  if (depth == D) {
-    if (score > best_score)
-      memcpy(best, cur, sizeof(int) * D);
-    return MAX(score, best_score);
-  }
-  for (int k = -1; k < K; k++) {
-    if (k >= 0 && (used & (1 << k)))
-      continue;
-    if (k < 0 && D - depth <= K - __builtin_popcount(used))
-      continue; /* only leave a domain unmatched when experts run out */
-    cur[depth] = k;
-    best_score = search_matching(counts, D, K, depth + 1, k >= 0 ? used | (1 << k) : used, cur, best,
-                                 score + (k >= 0 ? counts[depth][k] : 0), best_score);
-  }
-  return best_score;
-}
-
-static int best_matching(const int counts[MAX_DOMAINS][MAX_DOMAINS], int D, int K, int *best)
-{
-  int cur[MAX_DOMAINS];
-  for (int d = 0; d < D; d++)
-    best[d] = -1;
-  return search_matching(counts, D, K, 0, 0, cur, best, 0, -1);
-}
-
 int main(int argc, char **argv)
 {
   if (argc < 4) {
@@ -91,7 +63,7 @@ int main(int argc, char **argv)
     return 2;
   }
   const char *data = argv[1], *ckpt_path = argv[2], *domains_path = argv[3], *split_name = "valid";
-  int opening = 64, threads = 0;
+  int opening = 64, threads = 0, dump = 0;
   for (int i = 4; i + 1 < argc; i += 2) {
     if (strcmp(argv[i], "--split") == 0)
       split_name = argv[i + 1];
@@ -99,6 +71,8 @@ int main(int argc, char **argv)
       opening = atoi(argv[i + 1]);
     else if (strcmp(argv[i], "--threads") == 0)
       threads = atoi(argv[i + 1]);
+    else if (strcmp(argv[i], "--dump") == 0)
+      dump = atoi(argv[i + 1]);
   }
   GError *error = NULL;
   MoelmBackendSpec spec;
@@ -126,8 +100,10 @@ int main(int argc, char **argv)
   const double valid_bits = nll / ntok / M_LN2;
   printf("checkpoint: %s (%s)\n", ckpt_path, mixture ? inf->task.method : "dense language_modeling");
   printf("valid loss (base 2): %.4f, perplexity: %.2f\n", valid_bits, pow(2.0, valid_bits));
-  if (!mixture)
+  if (!mixture) {
+    printf("RESULT ppl=%.2f\n", pow(2.0, valid_bits));
     return 0;
+  }
 
   /* domain labels, one per document */
   char *labels_text = NULL;
@@ -141,7 +117,8 @@ int main(int argc, char **argv)
     return 1;
   }
   char *names[MAX_DOMAINS];
-  int D = 0, counts[MAX_DOMAINS][MAX_DOMAINS] = {{0}}, totals[MAX_DOMAINS] = {0};
+  int D = 0, totals[MAX_DOMAINS] = {0};
+  int64_t counts[MAX_DOMAINS * MAX_DOMAINS] = {0}; /* (domain, expert) */
   const int K = mix.num_experts;
   if (K > MAX_DOMAINS) {
     fprintf(stderr, "bench-mixture: at most %d experts\n", MAX_DOMAINS);
@@ -174,11 +151,18 @@ int main(int argc, char **argv)
         continue;
       names[D++] = labels[d];
     }
-    counts[di][best]++;
+    counts[di * K + best]++;
+    if (dump) {
+      printf("DOC %u %s %d", d, labels[d], best);
+      for (int k = 0; dump > 1 && k < K; k++)
+        printf(" %.3f", log_joint[k]);
+      printf("\n");
+    }
     totals[di]++;
   }
   int perm[MAX_DOMAINS];
-  const int correct = best_matching(counts, D, K, perm);
+  double accuracy, per_domain;
+  moelm_domain_accuracy(counts, D, K, &accuracy, &per_domain, perm);
   printf("| domain | documents |");
   for (int k = 0; k < K; k++)
     printf(" expert %d |", k);
@@ -189,14 +173,16 @@ int main(int argc, char **argv)
   for (int di = 0; di < D; di++) {
     printf("| %s | %d |", names[di], totals[di]);
     for (int k = 0; k < K; k++)
-      printf(" %.2f |", totals[di] ? (double)counts[di][k] / totals[di] : 0.0);
+      printf(" %.2f |", totals[di] ? (double)counts[di * K + k] / totals[di] : 0.0);
     printf("\n");
   }
-  double macro = 0; /* the same matching, averaged per domain (the domains differ in size) */
-  for (int di = 0; di < D; di++)
-    macro += perm[di] >= 0 && totals[di] ? (double)counts[di][perm[di]] / totals[di] / D : 0.0;
-  printf("domain accuracy (best one-to-one matching of experts to domains): %.3f (%d of %u documents); "
+  printf("domain accuracy (best one-to-one matching of experts to domains): %.3f (%u documents); "
          "per-domain average %.3f\n",
-         (double)correct / docs->len, correct, docs->len, macro);
+         accuracy, docs->len, per_domain);
+  /* one line for the benchmark's tables: each domain's matched share, in label order */
+  printf("RESULT ppl=%.2f acc=%.3f per_domain=%.3f", pow(2.0, valid_bits), accuracy, per_domain);
+  for (int di = 0; di < D; di++)
+    printf(" %s=%.3f", names[di], perm[di] >= 0 && totals[di] ? (double)counts[di * K + perm[di]] / totals[di] : 0.0);
+  printf("\n");
   return 0;
 }

@@ -1,0 +1,24 @@
+/* moelm — a clustering of a split's documents to start a mixture's responsibilities from
+ * (--mixture-init tfidf): each document is a tf-idf vector over its tokens (sublinear term
+ * frequency 1 + log tf, idf = log(N / df), only the MAX_TERMS terms that most documents
+ * use, L2-normalised), clustered into K groups by spherical k-means (cosine similarity,
+ * k-means++ seeding drawn from Philox(seed), at most 30 rounds or until nothing moves; the best
+ * of 5 runs by total similarity). */
+#ifndef MOELM_TASKS_MIXTURE_CLUSTER_H
+#define MOELM_TASKS_MIXTURE_CLUSTER_H
+
+#include <stdint.h>
+#include <glib.h>
+
+#include "lm_data.h"
+#include "mixture_docs.h"
+
+G_BEGIN_DECLS
+
+/* clusters (map->n_docs) in [0, K). Fewer documents than K leave clusters empty. */
+gboolean moelm_mixture_cluster_documents(const MoelmLmSplit *split, const MoelmDocMap *map, int K, uint64_t seed,
+                                         int *clusters, GError **error);
+
+G_END_DECLS
+
+#endif

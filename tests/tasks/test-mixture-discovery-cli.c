@@ -1,0 +1,151 @@
+/* `moelm train --task language_model_moe --domain-discovery` end to end: validation logs the
+ * posterior mass per expert and, with DATA/valid.domains, the domain accuracy; the checkpoint
+ * records the settings and eval-lm's --mixture-report assigns by the same rule; a label file
+ * that does not fit, and options that contradict each other, fail before training. */
+#include "config.h"
+
+#include <string.h>
+
+#include "moelm-test.h"
+
+typedef struct {
+  char *dir, *data, *labels;
+} Data;
+
+/* The first 30 documents of the shipped valid split (train = valid = test) and their labels. */
+static void data_init(Data *d)
+{
+  d->dir = moelm_test_tmpdir();
+  char *src = moelm_test_srcpath("data-bin/text/valid.txt"), *lsrc = moelm_test_srcpath("data-bin/text/valid.domains");
+  char *text = moelm_test_read_file(src, NULL), *labels = moelm_test_read_file(lsrc, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(labels);
+  gchar **docs = g_strsplit(text, "\n\n", 31), **names = g_strsplit(labels, "\n", 31);
+  GString *t = g_string_new(NULL), *l = g_string_new(NULL);
+  for (int i = 0; i < 30; i++) {
+    g_string_append_printf(t, "%s%s\n", i ? "\n" : "", docs[i]);
+    g_string_append_printf(l, "%s\n", names[i]);
+  }
+  char *txt = g_build_filename(d->dir, "text.txt", NULL);
+  moelm_test_write_file(txt, t->str, t->len);
+  d->data = g_build_filename(d->dir, "data", NULL);
+  const char *pre[] = {"preprocess", "--only-source", "--trainpref", txt, "--validpref", txt, "--destdir", d->data,
+                       NULL};
+  CU_ASSERT_EQUAL_FATAL(moelm_test_run_cli(pre, NULL, NULL, NULL), 0);
+  d->labels = g_build_filename(d->data, "valid.domains", NULL);
+  moelm_test_write_file(d->labels, l->str, l->len);
+  g_free(txt);
+  g_string_free(t, TRUE);
+  g_string_free(l, TRUE);
+  g_strfreev(docs);
+  g_strfreev(names);
+  g_free(text);
+  g_free(labels);
+  g_free(src);
+  g_free(lsrc);
+}
+
+static void data_clear(Data *d)
+{
+  moelm_test_rmtree(d->dir);
+  g_free(d->dir);
+  g_free(d->data);
+  g_free(d->labels);
+}
+
+static int train(const Data *d, const char *save, const char *const *extra, char **err)
+{
+  const char *base[] = {"train", d->data, "--task", "language_model_moe", "--num-experts", "2", "--arch",
+                        "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "16",
+                        "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2", "--tokens-per-sample", "32",
+                        "--sample-break-mode", "complete_doc", "--batch-size", "4", "--lr", "0.001", "--max-update", "4",
+                        "--threads", "1", "--no-epoch-checkpoints", "--save-dir", save, NULL};
+  return moelm_test_run_cli2(base, extra, NULL, NULL, err);
+}
+
+static void test_discovery_end_to_end(void)
+{
+  Data d;
+  data_init(&d);
+  char *save = g_build_filename(d.dir, "dd", NULL), *err = NULL;
+  CU_ASSERT_EQUAL_FATAL(train(&d, save, (const char *const[]){"--method", "hMoEup", "--domain-discovery", NULL}, &err), 0);
+  const char *valid = strstr(err, "valid on 'valid' subset");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(valid);
+  CU_ASSERT_PTR_NOT_NULL(strstr(valid, "| expert_mass "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(valid, "| domain_acc 0."));
+  CU_ASSERT_PTR_NOT_NULL(strstr(valid, "| domain_acc_per_domain "));
+  g_free(err);
+  char *ckpt = g_build_filename(save, "checkpoint_last.pt", NULL);
+  gsize len = 0;
+  char *bytes = moelm_test_read_file(ckpt, &len);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
+  CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"discovery\\\":{\\\"estep\\\":\\\"document\\\""));
+  g_free(bytes);
+  /* eval-lm assigns whole documents, as training did, and scores them against the labels */
+  const char *ev[] = {"eval-lm", d.data, "--path", ckpt, "--gen-subset", "valid", "--mixture-report", "--threads", "1",
+                      NULL};
+  char *out = NULL;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(ev, NULL, &out, NULL), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "assigned by training's rule (whole documents): expert 0 "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "domain accuracy (documents by their posterior"));
+  g_free(out);
+  g_free(ckpt);
+  g_free(save);
+
+  /* fairseq's method with no option: block rows, no "discovery" metadata, still the report */
+  save = g_build_filename(d.dir, "faithful", NULL);
+  CU_ASSERT_EQUAL_FATAL(train(&d, save, (const char *const[]){"--method", "sMoEup", NULL}, &err), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "| domain_acc "));
+  g_free(err);
+  ckpt = g_build_filename(save, "checkpoint_last.pt", NULL);
+  bytes = moelm_test_read_file(ckpt, &len);
+  CU_ASSERT_PTR_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "discovery"));
+  g_free(bytes);
+  ev[3] = ckpt;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(ev, NULL, &out, NULL), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "assigned by training's rule (blocks): expert 0 "));
+  g_free(out);
+  g_free(ckpt);
+  g_free(save);
+  data_clear(&d);
+}
+
+/* Exit `status` with one error line naming `needle`, nothing written. */
+static void check_fails(const Data *d, const char *const *extra, int status, const char *needle)
+{
+  char *save = g_build_filename(d->dir, "bad", NULL), *err = NULL;
+  CU_ASSERT_EQUAL(train(d, save, extra, &err), status);
+  if (err == NULL || strstr(err, needle) == NULL)
+    g_printerr("\n  stderr was: %s (expected \"%s\")\n", err ? err : "(none)", needle);
+  int lines = 0; /* the error is one line */
+  for (const char *p = err ? strstr(err, "moelm train: error:") : NULL; p; p = strstr(p + 1, "moelm train: error:"))
+    lines++;
+  CU_ASSERT_EQUAL(lines, 1);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, needle) : NULL);
+  CU_ASSERT_FALSE(g_file_test(save, G_FILE_TEST_EXISTS));
+  g_free(err);
+  g_free(save);
+}
+
+static void test_discovery_errors(void)
+{
+  Data d;
+  data_init(&d);
+  check_fails(&d, (const char *const[]){"--method", "sMoEup", "--mixture-balance", "2", NULL}, 1,
+              "--mixture-balance needs a hard --method");
+  check_fails(&d, (const char *const[]){"--method", "hMoEup", "--mixture-balance", "0.5", NULL}, 1,
+              "--mixture-balance must be 0 (off) or at least 1");
+  check_fails(&d, (const char *const[]){"--method", "hMoEup", "--mixture-temperature", "2", NULL}, 1,
+              "--mixture-temperature needs --mixture-anneal-updates");
+  check_fails(&d, (const char *const[]){"--method", "hMoEup", "--mixture-estep", "page", NULL}, 2, "--mixture-estep");
+  moelm_test_write_file(d.labels, "licence\nfortune\n", 16);
+  check_fails(&d, (const char *const[]){"--method", "hMoEup", NULL}, 1,
+              "valid.domains: 2 labels, but the split has 30 documents");
+  data_clear(&d);
+}
+
+MOELM_TEST_SUITE(mixture_discovery_cli)
+{
+  CU_add_test(suite, "--domain-discovery: valid log, checkpoint, eval-lm report", test_discovery_end_to_end);
+  CU_add_test(suite, "bad labels and contradicting options fail before training", test_discovery_errors);
+}
