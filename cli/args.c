@@ -10,6 +10,24 @@
 #include "moelm/errors.h"
 #include "moelm/log.h"
 
+/* The options the last moelm_args_parse saw (their spec names), for checks of the kind
+ * "this option needs that task". A CLI parses once per process. */
+static GHashTable *given_options;
+
+gboolean moelm_args_given(const char *name)
+{
+  return given_options != NULL && g_hash_table_contains(given_options, name);
+}
+
+char *moelm_args_given_list(const MoelmArgSpec *table)
+{
+  GString *s = g_string_new(NULL);
+  for (const MoelmArgSpec *spec = table; spec->name; spec++)
+    if (moelm_args_given(spec->name))
+      g_string_append_printf(s, "%s%s", s->len ? ", " : "", spec->name);
+  return g_string_free(s, s->len == 0);
+}
+
 static const MoelmArgSpec *find_spec(const MoelmArgSpec *const *tables, const char *name, gsize len)
 {
   for (const MoelmArgSpec *const *t = tables; *t; t++)
@@ -154,6 +172,9 @@ gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, i
   g_autoptr(GString) unknown = g_string_new(NULL);  /* every unknown option, reported together */
   g_autoptr(GString) ignored = g_string_new(NULL);  /* fairseq options without effect, one warning */
   int n_unknown = 0;
+  if (given_options == NULL)
+    given_options = g_hash_table_new(g_str_hash, g_str_equal);
+  g_hash_table_remove_all(given_options);
   if (help_requested)
     *help_requested = FALSE;
   for (int i = first; i < argc; i++) {
@@ -193,6 +214,7 @@ gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, i
     }
     if (spec->seen)
       *spec->seen = TRUE;
+    g_hash_table_add(given_options, (gpointer)spec->name);
     if (!takes_value(spec->type)) {
       if (eq) {
         g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "argument %s: ignored explicit argument '%s'",

@@ -39,6 +39,11 @@ typedef struct {
 gboolean moelm_args_parse(const char *prog, const MoelmArgSpec *const *tables, int argc, char **argv,
                           int first, GPtrArray *positional, gboolean *help_requested, GError **error);
 
+/* Whether the last moelm_args_parse saw the option `name` (its spec's name, either spelling
+ * given), and the options of `table` it saw as "--a, --b" (g_free; NULL when none). */
+gboolean moelm_args_given(const char *name);
+char *moelm_args_given_list(const MoelmArgSpec *table);
+
 void moelm_args_print_help(FILE *out, const char *prog, const char *usage, const MoelmArgSpec *const *tables);
 
 /* Free every MOELM_ARG_STRING/CHOICE destination in the tables and reset it to NULL. */

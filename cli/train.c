@@ -154,6 +154,41 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
   return t;
 }
 
+/* Options that belong to a task or a model kind the run does not have are an error, as in
+ * fairseq (whose parser would not know them): --method etc. without --task
+ * language_model_moe would silently train a plain language model. */
+static gboolean check_option_scope(TrainOptions *o, GError **error)
+{
+  const gboolean mixture = strcmp(o->task, "language_model_moe") == 0;
+  g_autofree char *task_flags = moelm_args_given_list(moelm_task_options_table(&o->task_opts));
+  if (!mixture && task_flags) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "%s: only with --task language_model_moe (a sequence-level mixture); this run's task is %s", task_flags,
+                o->task);
+    return FALSE;
+  }
+  const gboolean moe = o->model.seen.moe_freq && o->model.moe_freq > 0;
+  if (moe)
+    return TRUE;
+  g_autoptr(GString) moe_flags = g_string_new(NULL);
+  for (const MoelmArgSpec *s = moelm_model_options_table(&o->model); s->name; s++)
+    if ((g_str_has_prefix(s->name, "--moe-") || strcmp(s->name, "--use-moe-pad-mask") == 0) &&
+        strcmp(s->name, "--moe-freq") != 0 && moelm_args_given(s->name))
+      g_string_append_printf(moe_flags, "%s%s", moe_flags->len ? ", " : "", s->name);
+  for (const char *const *name = (const char *const[]){"--moe-expert-parallel", "--moe-normalize-expert-grad", NULL};
+       *name; name++)
+    if (moelm_args_given(*name))
+      g_string_append_printf(moe_flags, "%s%s", moe_flags->len ? ", " : "", *name);
+  if (strcmp(o->criterion, "moe_cross_entropy") == 0)
+    g_string_append_printf(moe_flags, "%s--criterion moe_cross_entropy", moe_flags->len ? ", " : "");
+  if (moe_flags->len) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "%s: only for a model with token-level MoE layers (--moe-freq F --moe-expert-count E)", moe_flags->str);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainConfig *c, GError **error)
 {
   c->data_dir = g_strdup(data_dir);
@@ -345,6 +380,10 @@ int moelm_cmd_train(int argc, char **argv)
   }
   if (pos->len != 1) {
     error = g_error_new(MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "expected exactly one DATA directory, got %u", pos->len);
+    rc = moelm_cli_fail("train", error, 2);
+    goto out;
+  }
+  if (!check_option_scope(&o, &error)) {
     rc = moelm_cli_fail("train", error, 2);
     goto out;
   }

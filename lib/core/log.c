@@ -1,7 +1,9 @@
 /* moelm — fairseq-style log lines on stderr. */
 #include "config.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "moelm/log.h"
@@ -9,6 +11,8 @@
 static MoelmLogLevel log_level = MOELM_LOG_INFO;
 static GMutex log_mutex;
 static gboolean progress_line = FALSE;
+static FILE *log_file;         /* --log-file: every line also appended here */
+static char **muted_components; /* --log-format none: the stats lines' components */
 
 void moelm_log_set_progress_line(gboolean active) { progress_line = active; }
 
@@ -35,9 +39,53 @@ char *moelm_log_format(MoelmLogLevel level, const char *component, const char *m
   return g_strdup_printf("%s | %s | %s | %s", stamp, level_name(level), component, msg);
 }
 
+gboolean moelm_log_open_file(const char *path, GError **error)
+{
+  FILE *f = fopen(path, "a");
+  if (f == NULL) {
+    g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(errno), "--log-file %s: %s", path, g_strerror(errno));
+    return FALSE;
+  }
+  setvbuf(f, NULL, _IOLBF, 0);
+  g_mutex_lock(&log_mutex);
+  if (log_file)
+    fclose(log_file);
+  log_file = f;
+  g_mutex_unlock(&log_mutex);
+  return TRUE;
+}
+
+void moelm_log_close_file(void)
+{
+  g_mutex_lock(&log_mutex);
+  if (log_file)
+    fclose(log_file);
+  log_file = NULL;
+  g_mutex_unlock(&log_mutex);
+}
+
+void moelm_log_to_file(const char *line)
+{
+  g_mutex_lock(&log_mutex);
+  if (log_file)
+    fprintf(log_file, "%s\n", line);
+  g_mutex_unlock(&log_mutex);
+}
+
+void moelm_log_mute(const char *const *components)
+{
+  g_strfreev(muted_components);
+  muted_components = components ? g_strdupv((char **)components) : NULL;
+}
+
+static gboolean muted(const char *component)
+{
+  return muted_components != NULL && g_strv_contains((const char *const *)muted_components, component);
+}
+
 void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...)
 {
-  if (level < log_level)
+  if (level < log_level || muted(component))
     return;
   va_list ap;
   va_start(ap, fmt);
@@ -48,6 +96,8 @@ void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...)
   g_mutex_lock(&log_mutex);
   fprintf(stderr, "%s%s\n", progress_line ? "\r\033[K" : "", line);
   fflush(stderr);
+  if (log_file)
+    fprintf(log_file, "%s\n", line);
   g_mutex_unlock(&log_mutex);
   g_free(line);
   g_free(msg);

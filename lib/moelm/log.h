@@ -28,6 +28,16 @@ char *moelm_log_format(MoelmLogLevel level, const char *component, const char *m
  * the two never run into each other. */
 void moelm_log_set_progress_line(gboolean active);
 
+/* --log-file: from now on every line moelm_log writes is also appended to `path` (opened
+ * for appending, line-buffered, as fairseq's FileHandler). The error names the flag and file. */
+gboolean moelm_log_open_file(const char *path, GError **error);
+void moelm_log_close_file(void);
+/* Append a line written elsewhere (eval-lm's stdout lines) to the log file, if one is open. */
+void moelm_log_to_file(const char *line);
+/* Drop the lines of these components (NULL-terminated; NULL: none), e.g. the training
+ * statistics ("train_inner", "train", "valid") under --log-format none. */
+void moelm_log_mute(const char *const *components);
+
 void moelm_log(MoelmLogLevel level, const char *component, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
 
 #define moelm_info(component, ...) moelm_log(MOELM_LOG_INFO, (component), __VA_ARGS__)

@@ -65,9 +65,46 @@ static void test_ignored_in_one_warning(void)
   g_free(err);
 }
 
+/* Options of a task or model kind the run does not have: an error naming them all, before
+ * any data is read (the data directory does not exist). */
+static void test_options_outside_their_scope(void)
+{
+  const char *mixture[] = {"train", "data-bin/none", "--method", "sMoElp", "--num-experts", "4",
+                           "--mean-pool-gating-network", "--max-tokens", "64", NULL};
+  char *out = NULL, *err = NULL;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(mixture, NULL, &out, &err), 2);
+  CU_ASSERT_STRING_EQUAL(err, "moelm train: error: --method, --num-experts, --mean-pool-gating-network: only with "
+                              "--task language_model_moe (a sequence-level mixture); this run's task is "
+                              "language_modeling\n");
+  g_free(out);
+  g_free(err);
+
+  const char *moe[] = {"train", "data-bin/none", "--moe-expert-count", "4", "--moe-gate-loss-wt", "0.1",
+                       "--criterion", "moe_cross_entropy", "--max-tokens", "64", NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(moe, NULL, &out, &err), 2);
+  CU_ASSERT_STRING_EQUAL(err, "moelm train: error: --moe-expert-count, --moe-gate-loss-wt, --criterion "
+                              "moe_cross_entropy: only for a model with token-level MoE layers (--moe-freq F "
+                              "--moe-expert-count E)\n");
+  g_free(out);
+  g_free(err);
+
+  /* With the task (or MoE layers) the same options pass the check: the run fails later, on
+   * the missing data directory. */
+  const char *ok[] = {"train", "data-bin/none", "--task", "language_model_moe", "--method", "sMoElp",
+                      "--moe-freq", "2", "--moe-expert-count", "4", "--criterion", "moe_cross_entropy",
+                      "--max-tokens", "64", NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(ok, NULL, &out, &err), 1);
+  CU_ASSERT_PTR_NULL(strstr(err, "only with"));
+  CU_ASSERT_PTR_NULL(strstr(err, "only for"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "data-bin/none"));
+  g_free(out);
+  g_free(err);
+}
+
 MOELM_TEST_SUITE(cli_args)
 {
   CU_add_test(suite, "every unknown option in one message, with suggestions", test_unknown_all_at_once);
   CU_add_test(suite, "a bad value: one prefix", test_bad_value_one_prefix);
   CU_add_test(suite, "options without effect: one warning line", test_ignored_in_one_warning);
+  CU_add_test(suite, "mixture or MoE options without the task or the layers: an error", test_options_outside_their_scope);
 }
