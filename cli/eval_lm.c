@@ -17,6 +17,7 @@
 #include "common_options.h"
 #include "moelm/errors.h"
 #include "moelm/log.h"
+#include "moelm/progress.h"
 #include "tasks/inference.h"
 #include "tasks/lm_data.h"
 #include "tasks/mixture_scorer.h"
@@ -30,14 +31,14 @@
 #define LOGITS_BUDGET ((int64_t)1 << 23)
 
 typedef struct {
-  char *path, *gen_subset, *break_mode, *post_process;
+  char *path, *gen_subset, *break_mode, *post_process, *log_format, *log_file;
   int context_window, batch_size;
   gint64 tokens_per_sample, max_tokens;
   MoelmTaskFlagOptions taskflags;
   MoelmBackendOptions backend;
   MoelmBpeOptions bpe;
   gboolean output_word_probs, output_word_stats, mixture_report;
-  gboolean tps_seen, mode_seen;
+  gboolean tps_seen, mode_seen, no_progress_bar;
   MoelmMoefyTopKOption moefy;
 } EvalOptions;
 
@@ -46,6 +47,7 @@ static void options_init(EvalOptions *o)
   memset(o, 0, sizeof *o);
   o->gen_subset = g_strdup("test");
   o->break_mode = g_strdup("none");
+  o->log_format = g_strdup("simple");
   moelm_task_flag_options_init(&o->taskflags);
   moelm_backend_options_init(&o->backend);
 }
@@ -73,7 +75,10 @@ static const MoelmArgSpec *eval_table(EvalOptions *o)
      "merge subword pieces into words: '@@ ', subword_nmt, sentencepiece or gpt2", NULL},
     {"--seed", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--softmax-batch", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
-    {"--log-format", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+    {"--log-format", NULL, MOELM_ARG_CHOICE, &o->log_format, "simple|json|none|tqdm",
+     "none: no progress line (the results are printed as always)", NULL},
+    {"--log-file", NULL, MOELM_ARG_STRING, &o->log_file, NULL, "also append the log lines to FILE", NULL},
+    {"--no-progress-bar", NULL, MOELM_ARG_FLAG, &o->no_progress_bar, NULL, "no progress line", NULL},
     {"--log-interval", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--required-batch-size-multiple", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--skip-invalid-size-inputs-valid-test", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
@@ -93,6 +98,7 @@ static void say(const char *fmt, ...)
   va_end(ap);
   char *line = moelm_log_format(MOELM_LOG_INFO, "fairseq_cli.eval_lm", msg);
   printf("%s\n", line);
+  moelm_log_to_file(line);
   g_free(line);
   g_free(msg);
 }
@@ -119,6 +125,10 @@ typedef struct {
   const MoelmGpt2Bpe *gpt2;
   GHashTable *by_word; /* word → WordStat* (owned by `order`) */
   GPtrArray *order;    /* first-seen order, as a Python dict */
+  gboolean words;      /* --output-word-probs or --output-word-stats */
+  MoelmProgress bar;   /* blocks scored, with the running loss */
+  gsize rows;
+  double nll, ntokens;
 } WordReport;
 
 static gboolean report_row(const MoelmScoredRow *row, gpointer data, GError **error)
@@ -156,6 +166,20 @@ static gboolean report_row(const MoelmScoredRow *row, gpointer data, GError **er
     }
   g_ptr_array_unref(words);
   return TRUE;
+}
+
+/* Every scored row: the progress line, then the word report when one was asked for. */
+static gboolean eval_row(const MoelmScoredRow *row, gpointer data, GError **error)
+{
+  WordReport *r = data;
+  r->rows++;
+  for (int64_t j = 0; j < row->n; j++)
+    r->nll -= row->lprobs[j];
+  r->ntokens += (double)row->n;
+  char *extra = g_strdup_printf("loss=%.3f", r->ntokens > 0 ? r->nll / r->ntokens / G_LN2 : 0.0);
+  moelm_progress_update(&r->bar, (double)r->rows, extra);
+  g_free(extra);
+  return r->words ? report_row(row, data, error) : TRUE;
 }
 
 static gint by_count_desc(gconstpointer a, gconstpointer b)
@@ -321,17 +345,23 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
     .bpe = bpe,
     .gpt2 = gpt2,
   };
-  WordReport wr = {o, inf->dict, bpe, gpt2, g_hash_table_new(g_str_hash, g_str_equal),
-                   g_ptr_array_new_with_free_func(word_stat_free)};
-  const gboolean words = o->output_word_probs || o->output_word_stats;
+  WordReport wr = {.o = o, .dict = inf->dict, .bpe = bpe, .gpt2 = gpt2,
+                   .by_word = g_hash_table_new(g_str_hash, g_str_equal),
+                   .order = g_ptr_array_new_with_free_func(word_stat_free),
+                   .words = o->output_word_probs || o->output_word_stats};
+  char *what = g_strdup_printf("%s on '%s'", o->path, o->gen_subset);
+  moelm_progress_start(&wr.bar, "moelm eval-lm", what, (double)moelm_lm_split_n_blocks(split), "blocks");
+  moelm_progress_set_enabled(&wr.bar, wr.bar.enabled && !o->no_progress_bar && strcmp(o->log_format, "none") != 0);
+  g_free(what);
   MoelmScoreResult res;
   MoelmMixtureReport mr;
   moelm_mixture_report_init(&mr, K);
   if (inf->task.mixture)
     ok = moelm_mixture_score_split(inf->model, inf->gate, &inf->task.mix, split, &so, LOGITS_BUDGET,
-                                   words ? report_row : NULL, &wr, &res, &mr, error);
+                                   eval_row, &wr, &res, &mr, error);
   else
-    ok = moelm_score_split(inf->model, split, &so, words ? report_row : NULL, &wr, &res, error);
+    ok = moelm_score_split(inf->model, split, &so, eval_row, &wr, &res, error);
+  moelm_progress_finish(&wr.bar);
   if (ok && (res.count == 0 || !isfinite(res.nll_sum))) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_FAILED, "%s: %s", o->path,
                 res.count == 0 ? "no token was scored" : "the loss is not a finite number");
@@ -383,9 +413,14 @@ int moelm_cmd_eval_lm(int argc, char **argv)
     rc = moelm_cli_fail("eval-lm", error, 2);
     goto out;
   }
+  if (o.log_file && !moelm_log_open_file(o.log_file, &error)) {
+    rc = moelm_cli_fail("eval-lm", error, 1);
+    goto out;
+  }
   if (!check_options(&o, &error) || !run(&o, g_ptr_array_index(pos, 0), &error))
     rc = moelm_cli_fail("eval-lm", error, 1);
   fflush(stdout);
+  moelm_log_close_file();
 out:
   g_clear_error(&error);
   moelm_args_free_strings(tables);

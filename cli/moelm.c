@@ -54,6 +54,9 @@ int main(int argc, char **argv)
     printf("moelm %s\n", PACKAGE_VERSION);
     return 0;
   }
+  /* Every line reaches a pipe when it is printed (`moelm eval-lm ... | tee log` shows the run
+   * as it goes), not when a 4 KB buffer fills. */
+  setvbuf(stdout, NULL, _IOLBF, 0);
   const char *name = argv[1];
   if (g_str_has_prefix(name, "fairseq-"))
     name += strlen("fairseq-");

@@ -16,7 +16,7 @@
 
 typedef struct {
   char *task, *criterion, *optimizer, *lr_scheduler, *lr, *adam_betas, *log_format, *break_mode;
-  char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune, *tensorboard_logdir;
+  char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune, *tensorboard_logdir, *log_file;
   double adam_eps, weight_decay, clip_norm, warmup_init_lr, min_lr, stop_min_lr, lr_period_updates, t_mult, lr_shrink;
   double end_lr, power, total_num_update;
   gint64 tokens_per_sample, max_tokens, max_tokens_valid, max_update, warmup_updates, save_interval_updates;
@@ -26,7 +26,7 @@ typedef struct {
   gint64 seed;
   int world_size;       /* --distributed-world-size (-1: not given) */
   double bucket_cap_mb; /* --bucket-cap-mb */
-  gboolean expert_parallel, checkpoint_activations;
+  gboolean expert_parallel, checkpoint_activations, no_progress_bar;
   char *normalize_expert_grad;
   gboolean disable_validation, no_save, no_epoch_checkpoints, no_last_checkpoints, no_save_optimizer_state;
   gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters, skip_invalid;
@@ -85,7 +85,10 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--criterion", NULL, MOELM_ARG_CHOICE, &o->criterion, "cross_entropy|moe_cross_entropy", "criterion", NULL},
     {"--seed", NULL, MOELM_ARG_INT64, &o->seed, NULL, "random seed (1)", NULL},
     {"--log-interval", NULL, MOELM_ARG_INT, &o->log_interval, NULL, "log every N updates (100)", NULL},
-    {"--log-format", NULL, MOELM_ARG_CHOICE, &o->log_format, "simple|json|none|tqdm", "log format", NULL},
+    {"--log-format", NULL, MOELM_ARG_CHOICE, &o->log_format, "simple|json|none|tqdm",
+     "statistics lines: simple, json, none (no statistics lines), tqdm (a progress bar; simple when not a terminal)", NULL},
+    {"--log-file", NULL, MOELM_ARG_STRING, &o->log_file, NULL, "also append every log line to FILE", NULL},
+    {"--no-progress-bar", NULL, MOELM_ARG_FLAG, &o->no_progress_bar, NULL, "no progress line on the terminal", NULL},
     {"--tensorboard-logdir", NULL, MOELM_ARG_STRING, &o->tensorboard_logdir, NULL,
      "write TensorBoard event files to DIR/train_inner, DIR/train, DIR/valid", NULL},
     {"--tokens-per-sample", NULL, MOELM_ARG_INT64, &o->tokens_per_sample, NULL, "tokens per block (1024)", NULL},
@@ -273,7 +276,17 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->log_json = strcmp(o->log_format, "json") == 0;
   g_free(c->tensorboard_logdir);
   c->tensorboard_logdir = g_strdup(o->tensorboard_logdir);
-  c->progress_bar = isatty(STDERR_FILENO) && strcmp(o->log_format, "none") != 0;
+  /* fairseq's progress bars: tqdm shows the statistics on its bar (no train_inner lines) and
+   * falls back to simple when stderr is not a terminal; none prints no statistics at all.
+   * moelm also shows its progress line (rate, ETA) under simple and json: rewritten in place
+   * on a terminal, a plain line every 30 s otherwise. */
+  const gboolean tty = isatty(STDERR_FILENO);
+  const gboolean tqdm = strcmp(o->log_format, "tqdm") == 0 && tty && !o->no_progress_bar;
+  c->progress_bar = !o->no_progress_bar && strcmp(o->log_format, "none") != 0; /* plain lines off a terminal */
+  if (strcmp(o->log_format, "none") == 0)
+    moelm_log_mute((const char *const[]){"train_inner", "train", "valid", NULL});
+  else if (tqdm)
+    moelm_log_mute((const char *const[]){"train_inner", NULL});
   if (!moelm_backend_options_apply(&o->backend, &c->backend, error))
     return FALSE;
   if (o->world_size >= 0 && o->world_size != moelm_comm_size(c->comm)) {
@@ -387,6 +400,10 @@ int moelm_cmd_train(int argc, char **argv)
     rc = moelm_cli_fail("train", error, 2);
     goto out;
   }
+  if (o.log_file && moelm_comm_rank(comm) == 0 && !moelm_log_open_file(o.log_file, &error)) {
+    rc = moelm_cli_fail("train", error, 1);
+    goto out;
+  }
   const char *data = g_ptr_array_index(pos, 0);
   task = moelm_train_task_open(o.task, &o.task_opts, data, &error);
   if (task == NULL || !build_config(&o, data, &cfg, &error) || !moelm_train_task_configure(task, &cfg, &error)) {
@@ -412,6 +429,8 @@ out:
   if (rc != 0 && !interrupted && moelm_comm_size(comm) > 1) /* the other ranks must not wait for this one */
     moelm_comm_abort(comm, rc);
   moelm_comm_free(comm);
+  moelm_log_close_file();
+  moelm_log_mute(NULL);
   g_clear_error(&error);
   moelm_train_task_free(task);
   if (cfg.task_meta)

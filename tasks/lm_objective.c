@@ -96,12 +96,12 @@ gboolean moelm_objective_score_batches(MoelmObjective *obj, MoelmModel *model, c
                                        GPtrArray *batches, double *nll, double *ntokens, double *nrows,
                                        GError **error)
 {
-  return moelm_objective_score_shard(obj, model, split, batches, 0, 1, nll, ntokens, nrows, error);
+  return moelm_objective_score_shard(obj, model, split, batches, 0, 1, NULL, nll, ntokens, nrows, error);
 }
 
 gboolean moelm_objective_score_shard(MoelmObjective *obj, MoelmModel *model, const MoelmLmSplit *split,
-                                     GPtrArray *batches, int rank, int world, double *nll, double *ntokens,
-                                     double *nrows, GError **error)
+                                     GPtrArray *batches, int rank, int world, MoelmProgress *progress, double *nll,
+                                     double *ntokens, double *nrows, GError **error)
 {
   *nll = *ntokens = *nrows = 0;
   gboolean ok = TRUE;
@@ -120,6 +120,11 @@ gboolean moelm_objective_score_shard(MoelmObjective *obj, MoelmModel *model, con
     *ntokens += (double)b.ntokens;
     *nrows += b.batch.B;
     moelm_lm_batch_clear(&b);
+    if (progress && ok) {
+      char *extra = g_strdup_printf("loss=%.3f", *ntokens > 0 ? *nll / *ntokens / G_LN2 : 0.0);
+      moelm_progress_update(progress, (double)(i / (guint)world + 1), extra);
+      g_free(extra);
+    }
   }
   return ok;
 }

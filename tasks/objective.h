@@ -13,6 +13,7 @@
 #include "train_meters.h"
 #include "moelm/dist.h"
 #include "moelm/model.h"
+#include "moelm/progress.h"
 
 G_BEGIN_DECLS
 
@@ -66,10 +67,11 @@ void moelm_lm_batch_load_empty(MoelmLmBatch *b, const MoelmLmSplit *split);
 gboolean moelm_objective_score_batches(MoelmObjective *obj, MoelmModel *model, const MoelmLmSplit *split,
                                        GPtrArray *batches, double *nll, double *ntokens, double *nrows,
                                        GError **error);
-/* The same over batches rank, rank + world, rank + 2*world, ... (a data-parallel shard). */
+/* The same over batches rank, rank + world, rank + 2*world, ... (a data-parallel shard);
+ * `progress` (NULL: none) is told the batches done with the running loss. */
 gboolean moelm_objective_score_shard(MoelmObjective *obj, MoelmModel *model, const MoelmLmSplit *split,
-                                     GPtrArray *batches, int rank, int world, double *nll, double *ntokens,
-                                     double *nrows, GError **error);
+                                     GPtrArray *batches, int rank, int world, MoelmProgress *progress, double *nll,
+                                     double *ntokens, double *nrows, GError **error);
 
 /* fairseq's language_modeling + cross_entropy: every row weight 1, sample size = tokens. */
 MoelmObjective *moelm_lm_objective_new(void);

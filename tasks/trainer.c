@@ -13,6 +13,7 @@
 #include "moelm/errors.h"
 #include "moelm/json.h"
 #include "moelm/log.h"
+#include "moelm/progress.h"
 #include "moelm/sysmem.h"
 #include "moelm/timer.h"
 #include "train_checkpoints.h"
@@ -79,6 +80,7 @@ typedef struct {
   int64_t first_update;      /* num_updates when this run's loop began */
   int64_t last_saved_update; /* num_updates of the last checkpoint_last.pt written (-1: none) */
   int stop;                  /* the signal every rank agreed to stop on (0: none) */
+  MoelmProgress bar;         /* the progress line of training (rank 0, cfg->progress_bar) */
 } Run;
 
 /* The TensorBoard writer of a kind of log line, opened on first use (NULL: none). A
@@ -158,8 +160,16 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
     double loss = 0, ntok = 0, nsent = 0, t0 = moelm_time_now();
     const double nbatches = batches->len;
     /* sharded: rank r scores every r-th batch; the sums are reduced */
-    gboolean ok = moelm_objective_score_shard(r->obj, r->model, split, batches, moelm_comm_rank(cfg->comm),
-                                              moelm_comm_size(cfg->comm), &loss, &ntok, &nsent, error);
+    const int world = moelm_comm_size(cfg->comm);
+    MoelmProgress bar;
+    char *what = g_strdup_printf("valid on '%s' subset", split->name);
+    moelm_progress_start(&bar, "moelm train", what, (double)((batches->len + (guint)world - 1) / (guint)world),
+                         "batches");
+    moelm_progress_set_enabled(&bar, bar.enabled && cfg->progress_bar);
+    g_free(what);
+    gboolean ok = moelm_objective_score_shard(r->obj, r->model, split, batches, moelm_comm_rank(cfg->comm), world,
+                                              &bar, &loss, &ntok, &nsent, error);
+    moelm_progress_finish(&bar);
     g_ptr_array_unref(batches);
     double sums[3] = {loss, ntok, nsent};
     if (!ok || !moelm_comm_allreduce_f64(cfg->comm, sums, 3, error))
@@ -358,15 +368,32 @@ static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_
   tb_flush(r, tag);
 }
 
+/* The training progress line: updates done against --max-update, else against the epochs of
+ * --max-epoch, else against this epoch; rate and ETA over this run's updates. */
+static void progress_start(Run *r)
+{
+  const MoelmTrainConfig *cfg = r->cfg;
+  const int64_t per_epoch = updates_per_epoch(r);
+  double total = 0;
+  if (cfg->max_update > 0)
+    total = (double)cfg->max_update;
+  else if (cfg->max_epoch > 0)
+    total = (double)cfg->max_epoch * (double)per_epoch;
+  moelm_progress_start(&r->bar, "moelm train", total > 0 ? "training" : "epoch", total > 0 ? total : (double)per_epoch,
+                       "updates");
+  moelm_progress_set_enabled(&r->bar, r->bar.enabled && cfg->progress_bar);
+  moelm_progress_set_base(&r->bar, total > 0 ? (double)r->st.num_updates : (double)r->st.iterations_in_epoch);
+  moelm_progress_set_plain_interval(&r->bar, 30); /* the train_inner lines already say a lot */
+}
+
 static void progress(Run *r, int64_t iter, double loss)
 {
-  if (!r->cfg->progress_bar)
+  if (!r->bar.enabled)
     return;
-  moelm_log_set_progress_line(TRUE);
-  g_printerr("\repoch %03d: %3d%% %" G_GINT64_FORMAT "/%" G_GINT64_FORMAT " loss=%.3f num_updates=%" G_GINT64_FORMAT
-             "   ",
-             r->st.epoch, (int)(100 * iter / MAX(1, updates_per_epoch(r))), iter, updates_per_epoch(r), loss,
-             r->st.num_updates);
+  const gboolean whole_run = r->bar.total > 0 && strcmp(r->bar.what, "training") == 0;
+  char *extra = g_strdup_printf("epoch %d, loss=%.3f, lr=%g", r->st.epoch, loss, moelm_lr_get(r->sched));
+  moelm_progress_update(&r->bar, whole_run ? (double)r->st.num_updates : (double)iter, extra);
+  g_free(extra);
 }
 
 /* ---- one update ----------------------------------------------------------------------- */
@@ -633,6 +660,7 @@ static gboolean setup(Run *r, GError **error)
 
 static void teardown(Run *r)
 {
+  moelm_progress_finish(&r->bar);
   if (r->tb)
     g_hash_table_unref(r->tb);
   moelm_objective_detach(r->obj); /* it may hold backend memory of this run's model */
@@ -767,6 +795,10 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
     else
       moelm_info("moelm.train", "resuming epoch %d at update %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT, r->st.epoch,
                  r->st.iterations_in_epoch, n_updates);
+    if (r->bar.prefix == NULL || strcmp(r->bar.what, "epoch") == 0) { /* per-epoch bars start again */
+      moelm_progress_finish(&r->bar);
+      progress_start(r);
+    }
     MoelmTrainMeters interval, epoch_m;
     moelm_meters_reset(&interval);
     moelm_meters_reset(&epoch_m);
@@ -869,10 +901,7 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
                "started during the backward in the last update",
                r.comm_seconds, moelm_stopwatch_elapsed(&r.train_wall), moelm_grad_sync_overlapped(r.sync),
                moelm_grad_sync_n_buckets(r.sync));
-  if (cfg->progress_bar) { /* leave a clean terminal line for whatever comes next */
-    g_printerr("\r\033[K");
-    moelm_log_set_progress_line(FALSE);
-  }
+  moelm_progress_finish(&r.bar); /* leave a clean terminal line for whatever comes next */
   result->num_updates = r.st.num_updates;
   result->epoch = r.st.epoch;
   result->best_valid_loss = r.st.has_best ? r.st.best_loss : NAN;

@@ -58,7 +58,7 @@ typedef struct {
   /* logging */
   int log_interval;                  /* --log-interval 100 */
   gboolean log_json;                 /* --log-format json */
-  gboolean progress_bar;             /* a \r progress line on a terminal */
+  gboolean progress_bar;             /* progress lines (rate, ETA) for training and validation */
   char *tensorboard_logdir;          /* --tensorboard-logdir: event files in DIR/train_inner, DIR/train,
                                       * DIR/<valid subset> (rank 0); NULL: none */
   /* model and compute */

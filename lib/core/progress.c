@@ -26,9 +26,15 @@ void moelm_progress_start(MoelmProgress *p, const char *prefix, const char *what
       .enabled = g_getenv("MOELM_NO_PROGRESS") == NULL && moelm_log_get_level() <= MOELM_LOG_INFO,
       .started = moelm_time_now(),
   };
+  /* scripts and tests that want every line from the start: MOELM_PROGRESS_QUIET_S=0 */
+  const char *quiet = g_getenv("MOELM_PROGRESS_QUIET_S");
+  if (quiet && *quiet)
+    p->quiet_s = g_ascii_strtod(quiet, NULL);
 }
 
 void moelm_progress_set_enabled(MoelmProgress *p, gboolean enabled) { p->enabled = enabled; }
+void moelm_progress_set_base(MoelmProgress *p, double base) { p->base = base; }
+void moelm_progress_set_plain_interval(MoelmProgress *p, double seconds) { p->every_s = seconds; }
 
 char *moelm_progress_format_duration(double seconds)
 {
@@ -49,10 +55,12 @@ void moelm_progress_update(MoelmProgress *p, double done, const char *extra)
     return;
   if (p->shown && now - p->last_line < (p->tty ? PROGRESS_TTY_EVERY_S : p->every_s))
     return;
-  double rate = elapsed > 0 ? done / elapsed : 0;
+  double rate = elapsed > 0 ? (done - p->base) / elapsed : 0;
   GString *line = g_string_new(NULL);
   g_string_append_printf(line, "%s: %s: ", p->prefix, p->what);
-  int digits = p->total >= 100 || done >= 100 ? 0 : 1;
+  /* counts (updates, blocks) as integers; small amounts (MB) with one decimal */
+  const gboolean whole = done == floor(done) && p->total == floor(p->total);
+  int digits = whole || p->total >= 100 || done >= 100 ? 0 : 1;
   if (p->total > 0) {
     g_string_append_printf(line, "%.*f/%.*f %s (%.0f%%)", digits, done, digits, p->total, p->unit,
                            100.0 * MIN(done, p->total) / p->total);
