@@ -16,7 +16,7 @@
 
 typedef struct {
   char *task, *criterion, *optimizer, *lr_scheduler, *lr, *adam_betas, *log_format, *break_mode;
-  char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune, *tensorboard_logdir;
+  char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune, *tensorboard_logdir, *best_metric;
   double adam_eps, weight_decay, clip_norm, warmup_init_lr, min_lr, stop_min_lr, lr_period_updates, t_mult, lr_shrink;
   double end_lr, power, total_num_update;
   gint64 tokens_per_sample, max_tokens, max_tokens_valid, max_update, warmup_updates, save_interval_updates;
@@ -28,6 +28,7 @@ typedef struct {
   double bucket_cap_mb; /* --bucket-cap-mb */
   gboolean expert_parallel, checkpoint_activations;
   char *normalize_expert_grad;
+  gboolean maximize_best_metric;
   gboolean disable_validation, no_save, no_epoch_checkpoints, no_last_checkpoints, no_save_optimizer_state;
   gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters, skip_invalid;
   MoelmBackendOptions backend;
@@ -52,6 +53,7 @@ static void options_init(TrainOptions *o)
   o->train_subset = g_strdup("train");
   o->valid_subset = g_strdup("valid");
   o->save_dir = g_strdup("checkpoints");
+  o->best_metric = g_strdup("loss");
   o->restore_file = g_strdup("checkpoint_last.pt");
   o->adam_eps = 1e-8;
   o->warmup_init_lr = -1;
@@ -139,6 +141,11 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--no-last-checkpoints", NULL, MOELM_ARG_FLAG, &o->no_last_checkpoints, NULL, "no checkpoint_last.pt", NULL},
     {"--no-save-optimizer-state", NULL, MOELM_ARG_FLAG, &o->no_save_optimizer_state, NULL, "leave Adam moments out", NULL},
     {"--patience", NULL, MOELM_ARG_INT, &o->patience, NULL, "stop after N validations without improvement", NULL},
+    {"--best-checkpoint-metric", NULL, MOELM_ARG_STRING, &o->best_metric, NULL,
+     "valid-line field deciding checkpoint_best.pt and --patience: loss, nll_loss, ppl, wps, wpb, bsz, num_updates (loss)",
+     NULL},
+    {"--maximize-best-checkpoint-metric", NULL, MOELM_ARG_FLAG, &o->maximize_best_metric, NULL,
+     "a higher --best-checkpoint-metric is better", NULL},
     {"--distributed-world-size", NULL, MOELM_ARG_INT, &o->world_size, NULL,
      "processes in the job; checked against mpirun's (default: mpirun's)", NULL},
     {"--bucket-cap-mb", NULL, MOELM_ARG_DOUBLE, &o->bucket_cap_mb, NULL, "all-reduce bucket size in MB (25)", NULL},
@@ -221,6 +228,9 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->validate_interval_updates = o->validate_interval_updates;
   c->disable_validation = o->disable_validation;
   c->patience = o->patience;
+  g_free(c->best_checkpoint_metric);
+  c->best_checkpoint_metric = g_strdup(o->best_metric);
+  c->maximize_best_metric = o->maximize_best_metric;
   c->save_interval = o->save_interval;
   c->save_interval_updates = o->save_interval_updates;
   c->keep_last_epochs = o->keep_last_epochs;

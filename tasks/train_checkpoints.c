@@ -13,29 +13,36 @@
 #include "moelm/fileio.h"
 #include "moelm/json.h"
 #include "moelm/log.h"
+#include "train_best.h"
 #include "train_checkpoints.h"
 #include "trainer.h"
 
 #define CFG(ctx) ((const MoelmTrainConfig *)(ctx)->cfg)
 
-static JsonNode *train_state_json(const MoelmTrainState *st, uint64_t seed)
+/* "best_{metric}" with the metric of --best-checkpoint-metric, under which the best is read
+ * back; checkpoints from before the flag hold best_loss and no metric, which reads as loss. */
+static JsonNode *train_state_json(const MoelmTrainState *st, const MoelmTrainConfig *cfg)
 {
+  char *best_key = g_strdup_printf("best_%s", cfg->best_checkpoint_metric);
   JsonObject *o = json_object_new();
   json_object_set_int_member(o, "epoch", st->epoch);
   json_object_set_int_member(o, "iterations_in_epoch", st->iterations_in_epoch);
   json_object_set_int_member(o, "num_updates", st->num_updates);
   json_object_set_boolean_member(o, "end_of_epoch", st->end_of_epoch);
+  json_object_set_string_member(o, "best_checkpoint_metric", cfg->best_checkpoint_metric);
+  json_object_set_boolean_member(o, "maximize_best_checkpoint_metric", cfg->maximize_best_metric);
   if (st->has_best)
-    json_object_set_double_member(o, "best_loss", st->best_loss);
+    json_object_set_double_member(o, best_key, st->best);
   else
-    json_object_set_null_member(o, "best_loss");
+    json_object_set_null_member(o, best_key);
+  g_free(best_key);
   json_object_set_int_member(o, "num_bad_validations", st->num_bad_validations);
   /* the epoch-end validation the scheduler steps on right after this save (null: none) */
   if (isfinite(st->last_valid_loss))
     json_object_set_double_member(o, "last_valid_loss", st->last_valid_loss);
   else
     json_object_set_null_member(o, "last_valid_loss");
-  json_object_set_int_member(o, "seed", (gint64)seed);
+  json_object_set_int_member(o, "seed", (gint64)cfg->seed);
   JsonNode *n = json_node_new(JSON_NODE_OBJECT);
   json_node_take_object(n, o);
   return n;
@@ -50,7 +57,7 @@ static JsonObject *build_meta(const MoelmTrainerCkptCtx *ctx)
   json_object_set_member(meta, "dictionary", moelm_dictionary_fingerprint(ctx->dict));
   json_object_set_member(meta, "optimizer", moelm_adam_state_to_json(ctx->adam));
   json_object_set_member(meta, "lr_scheduler", moelm_lr_scheduler_state_to_json(ctx->sched));
-  json_object_set_member(meta, "train_state", train_state_json(ctx->st, cfg->seed));
+  json_object_set_member(meta, "train_state", train_state_json(ctx->st, cfg));
   return meta;
 }
 
@@ -246,18 +253,30 @@ gboolean moelm_trainer_read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainS
   JsonObject *o = moelm_json_object(moelm_checkpoint_meta(ckpt, "train_state"), "train_state", error);
   memset(st, 0, sizeof *st);
   st->epoch = 1;
-  JsonNode *best = o ? json_object_get_member(o, "best_loss") : NULL;
+  const char *metric = "loss";
+  gboolean ok = o != NULL && moelm_json_get_string(o, "best_checkpoint_metric", &metric, error) &&
+                moelm_json_get_bool(o, "maximize_best_checkpoint_metric", &st->best_maximize, error);
+  if (ok && !moelm_best_metric_check(metric, NULL)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "'best_checkpoint_metric' %.40s is not one of %s", metric,
+                MOELM_BEST_METRICS);
+    ok = FALSE;
+  }
+  if (ok)
+    g_strlcpy(st->best_metric, metric, sizeof st->best_metric);
+  char *best_key = g_strdup_printf("best_%s", st->best_metric);
+  JsonNode *best = ok ? json_object_get_member(o, best_key) : NULL;
   JsonNode *last = o ? json_object_get_member(o, "last_valid_loss") : NULL;
   st->has_best = best != NULL && !JSON_NODE_HOLDS_NULL(best);
-  st->best_loss = st->last_valid_loss = NAN;
-  gboolean ok = o != NULL && moelm_json_get_int(o, "epoch", 1, G_MAXINT, &st->epoch, error) &&
+  st->best = st->last_valid_loss = NAN;
+  ok = ok && moelm_json_get_int(o, "epoch", 1, G_MAXINT, &st->epoch, error) &&
                 moelm_json_get_int64(o, "iterations_in_epoch", 0, G_MAXINT64, &st->iterations_in_epoch, error) &&
                 moelm_json_get_int64(o, "num_updates", 0, G_MAXINT64, &st->num_updates, error) &&
                 moelm_json_get_bool(o, "end_of_epoch", &st->end_of_epoch, error) &&
                 moelm_json_get_int(o, "num_bad_validations", 0, G_MAXINT, &st->num_bad_validations, error) &&
-                (!st->has_best || moelm_json_get_double(o, "best_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->best_loss, error)) &&
+                (!st->has_best || moelm_json_get_double(o, best_key, -G_MAXDOUBLE, G_MAXDOUBLE, &st->best, error)) &&
                 (last == NULL || JSON_NODE_HOLDS_NULL(last) ||
                  moelm_json_get_double(o, "last_valid_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->last_valid_loss, error));
+  g_free(best_key);
   if (ok && st->end_of_epoch && st->epoch == G_MAXINT) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "'epoch' %d is the last one there is", st->epoch);
     ok = FALSE;
@@ -277,7 +296,7 @@ static void restore_position(const MoelmTrainState *saved, MoelmTrainState *st)
   st->end_of_epoch = saved->end_of_epoch;
   st->num_bad_validations = saved->num_bad_validations;
   st->has_best = saved->has_best;
-  st->best_loss = saved->best_loss;
+  st->best = saved->best;
   st->last_valid_loss = saved->last_valid_loss;
   if (st->end_of_epoch) { /* the next epoch starts from its beginning */
     st->epoch++;
@@ -332,8 +351,18 @@ gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
     if (ok && lr && !cfg->reset_lr_scheduler && saved.end_of_epoch)
       moelm_lr_step_epoch(ctx->sched, saved.epoch, saved.last_valid_loss);
   }
-  if (ok && !reset_data)
+  if (ok && !reset_data) {
     restore_position(&saved, ctx->st);
+    /* a best kept under another metric or direction means nothing to this run */
+    if (ctx->st->has_best && (strcmp(saved.best_metric, cfg->best_checkpoint_metric) != 0 ||
+                              saved.best_maximize != cfg->maximize_best_metric)) {
+      moelm_info("moelm.checkpoint", "the checkpoint's best is of %s%s, this run's of %s%s: starting the best afresh",
+                 saved.best_metric, saved.best_maximize ? " (maximized)" : "", cfg->best_checkpoint_metric,
+                 cfg->maximize_best_metric ? " (maximized)" : "");
+      ctx->st->has_best = FALSE;
+      ctx->st->num_bad_validations = 0;
+    }
+  }
   if (ok && (finetune || cfg->reset_meters)) {
     ctx->st->has_best = FALSE;
     ctx->st->num_bad_validations = 0;

@@ -23,8 +23,12 @@ typedef struct {
   int64_t iterations_in_epoch; /* updates done in this epoch */
   int64_t num_updates;
   gboolean end_of_epoch;       /* saved at the end of `epoch` */
-  double best_loss;            /* base 2 */
+  double best;                 /* the best --best-checkpoint-metric value (loss: base 2) */
   gboolean has_best;
+  /* read from a checkpoint: the metric and direction its best was kept under (a run with
+   * other flags starts its best afresh); a running loop keeps the config's */
+  char best_metric[32];
+  gboolean best_maximize;
   double last_valid_loss;
   int num_bad_validations;     /* for --patience */
 } MoelmTrainState;

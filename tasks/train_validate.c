@@ -7,6 +7,7 @@
 #include <stdarg.h>
 
 #include "moelm/errors.h"
+#include "train_best.h"
 #include "trainer.h"
 
 typedef struct {
@@ -56,6 +57,8 @@ gboolean moelm_train_config_validate(const MoelmTrainConfig *c, GError **error)
                 c->clip_norm);
     return FALSE;
   }
+  if (!moelm_best_metric_check(c->best_checkpoint_metric, error))
+    return FALSE;
   if (!isfinite(c->stop_min_lr)) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--stop-min-lr must be finite, got %g", c->stop_min_lr);
     return FALSE;

@@ -15,6 +15,7 @@
 #include "moelm/log.h"
 #include "moelm/sysmem.h"
 #include "moelm/timer.h"
+#include "train_best.h"
 #include "train_checkpoints.h"
 #include "train_meters.h"
 #include "trainer.h"
@@ -34,6 +35,7 @@ void moelm_train_config_init(MoelmTrainConfig *c)
   moelm_lr_scheduler_config_init(&c->lr);
   c->validate_interval = 1;
   c->patience = -1;
+  c->best_checkpoint_metric = g_strdup("loss");
   c->save_dir = g_strdup("checkpoints");
   c->save_interval = 1;
   c->keep_last_epochs = -1;
@@ -50,6 +52,7 @@ void moelm_train_config_clear(MoelmTrainConfig *c)
   g_free(c->train_subset);
   g_free(c->valid_subset);
   g_free(c->save_dir);
+  g_free(c->best_checkpoint_metric);
   g_free(c->restore_file);
   g_free(c->finetune_from_model);
   g_free(c->tensorboard_logdir);
@@ -143,10 +146,12 @@ static int64_t updates_per_epoch(const Run *r)
 static double base2(double nats_per_token) { return nats_per_token / M_LN2; }
 
 /* ---- validation --------------------------------------------------------------------- */
-static gboolean validate(Run *r, double *loss_out, GError **error)
+/* Score every --valid-subset; the first one's loss (*loss_out) and --best-checkpoint-metric
+ * value (*metric_out) are what the loop decides on, and the latter updates the best. */
+static gboolean validate(Run *r, double *loss_out, double *metric_out, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
-  double first = NAN;
+  double first = NAN, first_metric = NAN;
   for (guint v = 0; v < r->valid->len; v++) {
     MoelmLmSplit *split = g_ptr_array_index(r->valid, v);
     int64_t mt = cfg->max_tokens_valid > 0 ? cfg->max_tokens_valid : cfg->max_tokens;
@@ -168,14 +173,22 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
     ntok = sums[1];
     nsent = sums[2];
     const double vloss = ntok > 0 ? base2(loss / ntok) : NAN;
+    const double secs = moelm_time_now() - t0;
+    const MoelmValidStats vs = {.loss = vloss,
+                                .ppl = pow(2.0, vloss),
+                                .wps = secs > 0 ? ntok / secs : 0,
+                                .wpb = nbatches > 0 ? ntok / nbatches : 0,
+                                .bsz = nbatches > 0 ? nsent / nbatches : 0,
+                                .num_updates = (double)r->st.num_updates};
     if (v == 0) {
       first = vloss;
-      if (isfinite(vloss) && (!r->st.has_best || vloss < r->st.best_loss)) {
-        r->st.best_loss = vloss;
+      first_metric = moelm_best_metric_value(&vs, cfg->best_checkpoint_metric);
+      if (isfinite(first_metric) &&
+          (!r->st.has_best || moelm_best_better(first_metric, r->st.best, cfg->maximize_best_metric))) {
+        r->st.best = first_metric;
         r->st.has_best = TRUE;
       }
     }
-    const double secs = moelm_time_now() - t0;
     char *vprefix = g_strdup_printf("%s_", split->name);
     MoelmLogStyle style = {.kv_sep = " ",
                            .field_sep = cfg->log_json ? ", " : " | ",
@@ -183,14 +196,17 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
                            .tb = tb_writer(r, split->name),
                            .tb_step = r->st.num_updates};
     GString *line = g_string_new(NULL);
-    moelm_log_field(line, &style, "loss", vloss, 3);
-    moelm_log_field(line, &style, "ppl", pow(2.0, vloss), 2);
-    moelm_log_field(line, &style, "wps", secs > 0 ? ntok / secs : 0, 1);
-    moelm_log_field(line, &style, "wpb", nbatches > 0 ? ntok / nbatches : 0, 1);
-    moelm_log_field(line, &style, "bsz", nbatches > 0 ? nsent / nbatches : 0, 1);
-    moelm_log_field(line, &style, "num_updates", (double)r->st.num_updates, 0);
-    if (r->st.has_best)
-      moelm_log_field(line, &style, "best_loss", r->st.best_loss, 3);
+    moelm_log_field(line, &style, "loss", vs.loss, 3);
+    moelm_log_field(line, &style, "ppl", vs.ppl, 2);
+    moelm_log_field(line, &style, "wps", vs.wps, 1);
+    moelm_log_field(line, &style, "wpb", vs.wpb, 1);
+    moelm_log_field(line, &style, "bsz", vs.bsz, 1);
+    moelm_log_field(line, &style, "num_updates", vs.num_updates, 0);
+    if (r->st.has_best) { /* fairseq's best_{metric}: the best so far, this validation included */
+      char *key = g_strdup_printf("best_%s", cfg->best_checkpoint_metric);
+      moelm_log_field(line, &style, key, r->st.best, moelm_best_metric_digits(cfg->best_checkpoint_metric));
+      g_free(key);
+    }
     if (cfg->log_json)
       moelm_info("valid", "{%s, \"%sepoch\": %d}", line->str, vprefix, r->st.epoch);
     else
@@ -200,6 +216,7 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
     g_free(vprefix);
   }
   *loss_out = first;
+  *metric_out = first_metric;
   return TRUE;
 }
 
@@ -669,14 +686,19 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
       !cfg->disable_validation && r->valid->len > 0 &&
       ((!end_of_epoch && save_updates) || (end_of_epoch && r->st.epoch % cfg->validate_interval == 0) || stopping ||
        (cfg->validate_interval_updates > 0 && u > 0 && u % cfg->validate_interval_updates == 0));
-  double vloss = NAN;
-  gboolean improved = FALSE;
+  double vloss = NAN, metric = NAN;
+  gboolean improved = FALSE, best_file = FALSE;
   if (do_validate) {
-    const double prev_best = r->st.has_best ? r->st.best_loss : INFINITY;
-    if (!validate(r, &vloss, error))
+    const gboolean had_best = r->st.has_best;
+    const double prev_best = r->st.best;
+    if (!validate(r, &vloss, &metric, error))
       return FALSE;
     r->st.last_valid_loss = vloss;
-    improved = vloss < prev_best;
+    /* as fairseq: --patience counts validations without a strictly better value;
+     * checkpoint_best.pt is written on a tie too */
+    const gboolean maximize = cfg->maximize_best_metric;
+    improved = isfinite(metric) && (!had_best || moelm_best_better(metric, prev_best, maximize));
+    best_file = isfinite(metric) && (!had_best || moelm_best_not_worse(metric, prev_best, maximize));
     if (improved)
       r->st.num_bad_validations = 0;
     else
@@ -692,7 +714,7 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
   if (do_save && (moelm_comm_rank(cfg->comm) == 0 || moelm_model_expert_world(r->model) > 1)) {
     MoelmCheckpointRequest req = {.epoch_file = end_of_epoch && save_epoch && !cfg->no_epoch_checkpoints,
                                   .updates_file = !end_of_epoch && save_updates,
-                                  .best_file = improved,
+                                  .best_file = best_file,
                                   .last_file = !cfg->no_last_checkpoints};
     MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
     if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
@@ -828,7 +850,7 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   if (result == NULL)
     result = &local;
   memset(result, 0, sizeof *result);
-  result->best_valid_loss = result->last_valid_loss = result->last_train_loss = NAN;
+  result->best_valid = result->last_valid_loss = result->last_train_loss = NAN;
   moelm_stopwatch_reset(&r.train_wall);
   r.start_time = moelm_time_now();
   r.st.epoch = 1;
@@ -870,7 +892,7 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   }
   result->num_updates = r.st.num_updates;
   result->epoch = r.st.epoch;
-  result->best_valid_loss = r.st.has_best ? r.st.best_loss : NAN;
+  result->best_valid = r.st.has_best ? r.st.best : NAN;
   result->last_valid_loss = r.st.last_valid_loss;
   teardown(&r);
   moelm_trainer_close_save_dir(lock, cfg->save_dir, created, !ok);

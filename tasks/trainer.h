@@ -45,6 +45,10 @@ typedef struct {
   int64_t validate_interval_updates; /* 0 */
   gboolean disable_validation;
   int patience;                      /* --patience -1 */
+  char *best_checkpoint_metric;      /* --best-checkpoint-metric loss: a field of the valid line
+                                      * (train_best.h) deciding checkpoint_best.pt, --patience
+                                      * and best_{metric} */
+  gboolean maximize_best_metric;     /* --maximize-best-checkpoint-metric: higher is better */
   char *save_dir;                    /* --save-dir checkpoints */
   int save_interval;                 /* --save-interval 1 (epochs) */
   int64_t save_interval_updates;     /* 0 */
@@ -93,7 +97,7 @@ typedef struct {
   int64_t num_updates;
   int epoch;
   double last_train_loss;  /* base 2, the last epoch's average */
-  double best_valid_loss;  /* base 2; NAN when never validated */
+  double best_valid;       /* the best --best-checkpoint-metric value (loss: base 2); NAN when never validated */
   double last_valid_loss;  /* base 2; NAN when never validated */
   int interrupted;         /* the *stop_signal that ended the run early (0: it ran to its end) */
   gboolean saved_on_interrupt; /* a checkpoint holds the state at the interruption */

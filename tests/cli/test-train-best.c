@@ -1,0 +1,129 @@
+/* moelm train's choice of the best validation (--best-checkpoint-metric,
+ * --maximize-best-checkpoint-metric), end to end on the shipped data: a tiny model trained
+ * on the small valid split (an epoch is a second) and validated on the test split, whose
+ * loss falls every epoch, so "best" with --maximize-best-checkpoint-metric is epoch 1's. */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "moelm-test.h"
+
+/* The run's fixed flags up to --save-dir SAVE; the caller's extras follow. */
+#define BEST_ARGS(data, save)                                                                                          \
+  "train", data, "--arch", "transformer_lm", "--decoder-layers", "1", "--decoder-embed-dim", "16",                     \
+      "--decoder-ffn-embed-dim", "32", "--decoder-attention-heads", "2", "--tokens-per-sample", "32", "--batch-size",  \
+      "4", "--lr", "0.001", "--train-subset", "valid", "--valid-subset", "test", "--threads", "1", "--log-interval",   \
+      "1000", "--no-epoch-checkpoints", "--save-dir", save
+
+/* The value after "| KEY " in LINE (NAN when the field is absent). */
+static double field(const char *line, const char *key)
+{
+  char *probe = g_strdup_printf("| %s ", key);
+  const char *at = strstr(line, probe);
+  const double v = at ? g_ascii_strtod(at + strlen(probe), NULL) : NAN;
+  g_free(probe);
+  return v;
+}
+
+/* The valid lines of a log, in order (g_strfreev). */
+static char **valid_lines(const char *err)
+{
+  GPtrArray *out = g_ptr_array_new();
+  char **lines = g_strsplit(err, "\n", -1);
+  for (char **l = lines; *l; l++)
+    if (strstr(*l, "| valid | epoch ") && strstr(*l, "valid on 'test' subset"))
+      g_ptr_array_add(out, g_strdup(*l));
+  g_strfreev(lines);
+  g_ptr_array_add(out, NULL);
+  return (char **)g_ptr_array_free(out, FALSE);
+}
+
+static int count(const char *text, const char *needle)
+{
+  int n = 0;
+  for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+    n++;
+  return n;
+}
+
+/* Maximizing ppl keeps epoch 1 as the best through a resume: the valid line's best_ppl stays
+ * epoch 1's ppl, checkpoint_best.pt is written once, and --patience 2 counts epochs 2 and 3
+ * (the second across the resume) as bad and stops after epoch 3. Minimizing (the default)
+ * would find a new best every epoch and run to --max-epoch. */
+static void test_maximize_ppl_survives_resume(void)
+{
+  char *tmp = moelm_test_tmpdir();
+  char *data = moelm_test_srcpath("data-bin/demo");
+  char *save = g_build_filename(tmp, "ckpt", NULL);
+  const char *first[] = {BEST_ARGS(data, save), "--best-checkpoint-metric", "ppl", "--maximize-best-checkpoint-metric",
+                         "--patience", "2", "--max-epoch", "2", NULL};
+  char *out = NULL, *err = NULL;
+  CU_ASSERT_EQUAL_FATAL(moelm_test_run_cli(first, NULL, &out, &err), 0);
+  char **v = valid_lines(err);
+  CU_ASSERT_EQUAL_FATAL(g_strv_length(v), 2);
+  const double ppl1 = field(v[0], "ppl");
+  CU_ASSERT_TRUE(field(v[1], "ppl") < ppl1); /* the data this test relies on: ppl falls */
+  CU_ASSERT_DOUBLE_EQUAL(field(v[0], "best_ppl"), ppl1, 1e-9);
+  CU_ASSERT_DOUBLE_EQUAL(field(v[1], "best_ppl"), ppl1, 1e-9);
+  CU_ASSERT_TRUE(isnan(field(v[0], "best_loss")));
+  CU_ASSERT_EQUAL(count(err, "/checkpoint_best.pt (epoch 1 @"), 1);
+  CU_ASSERT_EQUAL(count(err, "checkpoint_best.pt"), 1);
+  g_strfreev(v);
+  g_free(out);
+  g_free(err);
+
+  const char *resume[] = {BEST_ARGS(data, save), "--best-checkpoint-metric", "ppl", "--maximize-best-checkpoint-metric",
+                          "--patience", "2", "--max-epoch", "6", NULL};
+  CU_ASSERT_EQUAL_FATAL(moelm_test_run_cli(resume, NULL, &out, &err), 0);
+  v = valid_lines(err);
+  CU_ASSERT_EQUAL_FATAL(g_strv_length(v), 1); /* epoch 3, then patience ran out */
+  CU_ASSERT_PTR_NOT_NULL(strstr(v[0], "| valid | epoch 003 |"));
+  CU_ASSERT_DOUBLE_EQUAL(field(v[0], "best_ppl"), ppl1, 1e-9);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "early stop since valid performance hasn't improved for last 2 runs"));
+  CU_ASSERT_EQUAL(count(err, "checkpoint_best.pt"), 0);
+  g_strfreev(v);
+  g_free(out);
+  g_free(err);
+
+  /* another metric than the checkpoint's: its best does not carry over */
+  const char *other[] = {BEST_ARGS(data, save), "--max-epoch", "4", NULL};
+  CU_ASSERT_EQUAL_FATAL(moelm_test_run_cli(other, NULL, &out, &err), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "the checkpoint's best is of ppl (maximized), this run's of loss"));
+  v = valid_lines(err);
+  CU_ASSERT_EQUAL_FATAL(g_strv_length(v), 1);
+  CU_ASSERT_DOUBLE_EQUAL(field(v[0], "best_loss"), field(v[0], "loss"), 1e-9);
+  CU_ASSERT_EQUAL(count(err, "/checkpoint_best.pt (epoch 4 @"), 1);
+  g_strfreev(v);
+  g_free(out);
+  g_free(err);
+  moelm_test_rmtree(tmp);
+  g_free(tmp);
+  g_free(save);
+  g_free(data);
+}
+
+static void test_unknown_metric(void)
+{
+  char *tmp = moelm_test_tmpdir();
+  char *data = moelm_test_srcpath("data-bin/demo");
+  char *save = g_build_filename(tmp, "ckpt", NULL);
+  const char *args[] = {BEST_ARGS(data, save), "--best-checkpoint-metric", "bleu", NULL};
+  char *out = NULL, *err = NULL;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(args, NULL, &out, &err), 1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "--best-checkpoint-metric bleu: not a field of the valid line"));
+  CU_ASSERT_FALSE(g_file_test(save, G_FILE_TEST_EXISTS));
+  g_free(out);
+  g_free(err);
+  moelm_test_rmtree(tmp);
+  g_free(tmp);
+  g_free(save);
+  g_free(data);
+}
+
+MOELM_TEST_SUITE(train_best)
+{
+  CU_add_test(suite, "--maximize-best-checkpoint-metric ppl: best, patience and resume", test_maximize_ppl_survives_resume);
+  CU_add_test(suite, "--best-checkpoint-metric: an unknown field is an error", test_unknown_metric);
+}
