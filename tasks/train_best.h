@@ -32,6 +32,21 @@ gboolean moelm_best_better(double a, double b, gboolean maximize);
 /* Whether a is at least as good as b (fairseq writes checkpoint_best.pt on a tie). */
 gboolean moelm_best_not_worse(double a, double b, gboolean maximize);
 
+/* --keep-best-checkpoints: the files checkpoint.best_{metric}_{value:.3f}{d}.pt in save_dir,
+ * d one digit in 0..9 so that equal values get different names. */
+typedef struct {
+  char *name;   /* the file name (a sharded checkpoint's NAME-shared.pt is listed as NAME.pt) */
+  double key;   /* the number in the name, the digit included: the order of the files */
+  double value; /* the metric as saved, to 3 decimals (the digit dropped) */
+} MoelmKeptBest;
+
+/* The kept files of `metric` in save_dir, best first (g_ptr_array_unref). */
+GPtrArray *moelm_best_kept_list(const char *save_dir, const char *metric, gboolean maximize);
+/* The name for a new value (g_free), or NULL when `keep` files are kept already and the value,
+ * rounded to 3 decimals, is worse than the worst of them. `digit_seed` picks the digit. */
+char *moelm_best_kept_name(const char *save_dir, const char *metric, gboolean maximize, int keep, double value,
+                           guint64 digit_seed);
+
 G_END_DECLS
 
 #endif

@@ -139,6 +139,54 @@ static void remove_other_form(const char *path, gboolean sharded)
   }
 }
 
+/* --keep-best-checkpoints: add checkpoint.best_{metric}_{value}{d}.pt to the targets when the
+ * value is among the best kept. The digit is a function of (seed, epoch, updates), so a run
+ * names its files the same way every time. Sharded, rank 0's choice is everyone's (its
+ * pruning of the last save may still be under way when another rank looks). */
+static gboolean add_kept_best(const MoelmTrainerCkptCtx *ctx, double value, GPtrArray *targets, GError **error)
+{
+  const MoelmTrainConfig *cfg = CFG(ctx);
+  const guint64 seed = cfg->seed * 0x100000001B3ull ^ ((guint64)ctx->st->epoch << 40) ^ (guint64)ctx->st->num_updates;
+  char *name = moelm_best_kept_name(cfg->save_dir, cfg->best_checkpoint_metric, cfg->maximize_best_metric,
+                                    cfg->keep_best_checkpoints, value, seed);
+  if (moelm_model_expert_world(ctx->model) > 1) {
+    char buf[256] = {0};
+    if (name && moelm_comm_rank(cfg->comm) == 0)
+      g_strlcpy(buf, name, sizeof buf);
+    g_free(name);
+    if (!moelm_comm_broadcast(cfg->comm, buf, sizeof buf, error))
+      return FALSE;
+    name = buf[0] ? g_strdup(buf) : NULL;
+  }
+  if (name)
+    g_ptr_array_add(targets, name);
+  return TRUE;
+}
+
+/* Remove a checkpoint in both its forms (one file, or NAME-shared.pt + NAME-rank-R.pt). */
+static void remove_checkpoint(const char *path)
+{
+  g_unlink(path);
+  remove_other_form(path, FALSE);
+}
+
+/* Keep the --keep-best-checkpoints best of the metric's checkpoint.best_* files. */
+static void prune_kept_best(const MoelmTrainConfig *cfg)
+{
+  if (cfg->keep_best_checkpoints <= 0)
+    return;
+  GPtrArray *kept = moelm_best_kept_list(cfg->save_dir, cfg->best_checkpoint_metric, cfg->maximize_best_metric);
+  for (guint i = (guint)cfg->keep_best_checkpoints; i < kept->len; i++) {
+    const MoelmKeptBest *k = g_ptr_array_index(kept, i);
+    char *path = g_build_filename(cfg->save_dir, k->name, NULL);
+    remove_checkpoint(path);
+    moelm_info("moelm.checkpoint", "removed %s: --keep-best-checkpoints %d keeps better ones", path,
+               cfg->keep_best_checkpoints);
+    g_free(path);
+  }
+  g_ptr_array_unref(kept);
+}
+
 #define SAVE_DIR_LOCK ".moelm-train.lock"
 
 MoelmDirLock *moelm_trainer_open_save_dir(const char *save_dir, gboolean *created, GError **error)
@@ -192,6 +240,11 @@ gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const Mo
                                              ctx->st->num_updates));
   if (req->best_file)
     g_ptr_array_add(targets, g_strdup("checkpoint_best.pt"));
+  if (req->keep_best && cfg->keep_best_checkpoints > 0 && isfinite(req->keep_best_value) &&
+      !add_kept_best(ctx, req->keep_best_value, targets, error)) {
+    g_ptr_array_unref(targets);
+    return FALSE;
+  }
   if (req->last_file)
     g_ptr_array_add(targets, g_strdup("checkpoint_last.pt"));
   gboolean ok = TRUE;
@@ -242,6 +295,8 @@ gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const Mo
   if (ok) {
     prune(cfg->save_dir, FALSE, cfg->keep_last_epochs);
     prune(cfg->save_dir, TRUE, cfg->keep_interval_updates);
+    if (rank == 0)
+      prune_kept_best(cfg);
   }
   return ok;
 }

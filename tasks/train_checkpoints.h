@@ -37,6 +37,9 @@ typedef struct {
   gboolean epoch_file;   /* checkpoint{epoch}.pt */
   gboolean updates_file; /* checkpoint_{epoch}_{updates}.pt */
   gboolean best_file;    /* checkpoint_best.pt */
+  gboolean keep_best;    /* --keep-best-checkpoints: checkpoint.best_{metric}_{value}{d}.pt when
+                          * keep_best_value is among the best kept */
+  double keep_best_value;
   gboolean last_file;    /* checkpoint_last.pt */
 } MoelmCheckpointRequest;
 

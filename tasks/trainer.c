@@ -715,6 +715,8 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
     MoelmCheckpointRequest req = {.epoch_file = end_of_epoch && save_epoch && !cfg->no_epoch_checkpoints,
                                   .updates_file = !end_of_epoch && save_updates,
                                   .best_file = best_file,
+                                  .keep_best = do_validate,
+                                  .keep_best_value = metric,
                                   .last_file = !cfg->no_last_checkpoints};
     MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
     if (!moelm_trainer_save_checkpoints(&ctx, &req, error))

@@ -54,7 +54,7 @@ typedef struct {
   int64_t save_interval_updates;     /* 0 */
   int keep_last_epochs;              /* -1 */
   int keep_interval_updates;         /* -1 */
-  int keep_best_checkpoints;         /* -1 (accepted) */
+  int keep_best_checkpoints;         /* -1: keep the N best validations as checkpoint.best_* */
   gboolean no_epoch_checkpoints, no_last_checkpoints, no_save, no_save_optimizer_state;
   char *restore_file;                /* --restore-file checkpoint_last.pt */
   char *finetune_from_model;
