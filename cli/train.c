@@ -20,7 +20,7 @@ typedef struct {
   double adam_eps, weight_decay, clip_norm, warmup_init_lr, min_lr, stop_min_lr, lr_period_updates, t_mult, lr_shrink;
   double end_lr, power, total_num_update;
   gint64 tokens_per_sample, max_tokens, max_tokens_valid, max_update, warmup_updates, save_interval_updates;
-  gint64 validate_interval_updates, force_anneal;
+  gint64 validate_interval_updates, force_anneal, max_valid_steps;
   int batch_size, batch_size_valid, required_multiple, update_freq, max_epoch, validate_interval, save_interval;
   int keep_last_epochs, keep_interval_updates, keep_best, patience, log_interval;
   gint64 seed;
@@ -35,7 +35,7 @@ typedef struct {
   MoelmModelOptions model;
   MoelmTaskOptions task_opts;
   struct {
-    gboolean warmup_updates, total_num_update;
+    gboolean warmup_updates, total_num_update, max_valid_steps;
   } seen; /* given: these two have per-scheduler defaults */
 } TrainOptions;
 
@@ -103,6 +103,8 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--validate-interval", NULL, MOELM_ARG_INT, &o->validate_interval, NULL, "validate every N epochs", NULL},
     {"--validate-interval-updates", NULL, MOELM_ARG_INT64, &o->validate_interval_updates, NULL, "validate every N updates", NULL},
     {"--disable-validation", NULL, MOELM_ARG_FLAG, &o->disable_validation, NULL, "no validation", NULL},
+    {"--max-valid-steps", "--nval", MOELM_ARG_INT64, &o->max_valid_steps, NULL,
+     "validate on the first N batches of each valid split only (per rank)", &o->seen.max_valid_steps},
     {"--max-epoch", NULL, MOELM_ARG_INT, &o->max_epoch, NULL, "stop after N epochs", NULL},
     {"--max-update", NULL, MOELM_ARG_INT64, &o->max_update, NULL, "stop after N updates", NULL},
     {"--update-freq", NULL, MOELM_ARG_INT, &o->update_freq, NULL, "accumulate N batches per update", NULL},
@@ -188,6 +190,12 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->batch_size_valid = o->batch_size_valid;
   c->required_multiple = o->required_multiple;
   c->skip_invalid = o->skip_invalid;
+  if (o->seen.max_valid_steps && o->max_valid_steps < 1) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--max-valid-steps must be at least 1, got %" G_GINT64_FORMAT,
+                o->max_valid_steps);
+    return FALSE;
+  }
+  c->max_valid_steps = o->max_valid_steps;
   c->update_freq = o->update_freq;
   c->max_update = o->max_update;
   c->max_epoch = o->max_epoch;

@@ -21,6 +21,7 @@ gboolean moelm_train_config_validate(const MoelmTrainConfig *c, GError **error)
     {"--max-tokens", c->max_tokens, 0},
     {"--batch-size", c->batch_size, 0},
     {"--max-tokens-valid", c->max_tokens_valid, 0},
+    {"--max-valid-steps", c->max_valid_steps, 0},
     {"--batch-size-valid", c->batch_size_valid, 0},
     {"--required-batch-size-multiple", c->required_multiple, 1},
     {"--update-freq", c->update_freq, 1},

@@ -160,6 +160,11 @@ static gboolean validate(Run *r, double *loss_out, double *metric_out, GError **
                                           r->cfg->model.max_positions, TRUE, error);
     if (batches == NULL)
       return FALSE;
+    /* --max-valid-steps N: the first N batches of each rank's share, i.e. the first N * world
+     * batches (fairseq's loop runs N + 1, see docs/train.md) */
+    const int64_t keep = cfg->max_valid_steps * moelm_comm_size(cfg->comm);
+    if (cfg->max_valid_steps > 0 && keep < (int64_t)batches->len)
+      g_ptr_array_remove_range(batches, (guint)keep, batches->len - (guint)keep);
     double loss = 0, ntok = 0, nsent = 0, t0 = moelm_time_now();
     const double nbatches = batches->len;
     /* sharded: rank r scores every r-th batch; the sums are reduced */

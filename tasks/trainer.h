@@ -31,6 +31,8 @@ typedef struct {
   int64_t max_tokens_valid;    /* --max-tokens-valid (0: max_tokens) */
   int required_multiple;       /* --required-batch-size-multiple 8 */
   gboolean skip_invalid;       /* --skip-invalid-size-inputs-valid-test */
+  int64_t max_valid_steps;     /* --max-valid-steps: score only the first N batches of each valid
+                                * split on each rank (0: all) */
   /* schedule */
   int update_freq;             /* --update-freq 1 */
   int64_t max_update;          /* --max-update (0: none) */

@@ -18,35 +18,10 @@
       "4", "--lr", "0.001", "--train-subset", "valid", "--valid-subset", "test", "--threads", "1", "--log-interval",   \
       "1000", "--no-epoch-checkpoints", "--save-dir", save
 
-/* The value after "| KEY " in LINE (NAN when the field is absent). */
-static double field(const char *line, const char *key)
-{
-  char *probe = g_strdup_printf("| %s ", key);
-  const char *at = strstr(line, probe);
-  const double v = at ? g_ascii_strtod(at + strlen(probe), NULL) : NAN;
-  g_free(probe);
-  return v;
-}
-
-/* The valid lines of a log, in order (g_strfreev). */
+/* The test split's valid lines (g_strfreev). */
 static char **valid_lines(const char *err)
 {
-  GPtrArray *out = g_ptr_array_new();
-  char **lines = g_strsplit(err, "\n", -1);
-  for (char **l = lines; *l; l++)
-    if (strstr(*l, "| valid | epoch ") && strstr(*l, "valid on 'test' subset"))
-      g_ptr_array_add(out, g_strdup(*l));
-  g_strfreev(lines);
-  g_ptr_array_add(out, NULL);
-  return (char **)g_ptr_array_free(out, FALSE);
-}
-
-static int count(const char *text, const char *needle)
-{
-  int n = 0;
-  for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
-    n++;
-  return n;
+  return cli_log_lines(err, "| valid | epoch ");
 }
 
 /* Maximizing ppl keeps epoch 1 as the best through a resume: the valid line's best_ppl stays
@@ -64,13 +39,13 @@ static void test_maximize_ppl_survives_resume(void)
   CU_ASSERT_EQUAL_FATAL(moelm_test_run_cli(first, NULL, &out, &err), 0);
   char **v = valid_lines(err);
   CU_ASSERT_EQUAL_FATAL(g_strv_length(v), 2);
-  const double ppl1 = field(v[0], "ppl");
-  CU_ASSERT_TRUE(field(v[1], "ppl") < ppl1); /* the data this test relies on: ppl falls */
-  CU_ASSERT_DOUBLE_EQUAL(field(v[0], "best_ppl"), ppl1, 1e-9);
-  CU_ASSERT_DOUBLE_EQUAL(field(v[1], "best_ppl"), ppl1, 1e-9);
-  CU_ASSERT_TRUE(isnan(field(v[0], "best_loss")));
-  CU_ASSERT_EQUAL(count(err, "/checkpoint_best.pt (epoch 1 @"), 1);
-  CU_ASSERT_EQUAL(count(err, "checkpoint_best.pt"), 1);
+  const double ppl1 = cli_log_field(v[0], "ppl");
+  CU_ASSERT_TRUE(cli_log_field(v[1], "ppl") < ppl1); /* the data this test relies on: ppl falls */
+  CU_ASSERT_DOUBLE_EQUAL(cli_log_field(v[0], "best_ppl"), ppl1, 1e-9);
+  CU_ASSERT_DOUBLE_EQUAL(cli_log_field(v[1], "best_ppl"), ppl1, 1e-9);
+  CU_ASSERT_TRUE(isnan(cli_log_field(v[0], "best_loss")));
+  CU_ASSERT_EQUAL(cli_count(err, "/checkpoint_best.pt (epoch 1 @"), 1);
+  CU_ASSERT_EQUAL(cli_count(err, "checkpoint_best.pt"), 1);
   g_strfreev(v);
   g_free(out);
   g_free(err);
@@ -81,9 +56,9 @@ static void test_maximize_ppl_survives_resume(void)
   v = valid_lines(err);
   CU_ASSERT_EQUAL_FATAL(g_strv_length(v), 1); /* epoch 3, then patience ran out */
   CU_ASSERT_PTR_NOT_NULL(strstr(v[0], "| valid | epoch 003 |"));
-  CU_ASSERT_DOUBLE_EQUAL(field(v[0], "best_ppl"), ppl1, 1e-9);
+  CU_ASSERT_DOUBLE_EQUAL(cli_log_field(v[0], "best_ppl"), ppl1, 1e-9);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "early stop since valid performance hasn't improved for last 2 runs"));
-  CU_ASSERT_EQUAL(count(err, "checkpoint_best.pt"), 0);
+  CU_ASSERT_EQUAL(cli_count(err, "checkpoint_best.pt"), 0);
   g_strfreev(v);
   g_free(out);
   g_free(err);
@@ -94,8 +69,8 @@ static void test_maximize_ppl_survives_resume(void)
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "the checkpoint's best is of ppl (maximized), this run's of loss"));
   v = valid_lines(err);
   CU_ASSERT_EQUAL_FATAL(g_strv_length(v), 1);
-  CU_ASSERT_DOUBLE_EQUAL(field(v[0], "best_loss"), field(v[0], "loss"), 1e-9);
-  CU_ASSERT_EQUAL(count(err, "/checkpoint_best.pt (epoch 4 @"), 1);
+  CU_ASSERT_DOUBLE_EQUAL(cli_log_field(v[0], "best_loss"), cli_log_field(v[0], "loss"), 1e-9);
+  CU_ASSERT_EQUAL(cli_count(err, "/checkpoint_best.pt (epoch 4 @"), 1);
   g_strfreev(v);
   g_free(out);
   g_free(err);
@@ -165,7 +140,7 @@ static void test_keep_best_checkpoints(void)
     CU_ASSERT_EQUAL_FATAL(g_strv_length(v), 4);
     double loss[4];
     for (int e = 0; e < 4; e++)
-      loss[e] = field(v[e], "loss");
+      loss[e] = cli_log_field(v[e], "loss");
     CU_ASSERT_TRUE(loss[0] > loss[1] && loss[1] > loss[2] && loss[2] > loss[3]);
     GPtrArray *kept = kept_files(save);
     CU_ASSERT_EQUAL_FATAL(kept->len, 2);
@@ -173,7 +148,7 @@ static void test_keep_best_checkpoints(void)
     const int lo = maximize ? 1 : 3, hi = maximize ? 0 : 2;
     CU_ASSERT_TRUE(names_value(g_ptr_array_index(kept, 0), loss[lo]));
     CU_ASSERT_TRUE(names_value(g_ptr_array_index(kept, 1), loss[hi]));
-    CU_ASSERT_EQUAL(count(err, "removed "), maximize ? 0 : 2);
+    CU_ASSERT_EQUAL(cli_count(err, "removed "), maximize ? 0 : 2);
     if (!maximize) {
       char *newest = g_build_filename(save, g_ptr_array_index(kept, 0), NULL);
       char *last = g_build_filename(save, "checkpoint_last.pt", NULL);
