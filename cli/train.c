@@ -18,7 +18,7 @@ typedef struct {
   char *task, *criterion, *optimizer, *lr_scheduler, *lr, *adam_betas, *log_format, *break_mode;
   char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune, *tensorboard_logdir, *best_metric;
   double adam_eps, weight_decay, clip_norm, warmup_init_lr, min_lr, stop_min_lr, lr_period_updates, t_mult, lr_shrink;
-  double end_lr, power, total_num_update;
+  double end_lr, power, total_num_update, stop_time_hours;
   gint64 tokens_per_sample, max_tokens, max_tokens_valid, max_update, warmup_updates, save_interval_updates;
   gint64 validate_interval_updates, force_anneal, max_valid_steps;
   int batch_size, batch_size_valid, required_multiple, update_freq, max_epoch, validate_interval, save_interval;
@@ -110,6 +110,8 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--update-freq", NULL, MOELM_ARG_INT, &o->update_freq, NULL, "accumulate N batches per update", NULL},
     {"--clip-norm", NULL, MOELM_ARG_DOUBLE, &o->clip_norm, NULL, "clip gradient norm (0 = off)", NULL},
     {"--stop-min-lr", NULL, MOELM_ARG_DOUBLE, &o->stop_min_lr, NULL, "stop when lr falls to this", NULL},
+    {"--stop-time-hours", NULL, MOELM_ARG_DOUBLE, &o->stop_time_hours, NULL,
+     "stop (and save) once the training time, resumed runs included, exceeds H hours (0: off)", NULL},
     {"--optimizer", NULL, MOELM_ARG_STRING, &o->optimizer, NULL, "adam", NULL},
     {"--adam-betas", NULL, MOELM_ARG_STRING, &o->adam_betas, NULL, "'(0.9, 0.999)'", NULL},
     {"--adam-eps", NULL, MOELM_ARG_DOUBLE, &o->adam_eps, NULL, "1e-8", NULL},
@@ -202,6 +204,7 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->seed = (uint64_t)o->seed;
   c->clip_norm = o->clip_norm;
   c->stop_min_lr = o->stop_min_lr;
+  c->stop_time_hours = o->stop_time_hours;
   if (!moelm_optimizer_check_name(o->optimizer, error))
     return FALSE;
   c->adam.eps = o->adam_eps;

@@ -37,6 +37,11 @@ static JsonNode *train_state_json(const MoelmTrainState *st, const MoelmTrainCon
     json_object_set_null_member(o, best_key);
   g_free(best_key);
   json_object_set_int_member(o, "num_bad_validations", st->num_bad_validations);
+  /* fairseq's name. A wall time differs from run to run: written only under --stop-time-hours,
+   * so that other runs' checkpoints stay byte for byte reproducible (an interrupted and
+   * resumed run writes the same files as an uninterrupted one) */
+  if (cfg->stop_time_hours > 0)
+    json_object_set_double_member(o, "previous_training_time", st->training_seconds);
   /* the epoch-end validation the scheduler steps on right after this save (null: none) */
   if (isfinite(st->last_valid_loss))
     json_object_set_double_member(o, "last_valid_loss", st->last_valid_loss);
@@ -328,6 +333,7 @@ gboolean moelm_trainer_read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainS
                 moelm_json_get_int64(o, "num_updates", 0, G_MAXINT64, &st->num_updates, error) &&
                 moelm_json_get_bool(o, "end_of_epoch", &st->end_of_epoch, error) &&
                 moelm_json_get_int(o, "num_bad_validations", 0, G_MAXINT, &st->num_bad_validations, error) &&
+                moelm_json_get_double(o, "previous_training_time", 0, G_MAXDOUBLE, &st->training_seconds, error) &&
                 (!st->has_best || moelm_json_get_double(o, best_key, -G_MAXDOUBLE, G_MAXDOUBLE, &st->best, error)) &&
                 (last == NULL || JSON_NODE_HOLDS_NULL(last) ||
                  moelm_json_get_double(o, "last_valid_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->last_valid_loss, error));
@@ -353,6 +359,7 @@ static void restore_position(const MoelmTrainState *saved, MoelmTrainState *st)
   st->has_best = saved->has_best;
   st->best = saved->best;
   st->last_valid_loss = saved->last_valid_loss;
+  st->training_seconds = saved->training_seconds;
   if (st->end_of_epoch) { /* the next epoch starts from its beginning */
     st->epoch++;
     st->iterations_in_epoch = 0;

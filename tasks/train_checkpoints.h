@@ -31,6 +31,7 @@ typedef struct {
   gboolean best_maximize;
   double last_valid_loss;
   int num_bad_validations;     /* for --patience */
+  double training_seconds;     /* wall time of every run up to this state (--stop-time-hours) */
 } MoelmTrainState;
 
 typedef struct {

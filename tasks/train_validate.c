@@ -60,6 +60,11 @@ gboolean moelm_train_config_validate(const MoelmTrainConfig *c, GError **error)
   }
   if (!moelm_best_metric_check(c->best_checkpoint_metric, error))
     return FALSE;
+  if (!(c->stop_time_hours >= 0 && isfinite(c->stop_time_hours))) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--stop-time-hours must be a finite number >= 0 (0: off), got %g",
+                c->stop_time_hours);
+    return FALSE;
+  }
   if (!isfinite(c->stop_min_lr)) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--stop-min-lr must be finite, got %g", c->stop_min_lr);
     return FALSE;

@@ -81,6 +81,8 @@ typedef struct {
                               * MoelmTbWriter* of LOGDIR/TAG; NULL without it or off rank 0 */
   int64_t first_update;      /* num_updates when this run's loop began */
   int64_t last_saved_update; /* num_updates of the last checkpoint_last.pt written (-1: none) */
+  double earlier_seconds;    /* the training time of the runs before this one (from the checkpoint) */
+  gboolean time_up;          /* --stop-time-hours was reached */
   int stop;                  /* the signal every rank agreed to stop on (0: none) */
 } Run;
 
@@ -666,11 +668,38 @@ static void teardown(Run *r)
 }
 
 /* ---- the loop --------------------------------------------------------------------------- */
-static gboolean should_stop_updates(const Run *r)
+/* fairseq's cumulative_training_time: the wall time since this run began (setup and
+ * validation included), plus that of the runs it resumes. */
+static double training_seconds(const Run *r)
+{
+  return r->earlier_seconds + (moelm_time_now() - r->start_time);
+}
+
+/* Whether a limit ends the run now. after_update: called right after an update, where
+ * --stop-time-hours is checked (as fairseq, which checks it after each update: a resumed run
+ * past the limit trains one update, validates, saves and stops). */
+static gboolean should_stop_updates(Run *r, gboolean after_update)
 {
   const MoelmTrainConfig *cfg = r->cfg;
   if (cfg->max_update > 0 && r->st.num_updates >= cfg->max_update)
     return TRUE;
+  if (r->time_up)
+    return TRUE;
+  if (after_update && cfg->stop_time_hours > 0) {
+    double seconds = training_seconds(r);
+    /* every rank stops at the same update: rank 0's clock decides (every rank is here after
+     * the same update, so the broadcast lines up) */
+    if (moelm_comm_size(cfg->comm) > 1)
+      moelm_comm_broadcast(cfg->comm, &seconds, sizeof seconds, NULL);
+    if (seconds / 3600.0 > cfg->stop_time_hours) {
+      moelm_info("moelm.train",
+                 "stopping: cumulative training time %g hours > --stop-time-hours %g (%.3f s in all, resumed "
+                 "runs included)",
+                 seconds / 3600.0, cfg->stop_time_hours, seconds);
+      r->time_up = TRUE;
+      return TRUE;
+    }
+  }
   if (cfg->stop_min_lr >= 0 && moelm_lr_get(r->sched) <= cfg->stop_min_lr) {
     moelm_info("moelm.train", "stopping: learning rate %g reached --stop-min-lr %g", moelm_lr_get(r->sched),
                cfg->stop_min_lr);
@@ -715,6 +744,7 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
     }
   }
   r->st.end_of_epoch = end_of_epoch;
+  r->st.training_seconds = training_seconds(r);
   /* one writer, rank 0; with expert parallelism every rank writes its experts' file */
   if (do_save && (moelm_comm_rank(cfg->comm) == 0 || moelm_model_expert_world(r->model) > 1)) {
     MoelmCheckpointRequest req = {.epoch_file = end_of_epoch && save_epoch && !cfg->no_epoch_checkpoints,
@@ -764,6 +794,7 @@ static gboolean save_on_interrupt(Run *r, MoelmTrainResult *result, GError **err
              signal_name(sig), r->st.num_updates,
              cfg->no_last_checkpoints ? "an update checkpoint" : "checkpoint_last.pt");
   r->st.end_of_epoch = FALSE; /* the position is (epoch, iterations_in_epoch) as it stands */
+  r->st.training_seconds = training_seconds(r);
   MoelmCheckpointRequest req = {.updates_file = cfg->no_last_checkpoints, .last_file = !cfg->no_last_checkpoints};
   MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
   if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
@@ -775,7 +806,7 @@ static gboolean save_on_interrupt(Run *r, MoelmTrainResult *result, GError **err
 static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
-  gboolean stop = should_stop_updates(r);
+  gboolean stop = should_stop_updates(r, FALSE);
   if (!poll_stop(r, error))
     return FALSE;
   while (!stop && !interrupted(r) && (cfg->max_epoch <= 0 || r->st.epoch <= cfg->max_epoch)) {
@@ -810,7 +841,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
         moelm_meters_add(&epoch_m, &interval);
         moelm_meters_reset(&interval);
       }
-      const gboolean stopping = should_stop_updates(r);
+      const gboolean stopping = should_stop_updates(r, TRUE);
       const gboolean end = r->st.iterations_in_epoch >= n_updates;
       if (!end || stopping) {
         ok = validate_and_save(r, FALSE, stopping, &stop, error);
@@ -827,7 +858,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
       moelm_info("moelm.train", "end of epoch %d (average epoch stats below)", r->st.epoch);
       log_stats(r, "train", &epoch_m, n_updates, FALSE);
       result->last_train_loss = epoch_m.sample_size > 0 ? base2(epoch_m.loss_sum / epoch_m.sample_size) : NAN;
-      gboolean stopping = should_stop_updates(r) || (cfg->max_epoch > 0 && r->st.epoch >= cfg->max_epoch);
+      gboolean stopping = should_stop_updates(r, FALSE) || (cfg->max_epoch > 0 && r->st.epoch >= cfg->max_epoch);
       if (!validate_and_save(r, TRUE, stopping, &stop, error))
         return FALSE;
       moelm_lr_step_epoch(r->sched, r->st.epoch, r->st.last_valid_loss);
@@ -881,6 +912,7 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
     moelm_info("moelm.train", "task: %s, max tokens per batch = %" G_GINT64_FORMAT ", max sentences = %d, update freq = %d",
                objective->name, cfg->max_tokens, cfg->batch_size, cfg->update_freq);
     r.first_update = r.st.num_updates;
+    r.earlier_seconds = r.st.training_seconds;
     ok = run_epochs(&r, result, error);
     if (ok && interrupted(&r))
       ok = save_on_interrupt(&r, result, error);

@@ -40,6 +40,8 @@ typedef struct {
   uint64_t seed;               /* --seed 1 */
   double clip_norm;            /* --clip-norm 0 */
   double stop_min_lr;          /* --stop-min-lr -1 */
+  double stop_time_hours;      /* --stop-time-hours: stop once the cumulative training time
+                                * (over resumes) exceeds it (0: off) */
   MoelmAdamConfig adam;
   MoelmLrSchedulerConfig lr;
   /* validation and checkpoints */
