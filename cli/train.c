@@ -111,7 +111,7 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--clip-norm", NULL, MOELM_ARG_DOUBLE, &o->clip_norm, NULL, "clip gradient norm (0 = off)", NULL},
     {"--stop-min-lr", NULL, MOELM_ARG_DOUBLE, &o->stop_min_lr, NULL, "stop when lr falls to this", NULL},
     {"--stop-time-hours", NULL, MOELM_ARG_DOUBLE, &o->stop_time_hours, NULL,
-     "stop (and save) once the training time, resumed runs included, exceeds H hours (0: off)", NULL},
+     "stop (and save) once the training time, resumed runs included, exceeds X hours (0: off)", NULL},
     {"--optimizer", NULL, MOELM_ARG_STRING, &o->optimizer, NULL, "adam", NULL},
     {"--adam-betas", NULL, MOELM_ARG_STRING, &o->adam_betas, NULL, "'(0.9, 0.999)'", NULL},
     {"--adam-eps", NULL, MOELM_ARG_DOUBLE, &o->adam_eps, NULL, "1e-8", NULL},

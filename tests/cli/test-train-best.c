@@ -37,6 +37,7 @@ static void test_maximize_ppl_survives_resume(void)
                          "--patience", "2", "--max-epoch", "2", NULL};
   char *out = NULL, *err = NULL;
   CU_ASSERT_EQUAL_FATAL(moelm_test_run_cli(first, NULL, &out, &err), 0);
+  CU_ASSERT_PTR_NULL(strstr(err, "no effect in moelm")); /* no longer an ignored option */
   char **v = valid_lines(err);
   CU_ASSERT_EQUAL_FATAL(g_strv_length(v), 2);
   const double ppl1 = cli_log_field(v[0], "ppl");
