@@ -17,10 +17,11 @@
 typedef struct {
   char *task, *criterion, *optimizer, *lr_scheduler, *lr, *adam_betas, *log_format, *break_mode;
   char *train_subset, *valid_subset, *save_dir, *restore_file, *finetune, *tensorboard_logdir, *log_file;
+  char *best_metric;
   double adam_eps, weight_decay, clip_norm, warmup_init_lr, min_lr, stop_min_lr, lr_period_updates, t_mult, lr_shrink;
-  double end_lr, power, total_num_update;
+  double end_lr, power, total_num_update, stop_time_hours;
   gint64 tokens_per_sample, max_tokens, max_tokens_valid, max_update, warmup_updates, save_interval_updates;
-  gint64 validate_interval_updates, force_anneal;
+  gint64 validate_interval_updates, force_anneal, max_valid_steps;
   int batch_size, batch_size_valid, required_multiple, update_freq, max_epoch, validate_interval, save_interval;
   int keep_last_epochs, keep_interval_updates, keep_best, patience, log_interval;
   gint64 seed;
@@ -28,13 +29,14 @@ typedef struct {
   double bucket_cap_mb; /* --bucket-cap-mb */
   gboolean expert_parallel, checkpoint_activations, no_progress_bar;
   char *normalize_expert_grad;
+  gboolean maximize_best_metric;
   gboolean disable_validation, no_save, no_epoch_checkpoints, no_last_checkpoints, no_save_optimizer_state;
   gboolean reset_optimizer, reset_lr_scheduler, reset_dataloader, reset_meters, skip_invalid;
   MoelmBackendOptions backend;
   MoelmModelOptions model;
   MoelmTaskOptions task_opts;
   struct {
-    gboolean warmup_updates, total_num_update;
+    gboolean warmup_updates, total_num_update, max_valid_steps;
   } seen; /* given: these two have per-scheduler defaults */
 } TrainOptions;
 
@@ -52,6 +54,7 @@ static void options_init(TrainOptions *o)
   o->train_subset = g_strdup("train");
   o->valid_subset = g_strdup("valid");
   o->save_dir = g_strdup("checkpoints");
+  o->best_metric = g_strdup("loss");
   o->restore_file = g_strdup("checkpoint_last.pt");
   o->adam_eps = 1e-8;
   o->warmup_init_lr = -1;
@@ -104,11 +107,15 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--validate-interval", NULL, MOELM_ARG_INT, &o->validate_interval, NULL, "validate every N epochs", NULL},
     {"--validate-interval-updates", NULL, MOELM_ARG_INT64, &o->validate_interval_updates, NULL, "validate every N updates", NULL},
     {"--disable-validation", NULL, MOELM_ARG_FLAG, &o->disable_validation, NULL, "no validation", NULL},
+    {"--max-valid-steps", "--nval", MOELM_ARG_INT64, &o->max_valid_steps, NULL,
+     "validate on the first N batches of each valid split only (per rank)", &o->seen.max_valid_steps},
     {"--max-epoch", NULL, MOELM_ARG_INT, &o->max_epoch, NULL, "stop after N epochs", NULL},
     {"--max-update", NULL, MOELM_ARG_INT64, &o->max_update, NULL, "stop after N updates", NULL},
     {"--update-freq", NULL, MOELM_ARG_INT, &o->update_freq, NULL, "accumulate N batches per update", NULL},
     {"--clip-norm", NULL, MOELM_ARG_DOUBLE, &o->clip_norm, NULL, "clip gradient norm (0 = off)", NULL},
     {"--stop-min-lr", NULL, MOELM_ARG_DOUBLE, &o->stop_min_lr, NULL, "stop when lr falls to this", NULL},
+    {"--stop-time-hours", NULL, MOELM_ARG_DOUBLE, &o->stop_time_hours, NULL,
+     "stop (and save) once the training time, resumed runs included, exceeds X hours (0: off)", NULL},
     {"--optimizer", NULL, MOELM_ARG_STRING, &o->optimizer, NULL, "adam", NULL},
     {"--adam-betas", NULL, MOELM_ARG_STRING, &o->adam_betas, NULL, "'(0.9, 0.999)'", NULL},
     {"--adam-eps", NULL, MOELM_ARG_DOUBLE, &o->adam_eps, NULL, "1e-8", NULL},
@@ -136,12 +143,18 @@ static const MoelmArgSpec *train_table(TrainOptions *o)
     {"--save-interval-updates", NULL, MOELM_ARG_INT64, &o->save_interval_updates, NULL, "save every N updates", NULL},
     {"--keep-last-epochs", NULL, MOELM_ARG_INT, &o->keep_last_epochs, NULL, "keep the last N epoch checkpoints", NULL},
     {"--keep-interval-updates", NULL, MOELM_ARG_INT, &o->keep_interval_updates, NULL, "keep the last N update checkpoints", NULL},
-    {"--keep-best-checkpoints", NULL, MOELM_ARG_INT, &o->keep_best, NULL, "accepted", NULL},
+    {"--keep-best-checkpoints", NULL, MOELM_ARG_INT, &o->keep_best, NULL,
+     "also keep the N best validations as checkpoint.best_{metric}_{value}{digit}.pt", NULL},
     {"--no-save", NULL, MOELM_ARG_FLAG, &o->no_save, NULL, "write no checkpoints", NULL},
     {"--no-epoch-checkpoints", NULL, MOELM_ARG_FLAG, &o->no_epoch_checkpoints, NULL, "only best and last", NULL},
     {"--no-last-checkpoints", NULL, MOELM_ARG_FLAG, &o->no_last_checkpoints, NULL, "no checkpoint_last.pt", NULL},
     {"--no-save-optimizer-state", NULL, MOELM_ARG_FLAG, &o->no_save_optimizer_state, NULL, "leave Adam moments out", NULL},
     {"--patience", NULL, MOELM_ARG_INT, &o->patience, NULL, "stop after N validations without improvement", NULL},
+    {"--best-checkpoint-metric", NULL, MOELM_ARG_STRING, &o->best_metric, NULL,
+     "valid-line field deciding checkpoint_best.pt and --patience: loss, nll_loss, ppl, wps, wpb, bsz, num_updates (loss)",
+     NULL},
+    {"--maximize-best-checkpoint-metric", NULL, MOELM_ARG_FLAG, &o->maximize_best_metric, NULL,
+     "a higher --best-checkpoint-metric is better", NULL},
     {"--distributed-world-size", NULL, MOELM_ARG_INT, &o->world_size, NULL,
      "processes in the job; checked against mpirun's (default: mpirun's)", NULL},
     {"--bucket-cap-mb", NULL, MOELM_ARG_DOUBLE, &o->bucket_cap_mb, NULL, "all-reduce bucket size in MB (25)", NULL},
@@ -218,12 +231,19 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->batch_size_valid = o->batch_size_valid;
   c->required_multiple = o->required_multiple;
   c->skip_invalid = o->skip_invalid;
+  if (o->seen.max_valid_steps && o->max_valid_steps < 1) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--max-valid-steps must be at least 1, got %" G_GINT64_FORMAT,
+                o->max_valid_steps);
+    return FALSE;
+  }
+  c->max_valid_steps = o->max_valid_steps;
   c->update_freq = o->update_freq;
   c->max_update = o->max_update;
   c->max_epoch = o->max_epoch;
   c->seed = (uint64_t)o->seed;
   c->clip_norm = o->clip_norm;
   c->stop_min_lr = o->stop_min_lr;
+  c->stop_time_hours = o->stop_time_hours;
   if (!moelm_optimizer_check_name(o->optimizer, error))
     return FALSE;
   c->adam.eps = o->adam_eps;
@@ -259,6 +279,9 @@ static gboolean build_config(TrainOptions *o, const char *data_dir, MoelmTrainCo
   c->validate_interval_updates = o->validate_interval_updates;
   c->disable_validation = o->disable_validation;
   c->patience = o->patience;
+  g_free(c->best_checkpoint_metric);
+  c->best_checkpoint_metric = g_strdup(o->best_metric);
+  c->maximize_best_metric = o->maximize_best_metric;
   c->save_interval = o->save_interval;
   c->save_interval_updates = o->save_interval_updates;
   c->keep_last_epochs = o->keep_last_epochs;

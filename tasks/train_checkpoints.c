@@ -13,29 +13,41 @@
 #include "moelm/fileio.h"
 #include "moelm/json.h"
 #include "moelm/log.h"
+#include "train_best.h"
 #include "train_checkpoints.h"
 #include "trainer.h"
 
 #define CFG(ctx) ((const MoelmTrainConfig *)(ctx)->cfg)
 
-static JsonNode *train_state_json(const MoelmTrainState *st, uint64_t seed)
+/* "best_{metric}" with the metric of --best-checkpoint-metric, under which the best is read
+ * back; checkpoints from before the flag hold best_loss and no metric, which reads as loss. */
+static JsonNode *train_state_json(const MoelmTrainState *st, const MoelmTrainConfig *cfg)
 {
+  char *best_key = g_strdup_printf("best_%s", cfg->best_checkpoint_metric);
   JsonObject *o = json_object_new();
   json_object_set_int_member(o, "epoch", st->epoch);
   json_object_set_int_member(o, "iterations_in_epoch", st->iterations_in_epoch);
   json_object_set_int_member(o, "num_updates", st->num_updates);
   json_object_set_boolean_member(o, "end_of_epoch", st->end_of_epoch);
+  json_object_set_string_member(o, "best_checkpoint_metric", cfg->best_checkpoint_metric);
+  json_object_set_boolean_member(o, "maximize_best_checkpoint_metric", cfg->maximize_best_metric);
   if (st->has_best)
-    json_object_set_double_member(o, "best_loss", st->best_loss);
+    json_object_set_double_member(o, best_key, st->best);
   else
-    json_object_set_null_member(o, "best_loss");
+    json_object_set_null_member(o, best_key);
+  g_free(best_key);
   json_object_set_int_member(o, "num_bad_validations", st->num_bad_validations);
+  /* fairseq's name. A wall time differs from run to run: written only under --stop-time-hours,
+   * so that other runs' checkpoints stay byte for byte reproducible (an interrupted and
+   * resumed run writes the same files as an uninterrupted one) */
+  if (cfg->stop_time_hours > 0)
+    json_object_set_double_member(o, "previous_training_time", st->training_seconds);
   /* the epoch-end validation the scheduler steps on right after this save (null: none) */
   if (isfinite(st->last_valid_loss))
     json_object_set_double_member(o, "last_valid_loss", st->last_valid_loss);
   else
     json_object_set_null_member(o, "last_valid_loss");
-  json_object_set_int_member(o, "seed", (gint64)seed);
+  json_object_set_int_member(o, "seed", (gint64)cfg->seed);
   JsonNode *n = json_node_new(JSON_NODE_OBJECT);
   json_node_take_object(n, o);
   return n;
@@ -50,7 +62,7 @@ static JsonObject *build_meta(const MoelmTrainerCkptCtx *ctx)
   json_object_set_member(meta, "dictionary", moelm_dictionary_fingerprint(ctx->dict));
   json_object_set_member(meta, "optimizer", moelm_adam_state_to_json(ctx->adam));
   json_object_set_member(meta, "lr_scheduler", moelm_lr_scheduler_state_to_json(ctx->sched));
-  json_object_set_member(meta, "train_state", train_state_json(ctx->st, cfg->seed));
+  json_object_set_member(meta, "train_state", train_state_json(ctx->st, cfg));
   return meta;
 }
 
@@ -132,6 +144,54 @@ static void remove_other_form(const char *path, gboolean sharded)
   }
 }
 
+/* --keep-best-checkpoints: add checkpoint.best_{metric}_{value}{d}.pt to the targets when the
+ * value is among the best kept. The digit is a function of (seed, epoch, updates), so a run
+ * names its files the same way every time. Sharded, rank 0's choice is everyone's (its
+ * pruning of the last save may still be under way when another rank looks). */
+static gboolean add_kept_best(const MoelmTrainerCkptCtx *ctx, double value, GPtrArray *targets, GError **error)
+{
+  const MoelmTrainConfig *cfg = CFG(ctx);
+  const guint64 seed = cfg->seed * 0x100000001B3ull ^ ((guint64)ctx->st->epoch << 40) ^ (guint64)ctx->st->num_updates;
+  char *name = moelm_best_kept_name(cfg->save_dir, cfg->best_checkpoint_metric, cfg->maximize_best_metric,
+                                    cfg->keep_best_checkpoints, value, seed);
+  if (moelm_model_expert_world(ctx->model) > 1) {
+    char buf[256] = {0};
+    if (name && moelm_comm_rank(cfg->comm) == 0)
+      g_strlcpy(buf, name, sizeof buf);
+    g_free(name);
+    if (!moelm_comm_broadcast(cfg->comm, buf, sizeof buf, error))
+      return FALSE;
+    name = buf[0] ? g_strdup(buf) : NULL;
+  }
+  if (name)
+    g_ptr_array_add(targets, name);
+  return TRUE;
+}
+
+/* Remove a checkpoint in both its forms (one file, or NAME-shared.pt + NAME-rank-R.pt). */
+static void remove_checkpoint(const char *path)
+{
+  g_unlink(path);
+  remove_other_form(path, FALSE);
+}
+
+/* Keep the --keep-best-checkpoints best of the metric's checkpoint.best_* files. */
+static void prune_kept_best(const MoelmTrainConfig *cfg)
+{
+  if (cfg->keep_best_checkpoints <= 0)
+    return;
+  GPtrArray *kept = moelm_best_kept_list(cfg->save_dir, cfg->best_checkpoint_metric, cfg->maximize_best_metric);
+  for (guint i = (guint)cfg->keep_best_checkpoints; i < kept->len; i++) {
+    const MoelmKeptBest *k = g_ptr_array_index(kept, i);
+    char *path = g_build_filename(cfg->save_dir, k->name, NULL);
+    remove_checkpoint(path);
+    moelm_info("moelm.checkpoint", "removed %s: --keep-best-checkpoints %d keeps better ones", path,
+               cfg->keep_best_checkpoints);
+    g_free(path);
+  }
+  g_ptr_array_unref(kept);
+}
+
 #define SAVE_DIR_LOCK ".moelm-train.lock"
 
 MoelmDirLock *moelm_trainer_open_save_dir(const char *save_dir, gboolean *created, GError **error)
@@ -185,6 +245,11 @@ gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const Mo
                                              ctx->st->num_updates));
   if (req->best_file)
     g_ptr_array_add(targets, g_strdup("checkpoint_best.pt"));
+  if (req->keep_best && cfg->keep_best_checkpoints > 0 && isfinite(req->keep_best_value) &&
+      !add_kept_best(ctx, req->keep_best_value, targets, error)) {
+    g_ptr_array_unref(targets);
+    return FALSE;
+  }
   if (req->last_file)
     g_ptr_array_add(targets, g_strdup("checkpoint_last.pt"));
   gboolean ok = TRUE;
@@ -235,6 +300,8 @@ gboolean moelm_trainer_save_checkpoints(const MoelmTrainerCkptCtx *ctx, const Mo
   if (ok) {
     prune(cfg->save_dir, FALSE, cfg->keep_last_epochs);
     prune(cfg->save_dir, TRUE, cfg->keep_interval_updates);
+    if (rank == 0)
+      prune_kept_best(cfg);
   }
   return ok;
 }
@@ -246,18 +313,31 @@ gboolean moelm_trainer_read_train_state(const MoelmCheckpoint *ckpt, MoelmTrainS
   JsonObject *o = moelm_json_object(moelm_checkpoint_meta(ckpt, "train_state"), "train_state", error);
   memset(st, 0, sizeof *st);
   st->epoch = 1;
-  JsonNode *best = o ? json_object_get_member(o, "best_loss") : NULL;
+  const char *metric = "loss";
+  gboolean ok = o != NULL && moelm_json_get_string(o, "best_checkpoint_metric", &metric, error) &&
+                moelm_json_get_bool(o, "maximize_best_checkpoint_metric", &st->best_maximize, error);
+  if (ok && !moelm_best_metric_check(metric, NULL)) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "'best_checkpoint_metric' %.40s is not one of %s", metric,
+                MOELM_BEST_METRICS);
+    ok = FALSE;
+  }
+  if (ok)
+    g_strlcpy(st->best_metric, metric, sizeof st->best_metric);
+  char *best_key = g_strdup_printf("best_%s", st->best_metric);
+  JsonNode *best = ok ? json_object_get_member(o, best_key) : NULL;
   JsonNode *last = o ? json_object_get_member(o, "last_valid_loss") : NULL;
   st->has_best = best != NULL && !JSON_NODE_HOLDS_NULL(best);
-  st->best_loss = st->last_valid_loss = NAN;
-  gboolean ok = o != NULL && moelm_json_get_int(o, "epoch", 1, G_MAXINT, &st->epoch, error) &&
+  st->best = st->last_valid_loss = NAN;
+  ok = ok && moelm_json_get_int(o, "epoch", 1, G_MAXINT, &st->epoch, error) &&
                 moelm_json_get_int64(o, "iterations_in_epoch", 0, G_MAXINT64, &st->iterations_in_epoch, error) &&
                 moelm_json_get_int64(o, "num_updates", 0, G_MAXINT64, &st->num_updates, error) &&
                 moelm_json_get_bool(o, "end_of_epoch", &st->end_of_epoch, error) &&
                 moelm_json_get_int(o, "num_bad_validations", 0, G_MAXINT, &st->num_bad_validations, error) &&
-                (!st->has_best || moelm_json_get_double(o, "best_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->best_loss, error)) &&
+                moelm_json_get_double(o, "previous_training_time", 0, G_MAXDOUBLE, &st->training_seconds, error) &&
+                (!st->has_best || moelm_json_get_double(o, best_key, -G_MAXDOUBLE, G_MAXDOUBLE, &st->best, error)) &&
                 (last == NULL || JSON_NODE_HOLDS_NULL(last) ||
                  moelm_json_get_double(o, "last_valid_loss", -G_MAXDOUBLE, G_MAXDOUBLE, &st->last_valid_loss, error));
+  g_free(best_key);
   if (ok && st->end_of_epoch && st->epoch == G_MAXINT) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_CORRUPT, "'epoch' %d is the last one there is", st->epoch);
     ok = FALSE;
@@ -277,8 +357,9 @@ static void restore_position(const MoelmTrainState *saved, MoelmTrainState *st)
   st->end_of_epoch = saved->end_of_epoch;
   st->num_bad_validations = saved->num_bad_validations;
   st->has_best = saved->has_best;
-  st->best_loss = saved->best_loss;
+  st->best = saved->best;
   st->last_valid_loss = saved->last_valid_loss;
+  st->training_seconds = saved->training_seconds;
   if (st->end_of_epoch) { /* the next epoch starts from its beginning */
     st->epoch++;
     st->iterations_in_epoch = 0;
@@ -332,8 +413,18 @@ gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
     if (ok && lr && !cfg->reset_lr_scheduler && saved.end_of_epoch)
       moelm_lr_step_epoch(ctx->sched, saved.epoch, saved.last_valid_loss);
   }
-  if (ok && !reset_data)
+  if (ok && !reset_data) {
     restore_position(&saved, ctx->st);
+    /* a best kept under another metric or direction means nothing to this run */
+    if (ctx->st->has_best && (strcmp(saved.best_metric, cfg->best_checkpoint_metric) != 0 ||
+                              saved.best_maximize != cfg->maximize_best_metric)) {
+      moelm_info("moelm.checkpoint", "the checkpoint's best is of %s%s, this run's of %s%s: starting the best afresh",
+                 saved.best_metric, saved.best_maximize ? " (maximized)" : "", cfg->best_checkpoint_metric,
+                 cfg->maximize_best_metric ? " (maximized)" : "");
+      ctx->st->has_best = FALSE;
+      ctx->st->num_bad_validations = 0;
+    }
+  }
   if (ok && (finetune || cfg->reset_meters)) {
     ctx->st->has_best = FALSE;
     ctx->st->num_bad_validations = 0;

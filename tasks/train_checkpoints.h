@@ -23,16 +23,24 @@ typedef struct {
   int64_t iterations_in_epoch; /* updates done in this epoch */
   int64_t num_updates;
   gboolean end_of_epoch;       /* saved at the end of `epoch` */
-  double best_loss;            /* base 2 */
+  double best;                 /* the best --best-checkpoint-metric value (loss: base 2) */
   gboolean has_best;
+  /* read from a checkpoint: the metric and direction its best was kept under (a run with
+   * other flags starts its best afresh); a running loop keeps the config's */
+  char best_metric[32];
+  gboolean best_maximize;
   double last_valid_loss;
   int num_bad_validations;     /* for --patience */
+  double training_seconds;     /* wall time of every run up to this state (--stop-time-hours) */
 } MoelmTrainState;
 
 typedef struct {
   gboolean epoch_file;   /* checkpoint{epoch}.pt */
   gboolean updates_file; /* checkpoint_{epoch}_{updates}.pt */
   gboolean best_file;    /* checkpoint_best.pt */
+  gboolean keep_best;    /* --keep-best-checkpoints: checkpoint.best_{metric}_{value}{d}.pt when
+                          * keep_best_value is among the best kept */
+  double keep_best_value;
   gboolean last_file;    /* checkpoint_last.pt */
 } MoelmCheckpointRequest;
 

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 
 #include "moelm/errors.h"
+#include "train_best.h"
 #include "trainer.h"
 
 typedef struct {
@@ -20,6 +21,7 @@ gboolean moelm_train_config_validate(const MoelmTrainConfig *c, GError **error)
     {"--max-tokens", c->max_tokens, 0},
     {"--batch-size", c->batch_size, 0},
     {"--max-tokens-valid", c->max_tokens_valid, 0},
+    {"--max-valid-steps", c->max_valid_steps, 0},
     {"--batch-size-valid", c->batch_size_valid, 0},
     {"--required-batch-size-multiple", c->required_multiple, 1},
     {"--update-freq", c->update_freq, 1},
@@ -54,6 +56,13 @@ gboolean moelm_train_config_validate(const MoelmTrainConfig *c, GError **error)
   if (!(c->clip_norm >= 0 && isfinite(c->clip_norm))) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--clip-norm must be a finite number >= 0 (0: off), got %g",
                 c->clip_norm);
+    return FALSE;
+  }
+  if (!moelm_best_metric_check(c->best_checkpoint_metric, error))
+    return FALSE;
+  if (!(c->stop_time_hours >= 0 && isfinite(c->stop_time_hours))) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--stop-time-hours must be a finite number >= 0 (0: off), got %g",
+                c->stop_time_hours);
     return FALSE;
   }
   if (!isfinite(c->stop_min_lr)) {

@@ -16,6 +16,7 @@
 #include "moelm/progress.h"
 #include "moelm/sysmem.h"
 #include "moelm/timer.h"
+#include "train_best.h"
 #include "train_checkpoints.h"
 #include "train_meters.h"
 #include "trainer.h"
@@ -35,6 +36,7 @@ void moelm_train_config_init(MoelmTrainConfig *c)
   moelm_lr_scheduler_config_init(&c->lr);
   c->validate_interval = 1;
   c->patience = -1;
+  c->best_checkpoint_metric = g_strdup("loss");
   c->save_dir = g_strdup("checkpoints");
   c->save_interval = 1;
   c->keep_last_epochs = -1;
@@ -51,6 +53,7 @@ void moelm_train_config_clear(MoelmTrainConfig *c)
   g_free(c->train_subset);
   g_free(c->valid_subset);
   g_free(c->save_dir);
+  g_free(c->best_checkpoint_metric);
   g_free(c->restore_file);
   g_free(c->finetune_from_model);
   g_free(c->tensorboard_logdir);
@@ -79,6 +82,8 @@ typedef struct {
                               * MoelmTbWriter* of LOGDIR/TAG; NULL without it or off rank 0 */
   int64_t first_update;      /* num_updates when this run's loop began */
   int64_t last_saved_update; /* num_updates of the last checkpoint_last.pt written (-1: none) */
+  double earlier_seconds;    /* the training time of the runs before this one (from the checkpoint) */
+  gboolean time_up;          /* --stop-time-hours was reached */
   int stop;                  /* the signal every rank agreed to stop on (0: none) */
   MoelmProgress bar;         /* the progress line of training (rank 0, cfg->progress_bar) */
 } Run;
@@ -145,10 +150,12 @@ static int64_t updates_per_epoch(const Run *r)
 static double base2(double nats_per_token) { return nats_per_token / M_LN2; }
 
 /* ---- validation --------------------------------------------------------------------- */
-static gboolean validate(Run *r, double *loss_out, GError **error)
+/* Score every --valid-subset; the first one's loss (*loss_out) and --best-checkpoint-metric
+ * value (*metric_out) are what the loop decides on, and the latter updates the best. */
+static gboolean validate(Run *r, double *loss_out, double *metric_out, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
-  double first = NAN;
+  double first = NAN, first_metric = NAN;
   for (guint v = 0; v < r->valid->len; v++) {
     MoelmLmSplit *split = g_ptr_array_index(r->valid, v);
     int64_t mt = cfg->max_tokens_valid > 0 ? cfg->max_tokens_valid : cfg->max_tokens;
@@ -157,6 +164,11 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
                                           r->cfg->model.max_positions, TRUE, error);
     if (batches == NULL)
       return FALSE;
+    /* --max-valid-steps N: the first N batches of each rank's share, i.e. the first N * world
+     * batches (fairseq's loop runs N + 1, see docs/train.md) */
+    const int64_t keep = cfg->max_valid_steps * moelm_comm_size(cfg->comm);
+    if (cfg->max_valid_steps > 0 && keep < (int64_t)batches->len)
+      g_ptr_array_remove_range(batches, (guint)keep, batches->len - (guint)keep);
     double loss = 0, ntok = 0, nsent = 0, t0 = moelm_time_now();
     const double nbatches = batches->len;
     /* sharded: rank r scores every r-th batch; the sums are reduced */
@@ -178,14 +190,22 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
     ntok = sums[1];
     nsent = sums[2];
     const double vloss = ntok > 0 ? base2(loss / ntok) : NAN;
+    const double secs = moelm_time_now() - t0;
+    const MoelmValidStats vs = {.loss = vloss,
+                                .ppl = pow(2.0, vloss),
+                                .wps = secs > 0 ? ntok / secs : 0,
+                                .wpb = nbatches > 0 ? ntok / nbatches : 0,
+                                .bsz = nbatches > 0 ? nsent / nbatches : 0,
+                                .num_updates = (double)r->st.num_updates};
     if (v == 0) {
       first = vloss;
-      if (isfinite(vloss) && (!r->st.has_best || vloss < r->st.best_loss)) {
-        r->st.best_loss = vloss;
+      first_metric = moelm_best_metric_value(&vs, cfg->best_checkpoint_metric);
+      if (isfinite(first_metric) &&
+          (!r->st.has_best || moelm_best_better(first_metric, r->st.best, cfg->maximize_best_metric))) {
+        r->st.best = first_metric;
         r->st.has_best = TRUE;
       }
     }
-    const double secs = moelm_time_now() - t0;
     char *vprefix = g_strdup_printf("%s_", split->name);
     MoelmLogStyle style = {.kv_sep = " ",
                            .field_sep = cfg->log_json ? ", " : " | ",
@@ -193,14 +213,17 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
                            .tb = tb_writer(r, split->name),
                            .tb_step = r->st.num_updates};
     GString *line = g_string_new(NULL);
-    moelm_log_field(line, &style, "loss", vloss, 3);
-    moelm_log_field(line, &style, "ppl", pow(2.0, vloss), 2);
-    moelm_log_field(line, &style, "wps", secs > 0 ? ntok / secs : 0, 1);
-    moelm_log_field(line, &style, "wpb", nbatches > 0 ? ntok / nbatches : 0, 1);
-    moelm_log_field(line, &style, "bsz", nbatches > 0 ? nsent / nbatches : 0, 1);
-    moelm_log_field(line, &style, "num_updates", (double)r->st.num_updates, 0);
-    if (r->st.has_best)
-      moelm_log_field(line, &style, "best_loss", r->st.best_loss, 3);
+    moelm_log_field(line, &style, "loss", vs.loss, 3);
+    moelm_log_field(line, &style, "ppl", vs.ppl, 2);
+    moelm_log_field(line, &style, "wps", vs.wps, 1);
+    moelm_log_field(line, &style, "wpb", vs.wpb, 1);
+    moelm_log_field(line, &style, "bsz", vs.bsz, 1);
+    moelm_log_field(line, &style, "num_updates", vs.num_updates, 0);
+    if (r->st.has_best) { /* fairseq's best_{metric}: the best so far, this validation included */
+      char *key = g_strdup_printf("best_%s", cfg->best_checkpoint_metric);
+      moelm_log_field(line, &style, key, r->st.best, moelm_best_metric_digits(cfg->best_checkpoint_metric));
+      g_free(key);
+    }
     if (r->obj->valid_log_fields && !r->obj->valid_log_fields(r->obj, split, cfg->comm, line, &style, error)) {
       g_string_free(line, TRUE);
       g_free(vprefix);
@@ -215,6 +238,7 @@ static gboolean validate(Run *r, double *loss_out, GError **error)
     g_free(vprefix);
   }
   *loss_out = first;
+  *metric_out = first_metric;
   return TRUE;
 }
 
@@ -677,11 +701,38 @@ static void teardown(Run *r)
 }
 
 /* ---- the loop --------------------------------------------------------------------------- */
-static gboolean should_stop_updates(const Run *r)
+/* fairseq's cumulative_training_time: the wall time since this run began (setup and
+ * validation included), plus that of the runs it resumes. */
+static double training_seconds(const Run *r)
+{
+  return r->earlier_seconds + (moelm_time_now() - r->start_time);
+}
+
+/* Whether a limit ends the run now. after_update: called right after an update, where
+ * --stop-time-hours is checked (as fairseq, which checks it after each update: a resumed run
+ * past the limit trains one update, validates, saves and stops). */
+static gboolean should_stop_updates(Run *r, gboolean after_update)
 {
   const MoelmTrainConfig *cfg = r->cfg;
   if (cfg->max_update > 0 && r->st.num_updates >= cfg->max_update)
     return TRUE;
+  if (r->time_up)
+    return TRUE;
+  if (after_update && cfg->stop_time_hours > 0) {
+    double seconds = training_seconds(r);
+    /* every rank stops at the same update: rank 0's clock decides (every rank is here after
+     * the same update, so the broadcast lines up) */
+    if (moelm_comm_size(cfg->comm) > 1)
+      moelm_comm_broadcast(cfg->comm, &seconds, sizeof seconds, NULL);
+    if (seconds / 3600.0 > cfg->stop_time_hours) {
+      moelm_info("moelm.train",
+                 "stopping: cumulative training time %g hours > --stop-time-hours %g (%.3f s in all, resumed "
+                 "runs included)",
+                 seconds / 3600.0, cfg->stop_time_hours, seconds);
+      r->time_up = TRUE;
+      return TRUE;
+    }
+  }
   if (cfg->stop_min_lr >= 0 && moelm_lr_get(r->sched) <= cfg->stop_min_lr) {
     moelm_info("moelm.train", "stopping: learning rate %g reached --stop-min-lr %g", moelm_lr_get(r->sched),
                cfg->stop_min_lr);
@@ -702,14 +753,19 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
       !cfg->disable_validation && r->valid->len > 0 &&
       ((!end_of_epoch && save_updates) || (end_of_epoch && r->st.epoch % cfg->validate_interval == 0) || stopping ||
        (cfg->validate_interval_updates > 0 && u > 0 && u % cfg->validate_interval_updates == 0));
-  double vloss = NAN;
-  gboolean improved = FALSE;
+  double vloss = NAN, metric = NAN;
+  gboolean improved = FALSE, best_file = FALSE;
   if (do_validate) {
-    const double prev_best = r->st.has_best ? r->st.best_loss : INFINITY;
-    if (!validate(r, &vloss, error))
+    const gboolean had_best = r->st.has_best;
+    const double prev_best = r->st.best;
+    if (!validate(r, &vloss, &metric, error))
       return FALSE;
     r->st.last_valid_loss = vloss;
-    improved = vloss < prev_best;
+    /* as fairseq: --patience counts validations without a strictly better value;
+     * checkpoint_best.pt is written on a tie too */
+    const gboolean maximize = cfg->maximize_best_metric;
+    improved = isfinite(metric) && (!had_best || moelm_best_better(metric, prev_best, maximize));
+    best_file = isfinite(metric) && (!had_best || moelm_best_not_worse(metric, prev_best, maximize));
     if (improved)
       r->st.num_bad_validations = 0;
     else
@@ -721,11 +777,14 @@ static gboolean validate_and_save(Run *r, gboolean end_of_epoch, gboolean stoppi
     }
   }
   r->st.end_of_epoch = end_of_epoch;
+  r->st.training_seconds = training_seconds(r);
   /* one writer, rank 0; with expert parallelism every rank writes its experts' file */
   if (do_save && (moelm_comm_rank(cfg->comm) == 0 || moelm_model_expert_world(r->model) > 1)) {
     MoelmCheckpointRequest req = {.epoch_file = end_of_epoch && save_epoch && !cfg->no_epoch_checkpoints,
                                   .updates_file = !end_of_epoch && save_updates,
-                                  .best_file = improved,
+                                  .best_file = best_file,
+                                  .keep_best = do_validate,
+                                  .keep_best_value = metric,
                                   .last_file = !cfg->no_last_checkpoints};
     MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
     if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
@@ -768,6 +827,7 @@ static gboolean save_on_interrupt(Run *r, MoelmTrainResult *result, GError **err
              signal_name(sig), r->st.num_updates,
              cfg->no_last_checkpoints ? "an update checkpoint" : "checkpoint_last.pt");
   r->st.end_of_epoch = FALSE; /* the position is (epoch, iterations_in_epoch) as it stands */
+  r->st.training_seconds = training_seconds(r);
   MoelmCheckpointRequest req = {.updates_file = cfg->no_last_checkpoints, .last_file = !cfg->no_last_checkpoints};
   MoelmTrainerCkptCtx ctx = {cfg, r->dict, r->model, &r->adam, r->sched, &r->st};
   if (!moelm_trainer_save_checkpoints(&ctx, &req, error))
@@ -779,7 +839,7 @@ static gboolean save_on_interrupt(Run *r, MoelmTrainResult *result, GError **err
 static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
-  gboolean stop = should_stop_updates(r);
+  gboolean stop = should_stop_updates(r, FALSE);
   if (!poll_stop(r, error))
     return FALSE;
   while (!stop && !interrupted(r) && (cfg->max_epoch <= 0 || r->st.epoch <= cfg->max_epoch)) {
@@ -818,7 +878,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
         moelm_meters_add(&epoch_m, &interval);
         moelm_meters_reset(&interval);
       }
-      const gboolean stopping = should_stop_updates(r);
+      const gboolean stopping = should_stop_updates(r, TRUE);
       const gboolean end = r->st.iterations_in_epoch >= n_updates;
       if (!end || stopping) {
         ok = validate_and_save(r, FALSE, stopping, &stop, error);
@@ -835,7 +895,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
       moelm_info("moelm.train", "end of epoch %d (average epoch stats below)", r->st.epoch);
       log_stats(r, "train", &epoch_m, n_updates, FALSE);
       result->last_train_loss = epoch_m.sample_size > 0 ? base2(epoch_m.loss_sum / epoch_m.sample_size) : NAN;
-      gboolean stopping = should_stop_updates(r) || (cfg->max_epoch > 0 && r->st.epoch >= cfg->max_epoch);
+      gboolean stopping = should_stop_updates(r, FALSE) || (cfg->max_epoch > 0 && r->st.epoch >= cfg->max_epoch);
       if (!validate_and_save(r, TRUE, stopping, &stop, error))
         return FALSE;
       moelm_lr_step_epoch(r->sched, r->st.epoch, r->st.last_valid_loss);
@@ -865,7 +925,7 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   if (result == NULL)
     result = &local;
   memset(result, 0, sizeof *result);
-  result->best_valid_loss = result->last_valid_loss = result->last_train_loss = NAN;
+  result->best_valid = result->last_valid_loss = result->last_train_loss = NAN;
   moelm_stopwatch_reset(&r.train_wall);
   r.start_time = moelm_time_now();
   r.st.epoch = 1;
@@ -889,6 +949,7 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
     moelm_info("moelm.train", "task: %s, max tokens per batch = %" G_GINT64_FORMAT ", max sentences = %d, update freq = %d",
                objective->name, cfg->max_tokens, cfg->batch_size, cfg->update_freq);
     r.first_update = r.st.num_updates;
+    r.earlier_seconds = r.st.training_seconds;
     ok = run_epochs(&r, result, error);
     if (ok && interrupted(&r))
       ok = save_on_interrupt(&r, result, error);
@@ -904,7 +965,7 @@ gboolean moelm_train(const MoelmTrainConfig *cfg, const MoelmDictionary *dict, M
   moelm_progress_finish(&r.bar); /* leave a clean terminal line for whatever comes next */
   result->num_updates = r.st.num_updates;
   result->epoch = r.st.epoch;
-  result->best_valid_loss = r.st.has_best ? r.st.best_loss : NAN;
+  result->best_valid = r.st.has_best ? r.st.best : NAN;
   result->last_valid_loss = r.st.last_valid_loss;
   teardown(&r);
   moelm_trainer_close_save_dir(lock, cfg->save_dir, created, !ok);

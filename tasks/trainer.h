@@ -31,6 +31,8 @@ typedef struct {
   int64_t max_tokens_valid;    /* --max-tokens-valid (0: max_tokens) */
   int required_multiple;       /* --required-batch-size-multiple 8 */
   gboolean skip_invalid;       /* --skip-invalid-size-inputs-valid-test */
+  int64_t max_valid_steps;     /* --max-valid-steps: score only the first N batches of each valid
+                                * split on each rank (0: all) */
   /* schedule */
   int update_freq;             /* --update-freq 1 */
   int64_t max_update;          /* --max-update (0: none) */
@@ -38,6 +40,8 @@ typedef struct {
   uint64_t seed;               /* --seed 1 */
   double clip_norm;            /* --clip-norm 0 */
   double stop_min_lr;          /* --stop-min-lr -1 */
+  double stop_time_hours;      /* --stop-time-hours: stop once the cumulative training time
+                                * (over resumes) exceeds it (0: off) */
   MoelmAdamConfig adam;
   MoelmLrSchedulerConfig lr;
   /* validation and checkpoints */
@@ -45,12 +49,16 @@ typedef struct {
   int64_t validate_interval_updates; /* 0 */
   gboolean disable_validation;
   int patience;                      /* --patience -1 */
+  char *best_checkpoint_metric;      /* --best-checkpoint-metric loss: a field of the valid line
+                                      * (train_best.h) deciding checkpoint_best.pt, --patience
+                                      * and best_{metric} */
+  gboolean maximize_best_metric;     /* --maximize-best-checkpoint-metric: higher is better */
   char *save_dir;                    /* --save-dir checkpoints */
   int save_interval;                 /* --save-interval 1 (epochs) */
   int64_t save_interval_updates;     /* 0 */
   int keep_last_epochs;              /* -1 */
   int keep_interval_updates;         /* -1 */
-  int keep_best_checkpoints;         /* -1 (accepted) */
+  int keep_best_checkpoints;         /* -1: keep the N best validations as checkpoint.best_* */
   gboolean no_epoch_checkpoints, no_last_checkpoints, no_save, no_save_optimizer_state;
   char *restore_file;                /* --restore-file checkpoint_last.pt */
   char *finetune_from_model;
@@ -93,7 +101,7 @@ typedef struct {
   int64_t num_updates;
   int epoch;
   double last_train_loss;  /* base 2, the last epoch's average */
-  double best_valid_loss;  /* base 2; NAN when never validated */
+  double best_valid;       /* the best --best-checkpoint-metric value (loss: base 2); NAN when never validated */
   double last_valid_loss;  /* base 2; NAN when never validated */
   int interrupted;         /* the *stop_signal that ended the run early (0: it ran to its end) */
   gboolean saved_on_interrupt; /* a checkpoint holds the state at the interruption */

@@ -10,7 +10,7 @@
  *   "dictionary"      {"size": V, "hash": "<16 hex>"} of the data-bin's dict.txt
  *   "optimizer"       optimizer state (step, hyper-parameters) or absent
  *   "lr_scheduler"    scheduler state or absent
- *   "train_state"     {"epoch", "iterations_in_epoch", "num_updates", "best_loss", "seed", ...}
+ *   "train_state"     {"epoch", "iterations_in_epoch", "num_updates", "best_{metric}", "seed", ...}
  * Written to a temp file, fsynced and renamed: a crash never leaves a torn checkpoint. */
 #ifndef MOELM_CHECKPOINT_H
 #define MOELM_CHECKPOINT_H

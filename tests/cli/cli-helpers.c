@@ -1,6 +1,7 @@
 /* Helpers for the CLI end-to-end suites. */
 #include "config.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -104,4 +105,33 @@ char *cli_generate_text(gsize bytes, guint32 seed)
   }
   g_rand_free(rng);
   return g_string_free(out, FALSE);
+}
+
+double cli_log_field(const char *line, const char *key)
+{
+  char *probe = g_strdup_printf("| %s ", key);
+  const char *at = strstr(line, probe);
+  const double v = at ? g_ascii_strtod(at + strlen(probe), NULL) : NAN;
+  g_free(probe);
+  return v;
+}
+
+char **cli_log_lines(const char *log, const char *needle)
+{
+  GPtrArray *out = g_ptr_array_new();
+  char **lines = g_strsplit(log, "\n", -1);
+  for (char **l = lines; *l; l++)
+    if (strstr(*l, needle))
+      g_ptr_array_add(out, g_strdup(*l));
+  g_strfreev(lines);
+  g_ptr_array_add(out, NULL);
+  return (char **)g_ptr_array_free(out, FALSE);
+}
+
+int cli_count(const char *text, const char *needle)
+{
+  int n = 0;
+  for (const char *p = strstr(text, needle); p; p = strstr(p + 1, needle))
+    n++;
+  return n;
 }

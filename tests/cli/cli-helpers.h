@@ -16,6 +16,12 @@ int cli_count_lines(const char *text);
 gboolean cli_same_file(const char *a, const char *b);
 /* Whether a file's bytes equal `expected`. */
 gboolean cli_file_equals(const char *path, const void *expected, gsize len);
+/* The value after "| KEY " in a simple-format log line (NAN when the field is absent). */
+double cli_log_field(const char *line, const char *key);
+/* The lines of a log that contain `needle`, in order (g_strfreev). */
+char **cli_log_lines(const char *log, const char *needle);
+/* How many times `needle` occurs in `text`. */
+int cli_count(const char *text, const char *needle);
 /* A deterministic text of about `bytes` bytes: words from a Zipf-like vocabulary (some
  * non-ASCII), random line lengths, empty lines, some "\r\n" endings. g_free. */
 char *cli_generate_text(gsize bytes, guint32 seed);
