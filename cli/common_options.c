@@ -21,6 +21,9 @@ const MoelmArgSpec moelm_ignored_options[] = {
   {"--best-checkpoint-metric", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--memory-efficient-fp16", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
   {"--fp16-no-flatten-grads", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
+  {"--amp-batch-retries", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--amp-init-scale", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
+  {"--amp-scale-window", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
   {"--no-progress-bar", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
   {"--quiet", NULL, MOELM_ARG_IGNORED_FLAG, NULL, NULL, NULL, NULL},
   {NULL, NULL, 0, NULL, NULL, NULL, NULL},
@@ -237,6 +240,20 @@ const MoelmArgSpec *moelm_moefy_top_k_table(MoelmMoefyTopKOption *o)
   return t;
 }
 
+const MoelmArgSpec *moelm_checkpoint_options_table(MoelmCheckpointOptions *o)
+{
+  static MoelmArgSpec t[3];
+  const MoelmArgSpec spec[] = {
+    {"--model-overrides", NULL, MOELM_ARG_STRING, &o->model_overrides, NULL,
+     "model options to change at load, a Python dict: \"{'moe_eval_capacity_token_fraction': 0.05}\"", NULL},
+    {"--is-moe", NULL, MOELM_ARG_FLAG, &o->is_moe, NULL,
+     "accepted: the checkpoint says whether the model has MoE layers", NULL},
+    {NULL, NULL, 0, NULL, NULL, NULL, NULL},
+  };
+  memcpy(t, spec, sizeof spec);
+  return t;
+}
+
 gboolean moelm_moefy_top_k_apply(const MoelmMoefyTopKOption *o, MoelmModel *model, char **line, GError **error)
 {
   return moelm_moefy_inference_setup(model, o->seen ? o->top_k : -1, line, error);
@@ -244,7 +261,7 @@ gboolean moelm_moefy_top_k_apply(const MoelmMoefyTopKOption *o, MoelmModel *mode
 
 const MoelmArgSpec *moelm_backend_options_table(MoelmBackendOptions *o)
 {
-  static MoelmArgSpec t[9];
+  static MoelmArgSpec t[10];
   const MoelmArgSpec spec[] = {
     {"--cpu", NULL, MOELM_ARG_FLAG, &o->cpu, NULL, "run on the CPU (default: a GPU when built with CUDA and present)",
      NULL},
@@ -255,6 +272,8 @@ const MoelmArgSpec *moelm_backend_options_table(MoelmBackendOptions *o)
     {"--bf16", NULL, MOELM_ARG_FLAG, &o->bf16, NULL,
      "store activations in bfloat16 (the GPU default; on the CPU a slower variant that computes in fp32)", NULL},
     {"--fp16", NULL, MOELM_ARG_FLAG, &o->fp16, NULL, "store activations in float16", NULL},
+    {"--amp", NULL, MOELM_ARG_FLAG, &o->amp, NULL,
+     "mixed precision on the GPU: bf16 activations, fp32 weights (the CPU stays in fp32)", NULL},
     {"--cpu-reference", "--reference-backend", MOELM_ARG_FLAG, &o->reference, NULL,
      "the CPU reference loops (slow; for checking)", NULL},
     {"--inject-device-failure", NULL, MOELM_ARG_INT, &o->fail_after_ops, NULL,
@@ -268,8 +287,8 @@ const MoelmArgSpec *moelm_backend_options_table(MoelmBackendOptions *o)
 gboolean moelm_backend_options_apply(const MoelmBackendOptions *o, MoelmBackendSpec *spec, GError **error)
 {
   moelm_backend_spec_init(spec);
-  if ((o->fp32 ? 1 : 0) + (o->bf16 ? 1 : 0) + (o->fp16 ? 1 : 0) > 1) {
-    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--fp32, --bf16 and --fp16 exclude each other");
+  if ((o->fp32 ? 1 : 0) + (o->bf16 ? 1 : 0) + (o->fp16 ? 1 : 0) + (o->amp ? 1 : 0) > 1) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--fp32, --bf16, --fp16 and --amp exclude each other");
     return FALSE;
   }
   if ((o->cpu || o->reference) && o->device_id >= 0) {
@@ -296,6 +315,7 @@ gboolean moelm_backend_options_apply(const MoelmBackendOptions *o, MoelmBackendS
                     : o->bf16 ? MOELM_PRECISION_BF16
                     : o->fp16 ? MOELM_PRECISION_FP16
                               : MOELM_PRECISION_DEFAULT;
+  spec->amp = o->amp; /* the device's default precision, named in the log */
   spec->fail_after_ops = o->fail_after_ops;
   return TRUE;
 }

@@ -78,6 +78,16 @@ typedef struct {
 
 /* A table bound to `o` (static storage: one at a time). */
 const MoelmArgSpec *moelm_moefy_top_k_table(MoelmMoefyTopKOption *o);
+
+/* How eval-lm, generate and score load a checkpoint: fairseq's --model-overrides (a Python
+ * dict of model options, tasks/model_overrides.h) and --is-moe (accepted: moelm reads from
+ * the checkpoint whether it has MoE layers). The string is freed with the tables. */
+typedef struct {
+  char *model_overrides;
+  gboolean is_moe;
+} MoelmCheckpointOptions;
+
+const MoelmArgSpec *moelm_checkpoint_options_table(MoelmCheckpointOptions *o);
 /* Apply it to `model`; *line (g_free) says what a moefied model computes, for the log (NULL
  * for a model that is not moefied). The flag on a model that is not moefied, or K outside
  * 1..E, is an error. */
@@ -89,7 +99,7 @@ int moelm_cli_threads_default(void);
 /* Where the work runs, fairseq's flags: --cpu, --device-id N, --fp32/--bf16/--fp16, and
  * moelm's --threads N, --cpu-reference. */
 typedef struct {
-  gboolean cpu, fp32, bf16, fp16, reference;
+  gboolean cpu, fp32, bf16, fp16, reference, amp;
   int device_id, threads, fail_after_ops;
 } MoelmBackendOptions;
 

@@ -40,6 +40,7 @@ typedef struct {
   gboolean output_word_probs, output_word_stats, mixture_report;
   gboolean tps_seen, mode_seen, no_progress_bar;
   MoelmMoefyTopKOption moefy;
+  MoelmCheckpointOptions ckpt_opts;
 } EvalOptions;
 
 static void options_init(EvalOptions *o)
@@ -298,7 +299,8 @@ static gboolean run(const EvalOptions *o, const char *data, GError **error)
   MoelmBackendSpec spec;
   if (!moelm_backend_options_apply(&o->backend, &spec, error))
     return FALSE;
-  MoelmInference *inf = moelm_inference_open(o->path, data, &spec, error);
+  MoelmInference *inf = moelm_inference_open_with_overrides(o->path, data, &spec, o->ckpt_opts.model_overrides,
+                                                            error);
   if (inf == NULL) {
     moelm_gpt2_bpe_free(gpt2);
     return FALSE;
@@ -391,7 +393,7 @@ int moelm_cmd_eval_lm(int argc, char **argv)
   EvalOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {eval_table(&o), moelm_task_flag_options_table(&o.taskflags),
-                                  moelm_moefy_top_k_table(&o.moefy),
+                                  moelm_moefy_top_k_table(&o.moefy), moelm_checkpoint_options_table(&o.ckpt_opts),
                                   moelm_backend_options_table(&o.backend), moelm_bpe_options_table(&o.bpe, TRUE),
                                   moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();

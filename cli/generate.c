@@ -47,6 +47,7 @@ typedef struct {
   double topp, temperature, max_len_a, unkpen, lenpen;
   gboolean sampling, unnormalized, skip_invalid;
   MoelmMoefyTopKOption moefy;
+  MoelmCheckpointOptions ckpt_opts;
   GenExpertMode expert_mode; /* from --gen-expert */
   int expert;                /* the fixed expert (0 when --gen-expert is not given) */
 } GenOptions;
@@ -109,7 +110,6 @@ static const MoelmArgSpec *gen_table(GenOptions *o)
     {"--gen-subset", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--log-format", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {"--log-interval", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
-    {"--model-overrides", NULL, MOELM_ARG_IGNORED, NULL, NULL, NULL, NULL},
     {NULL, NULL, 0, NULL, NULL, NULL, NULL},
   };
   memcpy(t, spec, sizeof spec);
@@ -408,7 +408,8 @@ static int generate(const GenOptions *o, const MoelmGeneratorConfig *gc, const c
   MoelmBackendSpec spec;
   if (!moelm_backend_options_apply(&o->backend, &spec, &error))
     goto out;
-  run.inf = moelm_inference_open(o->path, data_dir, &spec, &error);
+  run.inf = moelm_inference_open_with_overrides(o->path, data_dir, &spec, o->ckpt_opts.model_overrides,
+                                                &error);
   if (run.inf == NULL)
     goto out;
   moelm_info(LOG, "running on %s: %s", run.inf->be->description, run.inf->be->reason);
@@ -455,7 +456,8 @@ int moelm_cmd_generate(int argc, char **argv)
   GenOptions o;
   options_init(&o);
   const MoelmArgSpec *tables[] = {gen_table(&o), moelm_task_flag_options_table(&o.taskflags),
-                                  moelm_moefy_top_k_table(&o.moefy), moelm_backend_options_table(&o.backend),
+                                  moelm_moefy_top_k_table(&o.moefy), moelm_checkpoint_options_table(&o.ckpt_opts),
+                                  moelm_backend_options_table(&o.backend),
                                   moelm_bpe_options_table(&o.gpt2_files, FALSE),
                                   moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();

@@ -32,6 +32,7 @@ typedef struct {
   MoelmBpeOptions bpe;
   MoelmTaskFlagOptions taskflags;
   MoelmMoefyTopKOption moefy;
+  MoelmCheckpointOptions ckpt_opts;
 } ScoreOptions;
 
 typedef struct {
@@ -315,7 +316,7 @@ static gboolean run(const ScoreOptions *o, const char *data, GError **error)
   MoelmBackendSpec spec;
   if (!moelm_backend_options_apply(&o->backend, &spec, error))
     goto out;
-  inf = moelm_inference_open(o->path, data, &spec, error);
+  inf = moelm_inference_open_with_overrides(o->path, data, &spec, o->ckpt_opts.model_overrides, error);
   const MoelmTaskFlags flags = moelm_task_flag_options_get(&o->taskflags);
   MoelmChoiceScorer scorer = {0};
   char *moefied = NULL;
@@ -364,6 +365,7 @@ int moelm_cmd_score(int argc, char **argv)
   };
   const MoelmArgSpec *tables[] = {spec, moelm_bpe_options_table(&o.bpe, TRUE),
                                   moelm_task_flag_options_table(&o.taskflags), moelm_moefy_top_k_table(&o.moefy),
+                                  moelm_checkpoint_options_table(&o.ckpt_opts),
                                   moelm_backend_options_table(&o.backend),
                                   moelm_ignored_options, NULL};
   GPtrArray *pos = g_ptr_array_new();

@@ -4,7 +4,9 @@
 #include <string.h>
 
 #include "inference.h"
+#include "model_overrides.h"
 #include "moelm/errors.h"
+#include "moelm/log.h"
 
 /* The task metadata, checked against the model, then the mixture's expert tokens appended to
  * the dictionary (which the fingerprint check then covers). */
@@ -41,6 +43,28 @@ static gboolean gate_setup(MoelmInference *inf, GError **error)
 MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir, const MoelmBackendSpec *backend,
                                      GError **error)
 {
+  return moelm_inference_open_with_overrides(ckpt_path, data_dir, backend, NULL, error);
+}
+
+static gboolean apply_overrides(MoelmInference *inf, const char *text, GError **error)
+{
+  JsonObject *o = moelm_model_overrides_parse(text, error);
+  if (o == NULL)
+    return FALSE;
+  char *no_effect = NULL;
+  const gboolean ok = moelm_model_overrides_apply(o, &inf->ckpt->model, inf->path, &no_effect, error);
+  if (no_effect)
+    moelm_warn("moelm.inference", "--model-overrides: no model option of %s here, no effect: %s", inf->path,
+               no_effect);
+  g_free(no_effect);
+  json_object_unref(o);
+  return ok;
+}
+
+MoelmInference *moelm_inference_open_with_overrides(const char *ckpt_path, const char *data_dir,
+                                                    const MoelmBackendSpec *backend, const char *model_overrides,
+                                                    GError **error)
+{
   if (strchr(ckpt_path, ':') != NULL && !g_file_test(ckpt_path, G_FILE_TEST_EXISTS)) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_UNSUPPORTED, "%s: model ensembles (--path a:b) are not supported",
                 ckpt_path);
@@ -55,6 +79,8 @@ MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir
   inf->dict = moelm_dictionary_load(dict_path, error);
   if (inf->dict == NULL || !task_setup(inf, error) ||
       !moelm_checkpoint_check_dictionary(inf->ckpt, inf->dict, dict_path, error))
+    goto fail;
+  if (model_overrides && !apply_overrides(inf, model_overrides, error))
     goto fail;
   inf->be = moelm_backend_open(backend, error);
   if (inf->be == NULL)

@@ -37,6 +37,11 @@ typedef struct {
  * Errors name the file. */
 MoelmInference *moelm_inference_open(const char *ckpt_path, const char *data_dir, const MoelmBackendSpec *backend,
                                      GError **error);
+/* The same with fairseq's --model-overrides text applied to the checkpoint's configuration
+ * (NULL: none; see tasks/model_overrides.h); the keys without effect are named in one warning. */
+MoelmInference *moelm_inference_open_with_overrides(const char *ckpt_path, const char *data_dir,
+                                                    const MoelmBackendSpec *backend, const char *model_overrides,
+                                                    GError **error);
 void moelm_inference_free(MoelmInference *inf);
 
 /* fairseq's task flags on an eval-lm / generate command line: --task and the flags of

@@ -45,10 +45,11 @@ static MoelmBackend *open_cpu(const MoelmBackendSpec *spec, const char *why, GEr
     return NULL;
   if (spec->fail_after_ops > 0)
     moelm_cpu_backend_inject_faults(be, spec->fail_after_ops);
-  be->reason = g_strdup_printf("%s%s", why,
+  be->reason = g_strdup_printf("%s%s%s", why,
                                 act == MOELM_DT_F32 ? ""
                                                     : "; activations are stored in half precision and computed in "
-                                                      "fp32 (slower than fp32 on a CPU)");
+                                                      "fp32 (slower than fp32 on a CPU)",
+                                spec->amp ? "; --amp: mixed precision is the GPU's, the CPU computes in fp32" : "");
   return be;
 }
 
@@ -84,7 +85,10 @@ MoelmBackend *moelm_backend_open(const MoelmBackendSpec *spec, GError **error)
                                                                        : MOELM_DT_BF16;
       MoelmBackend *be = moelm_backend_cuda_new(spec->device_id >= 0 ? spec->device_id : 0, act, error);
       if (be)
-        be->reason = g_strdup(asked ? "--device-id" : "a CUDA device is present (--cpu for the CPU)");
+        be->reason = g_strdup_printf("%s%s", asked ? "--device-id" : "a CUDA device is present (--cpu for the CPU)",
+                                     spec->amp ? "; --amp: bf16 mixed precision (fp32 master weights and Adam "
+                                                 "moments; bf16 needs no loss scaler)"
+                                               : "");
       return be;
     }
     char *reason = g_strdup_printf("%s; running on the CPU", why ? why->message : "no CUDA device");

@@ -377,6 +377,8 @@ typedef struct {
   int device_id;           /* --device-id N; -1: not given */
   int threads;             /* --threads N for the CPU; <= 0: all cores */
   MoelmPrecision precision;
+  gboolean amp;            /* --amp: the GPU's mixed precision (bf16 activations, fp32 weights);
+                            * the CPU stays in fp32 and says so */
   MoelmCpuIsa cpu_isa;     /* which fast CPU kernels (tests force one) */
   int fail_after_ops;      /* > 0: the backend records a failure after this many ops (tests of
                             * the error channel); 0: never */

@@ -189,6 +189,7 @@ static void test_choice_errors(void)
       {"--device-id", "0", "built without the CUDA backend"},
 #endif
       {"--fp32", "--bf16", "exclude each other"},
+      {"--amp", "--fp16", "exclude each other"},
       {"--fp16", NULL, "--fp16"},
       {"--threads", "-2", "--threads"},
       {"--device-id", "-3", "--device-id"},
@@ -214,6 +215,12 @@ static void test_choice_errors(void)
   CU_ASSERT_EQUAL(train(&f, "cpu", cpu, NULL, &err), 0);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "running on cpu ("));
   CU_ASSERT_PTR_NOT_NULL(strstr(err, ": --cpu"));
+  g_free(err);
+  /* --amp: the GPU's mixed precision; the CPU says it stays in fp32 */
+  const char *amp[] = {"--max-update", "1", "--cpu", "--amp", "--disable-validation", NULL};
+  err = NULL;
+  CU_ASSERT_EQUAL(train(&f, "amp", amp, NULL, &err), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, ": --cpu; --amp: mixed precision is the GPU's, the CPU computes in fp32"));
   g_free(err);
   fixture_clear(&f);
 }
