@@ -81,6 +81,9 @@ void moelm_mixture_expand_rows(const int32_t *src, const int32_t *tgt, int B, in
 /* The E-step for a collated batch: log π (B,K) (uniform, or the gate without dropout) and
  * lprob (B,K) of every expert. `gate` may be NULL for a uniform prior. */
 struct MoelmGate;
+/* The E-step scores the B*K rows in model calls of at most this many bytes of logits (256 MB;
+ * at least one row per call). Variable so that a test can make every call one row. */
+extern int64_t moelm_mixture_estep_logits_bytes;
 gboolean moelm_mixture_estep(MoelmModel *model, struct MoelmGate *gate, const MoelmMixtureConfig *cfg,
                              const MoelmLmBatch *b, float *log_prior, float *lprob, GError **error);
 

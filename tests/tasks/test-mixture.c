@@ -124,6 +124,16 @@ static void test_estep_equals_separate_passes(void)
     CU_ASSERT_DOUBLE_EQUAL(z, 1.0, 1e-5);
   }
   CU_ASSERT(fabs(lp[0] - lp[K]) > 1e-6 || fabs(lp[1] - lp[K + 1]) > 1e-6);
+  /* in chunks (here one row per model call, as a large vocabulary would make it): the same */
+  const int64_t budget = moelm_mixture_estep_logits_bytes;
+  moelm_mixture_estep_logits_bytes = 1;
+  float lp1[3 * K], lprob1[3 * K];
+  CU_ASSERT_TRUE_FATAL(moelm_mixture_estep(f.model, gate, &f.mix, &b, lp1, lprob1, NULL));
+  moelm_mixture_estep_logits_bytes = budget;
+  for (int i = 0; i < B * K; i++) {
+    CU_ASSERT_DOUBLE_EQUAL(lprob1[i], lprob[i], 1e-5);
+    CU_ASSERT_EQUAL(lp1[i], lp[i]);
+  }
   moelm_mean_pool_gate_free(gate);
   moelm_lm_batch_clear(&b);
   fixture_clear(&f);
@@ -368,7 +378,7 @@ static void test_method_parse_and_tokens(void)
 MOELM_TEST_SUITE(mixture)
 {
   CU_add_test(suite, "--method parsing and expert tokens", test_method_parse_and_tokens);
-  CU_add_test(suite, "batched E-step equals K separate passes", test_estep_equals_separate_passes);
+  CU_add_test(suite, "batched E-step equals K separate passes, and the same in chunks", test_estep_equals_separate_passes);
   CU_add_test(suite, "soft M-step, learned prior: gradient", test_soft_learned_gradient);
   CU_add_test(suite, "soft M-step, uniform prior: gradient", test_soft_uniform_gradient);
   CU_add_test(suite, "hard M-step, learned prior: gradient", test_hard_learned_gradient);
