@@ -21,12 +21,15 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "common_options.h"
 #include "generate.h"
 #include "moelm/errors.h"
 #include "moelm/log.h"
+#include "moelm/progress.h"
 #include "moelm/pyformat.h"
 #include "tasks/generator.h"
 #include "tasks/inference.h"
@@ -198,6 +201,8 @@ typedef struct {
   gint64 lineno, next_id;
   gint64 gen_us;        /* time spent generating */
   gboolean label;       /* S- lines end with "\texpert=k" (--gen-expert auto / all) */
+  MoelmProgress bar;    /* --input FILE with stdout redirected: KB of the file read */
+  FILE *bar_fp;         /* the file the bar follows (NULL: no bar) */
 } Run;
 
 /* --bpe sentencepiece, or leniently a data-bin that has its spm.model: prompts are raw text. */
@@ -342,6 +347,11 @@ static gboolean read_prompts(Run *run, FILE *fp, GError **error)
         ok = handle_prompt(run, buf + start, i - start, error);
         start = i + 1;
       }
+    if (run->bar_fp) {
+      char *extra = g_strdup_printf("%" G_GINT64_FORMAT " prompts", run->next_id);
+      moelm_progress_update(&run->bar, (double)ftello(run->bar_fp) / 1e3, extra);
+      g_free(extra);
+    }
   }
   if (ok && ferror(fp)) {
     moelm_set_error_errno(error, errno, run->input_name, "read failed");
@@ -429,7 +439,18 @@ static int generate(const GenOptions *o, const MoelmGeneratorConfig *gc, const c
     moelm_info(LOG, "Sentence buffer size: %d", o->buffer_size);
   moelm_info(LOG, "NOTE: hypothesis and token scores are output in base 2");
   moelm_info(LOG, "Type the input sentence and press return:");
-  if (!read_prompts(&run, fp, &error))
+  struct stat st;
+  if (!from_stdin && !isatty(STDOUT_FILENO) && fstat(fileno(fp), &st) == 0 && S_ISREG(st.st_mode)) {
+    /* the hypotheses go to a file or a pipe: the terminal can show how far the input is */
+    char *what = g_strdup_printf("prompts of %s", o->input), *prog = g_strdup_printf("moelm %s", cmd);
+    moelm_progress_start(&run.bar, prog, what, (double)st.st_size / 1e3, "KB");
+    g_free(what);
+    g_free(prog);
+    run.bar_fp = fp;
+  }
+  const gboolean read = read_prompts(&run, fp, &error);
+  moelm_progress_finish(&run.bar);
+  if (!read)
     goto out;
   moelm_info(LOG, "Total time: %.3f seconds; translation time: %.3f", (g_get_monotonic_time() - start) / 1e6,
              run.gen_us / 1e6);

@@ -67,7 +67,7 @@ void moelm_progress_update(MoelmProgress *p, double done, const char *extra)
   } else {
     g_string_append_printf(line, "%.*f %s", digits, done, p->unit);
   }
-  g_string_append_printf(line, ", %.*f %s/s", rate >= 100 ? 0 : 1, rate, p->unit);
+  g_string_append_printf(line, ", %.*f %s/s", rate >= 100 ? 0 : rate >= 1 ? 1 : 3, rate, p->unit);
   if (p->total > 0) {
     char *eta = moelm_progress_format_duration(rate > 0 ? (p->total - done) / rate : NAN);
     g_string_append_printf(line, ", ETA %s", eta);

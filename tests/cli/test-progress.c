@@ -217,10 +217,48 @@ static void test_eval_lm_progress(void)
   g_free(tmp);
 }
 
+/* generate over a file of prompts, its hypotheses to a pipe: how far the file is */
+static void test_generate_progress(void)
+{
+  char *tmp = moelm_test_tmpdir();
+  char *save = g_build_filename(tmp, "ck", NULL);
+  char *err = NULL;
+  CU_ASSERT_EQUAL_FATAL(train(save, FALSE, NULL, &err), 0);
+  g_free(err);
+  char *ckpt = g_build_filename(save, "checkpoint_last.pt", NULL);
+  char *data = moelm_test_srcpath("data-bin/demo");
+  char *prompts = g_build_filename(tmp, "prompts.txt", NULL);
+  moelm_test_write_file(prompts, "the\nof the\nthe\n", 15);
+  const char *args[] = {"generate", data, "--path", ckpt, "--input", prompts, "--max-len-b", "2", "--threads", "1",
+                        NULL};
+  g_unsetenv("MOELM_NO_PROGRESS");
+  g_setenv("MOELM_PROGRESS_QUIET_S", "0", TRUE);
+  char *out = NULL;
+  CU_ASSERT_EQUAL(moelm_test_run_cli(args, NULL, &out, &err), 0);
+  g_setenv("MOELM_NO_PROGRESS", "1", TRUE);
+  g_unsetenv("MOELM_PROGRESS_QUIET_S");
+  char *want = g_strdup_printf("moelm generate: prompts of %s: ", prompts);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, want));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, " KB/s, ETA "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, ", 1 prompts"));
+  CU_ASSERT_EQUAL(count_of(out, "\nH-"), 3); /* one hypothesis per prompt */
+  CU_ASSERT_PTR_NULL(strstr(out, "KB/s"));
+  g_free(want);
+  g_free(out);
+  g_free(err);
+  g_free(prompts);
+  g_free(data);
+  g_free(ckpt);
+  moelm_test_rmtree(tmp);
+  g_free(save);
+  g_free(tmp);
+}
+
 MOELM_TEST_SUITE(progress)
 {
   CU_add_test(suite, "training: rate and ETA against --max-update, validation, --no-progress-bar", test_train_progress);
   CU_add_test(suite, "--log-format none and tqdm, --log-file", test_log_formats);
   CU_add_test(suite, "eval-lm: a progress line over the blocks", test_eval_lm_progress);
   CU_add_test(suite, "eval-lm's stdout arrives line by line through a pipe", test_eval_lm_pipe);
+  CU_add_test(suite, "generate over a file: how far the file is", test_generate_progress);
 }
