@@ -273,10 +273,22 @@ static void print_mixture_report(const MoelmMixtureReport *r, int64_t count)
     g_string_append_printf(a, "%sexpert %d %" G_GINT64_FORMAT, k ? ", " : "", k, r->assigned[k]);
   say("assigned by training's rule (%s): %s", r->by_document ? "whole documents" : "blocks", a->str);
   g_string_free(a, TRUE);
-  if (r->has_accuracy)
+  if (r->has_accuracy) {
+    for (int d = 0; d < r->n_domains; d++) { /* which expert took which domain */
+      GString *row = g_string_new(NULL);
+      int64_t docs = 0;
+      for (int k = 0; k < r->K; k++) {
+        const int64_t n = r->domain_counts[(gsize)d * r->K + k];
+        docs += n;
+        g_string_append_printf(row, "%sexpert %d %" G_GINT64_FORMAT, k ? ", " : "", k, n);
+      }
+      say("domain %s (%" G_GINT64_FORMAT " documents): %s", r->domain_names[d], docs, row->str);
+      g_string_free(row, TRUE);
+    }
     say("domain accuracy (documents by their posterior, best one-to-one matching of experts to domains): %.4f; "
         "per-domain average %.4f",
         r->accuracy, r->per_domain);
+  }
   loss_ppl(r->oracle_nll, count, &loss, &ppl);
   say("ORACLE best expert per block (chosen by looking at the scored tokens; not a model's perplexity): "
       "loss (base 2) %.4f, perplexity %.2f",

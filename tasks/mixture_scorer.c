@@ -24,6 +24,8 @@ void moelm_mixture_report_clear(MoelmMixtureReport *r)
   g_free(r->post_mass);
   g_free(r->best_rows);
   g_free(r->assigned);
+  g_strfreev(r->domain_names);
+  g_free(r->domain_counts);
   moelm_domain_tally_free(r->tally);
   memset(r, 0, sizeof *r);
 }
@@ -222,7 +224,13 @@ static void report_documents(MoelmMixtureReport *r)
     int64_t *counts = g_new(int64_t, (gsize)MAX(t->labels->n_domains, 1) * K);
     moelm_domain_tally_counts(t, counts);
     moelm_domain_accuracy(counts, t->labels->n_domains, K, &r->accuracy, &r->per_domain, NULL);
-    g_free(counts);
+    g_free(r->domain_counts);
+    g_strfreev(r->domain_names);
+    r->n_domains = t->labels->n_domains;
+    r->domain_counts = counts;
+    r->domain_names = g_new0(char *, (gsize)r->n_domains + 1);
+    for (int d = 0; d < r->n_domains; d++)
+      r->domain_names[d] = g_strdup(t->labels->names[d]);
   }
 }
 

@@ -52,6 +52,9 @@ typedef struct {
   gboolean has_accuracy;   /* a label file was there: */
   double accuracy;         /* documents of the domain matched to their expert (best one-to-one matching) */
   double per_domain;       /* the mean over domains of that share */
+  int n_domains;           /* with labels: the domains in order of first appearance, */
+  char **domain_names;     /* (n_domains + 1, NULL-terminated) their names, and */
+  int64_t *domain_counts;  /* (n_domains, K) their documents per expert by the document rule */
 } MoelmMixtureReport;
 
 void moelm_mixture_report_init(MoelmMixtureReport *r, int K);

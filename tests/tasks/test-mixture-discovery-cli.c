@@ -63,6 +63,47 @@ static int train(const Data *d, const char *save, const char *const *extra, char
   return moelm_test_run_cli2(base, extra, NULL, NULL, err);
 }
 
+/* The "domain NAME (N documents): expert 0 a, expert 1 b, ..." lines: one per label of the
+ * file, in order of first appearance, a + b + ... = N, and the N add up to the documents. */
+static void check_domain_table(const char *out, const char *label_path)
+{
+  char *labels = moelm_test_read_file(label_path, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(labels);
+  gchar **lines = g_strsplit(labels, "\n", -1);
+  GPtrArray *names = g_ptr_array_new();
+  int n_docs = 0;
+  for (gchar **l = lines; *l && **l; l++, n_docs++) {
+    gboolean seen = FALSE;
+    for (guint i = 0; i < names->len; i++)
+      seen |= strcmp(g_ptr_array_index(names, i), *l) == 0;
+    if (!seen)
+      g_ptr_array_add(names, *l);
+  }
+  int64_t total = 0;
+  const char *from = out;
+  for (guint i = 0; i < names->len; i++) {
+    char *head = g_strdup_printf("| domain %s (", (char *)g_ptr_array_index(names, i));
+    const char *p = strstr(from, head);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    from = p;
+    p += strlen(head);
+    const int64_t n = g_ascii_strtoll(p, NULL, 10);
+    int64_t sum = 0;
+    const char *eol = strchr(p, '\n');
+    for (const char *e = strstr(p, "expert "); e && e < eol; e = strstr(e + 1, "expert ")) {
+      const char *num = strchr(e + strlen("expert "), ' ');
+      sum += g_ascii_strtoll(num + 1, NULL, 10);
+    }
+    CU_ASSERT_EQUAL(sum, n);
+    total += n;
+    g_free(head);
+  }
+  CU_ASSERT_EQUAL(total, n_docs);
+  g_ptr_array_free(names, TRUE);
+  g_strfreev(lines);
+  g_free(labels);
+}
+
 static void test_discovery_end_to_end(void)
 {
   Data d;
@@ -88,6 +129,7 @@ static void test_discovery_end_to_end(void)
   CU_ASSERT_EQUAL(moelm_test_run_cli(ev, NULL, &out, NULL), 0);
   CU_ASSERT_PTR_NOT_NULL(strstr(out, "assigned by training's rule (whole documents): expert 0 "));
   CU_ASSERT_PTR_NOT_NULL(strstr(out, "domain accuracy (documents by their posterior"));
+  check_domain_table(out, d.labels);
   g_free(out);
   g_free(ckpt);
   g_free(save);
