@@ -29,6 +29,9 @@ moelm preprocess \
     --nwordssrc 8000 \
     --workers 2
 moelm info data-bin/mix
+# the corpus's domain labels (one per document) beside the binarized splits: eval-lm's
+# --mixture-report then says which expert took which domain
+cp $TEXT/train.domains $TEXT/valid.domains $TEXT/test.domains data-bin/mix/
 
 echo "== moelm train (hMoEup, 4 experts, $updates updates)"
 moelm train \
@@ -72,7 +75,7 @@ moelm eval-lm data-bin/mix/ \
 --mean-pool-gating-network \
 --mean-pool-gating-network-encoder-dim 128 \
 --mean-pool-gating-network-dropout 0.0 \
---mixture-report
+--mixture-report | tee eval-lm.log
 
 for k in 0 1 2 3; do
   echo "== moelm interactive --gen-expert $k"
@@ -85,5 +88,29 @@ for k in 0 1 2 3; do
       --mean-pool-gating-network-encoder-dim 128 \
       --mean-pool-gating-network-dropout 0.0 \
       --num-experts 4 \
-      --gen-expert $k 2>/dev/null | grep -E '^(S|D)-'
+      --gen-expert $k 2>/dev/null | grep -E '^(S|D)-' | tee -a generate.log
 done
+
+# ---- what the run shows, and where it is ----------------------------------------------
+mixture_ppl=$(sed -n 's/.*| Loss (base 2): [0-9.]*, Perplexity: \([0-9.]*\).*/\1/p' eval-lm.log)
+best_line=$(sed -n 's/.*| expert \([0-9]*\) alone (prior ignored): loss (base 2) [0-9.]*, perplexity \([0-9.]*\);.*/\2 \1/p' eval-lm.log |
+  sort -g | head -1)
+echo
+echo "== summary"
+echo "outputs, in $work:"
+echo "  data-bin/mix/       the binarized corpus (dict.txt, spm.model, {train,valid,test}.{bin,idx}, *.domains)"
+echo "  checkpoints/        checkpoint_best.pt and checkpoint_last.pt of the 4-expert mixture"
+echo "  eval-lm.log         the test split's report; generate.log: a sample from every expert"
+echo "test perplexity: the mixture ${mixture_ppl}; the best single expert (expert ${best_line#* } alone) ${best_line% *}"
+echo "which expert took which domain of the test split (documents, each given to the expert of"
+echo "its highest posterior):"
+sed -n 's/.*| domain \([^ ]*\) (\([0-9]*\) documents): \(.*\)/\1 \2 \3/p' eval-lm.log |
+  awk '{ printf "  %-10s %5s docs:", $1, $2; for (i = 3; i <= NF; i += 3) { n = $(i + 2); sub(/,$/, "", n); printf "  expert %s %5s", $(i + 1), n } printf "\n" }'
+sed -n 's/.*| domain accuracy (documents by their posterior, best one-to-one matching of experts to domains): /  domain accuracy: /p' eval-lm.log
+cat <<EOF
+next:
+  moelm eval-lm data-bin/mix --path checkpoints/checkpoint_best.pt --gen-subset valid --output-word-probs | less
+  moelm generate data-bin/mix --path checkpoints/checkpoint_best.pt --gen-expert auto --sampling --remove-bpe sentencepiece
+  moelm train data-bin/mix --task language_model_moe --method hMoEup --num-experts 4 --domain-discovery ...
+                     # experts that find the domains (docs/mixtures.md); more in docs/index.md
+EOF
