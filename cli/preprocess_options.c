@@ -141,13 +141,12 @@ static char *common_value_repr(const CommonOption *c, const CommonValues *v, gsi
 static gboolean build_namespace(MoelmPreprocessConfig *o, const CommonValues *cv)
 {
   GPtrArray *items = g_ptr_array_new_with_free_func(g_free);
+  g_autoptr(GString) ignored = g_string_new(NULL); /* one warning line for all of them */
   for (gsize i = 0; i < N_COMMON; i++) {
     if (common_options[i].kind != NS_FLAG && cv->seen[i])
-      moelm_warn("moelm.args", "%s %s is a fairseq option with no effect on preprocessing; ignored",
-                 common_options[i].name, cv->value[i]);
+      g_string_append_printf(ignored, "%s%s %s", ignored->len ? ", " : "", common_options[i].name, cv->value[i]);
     else if (cv->flag[i])
-      moelm_warn("moelm.args", "%s is a fairseq option with no effect on preprocessing; ignored",
-                 common_options[i].name);
+      g_string_append_printf(ignored, "%s%s", ignored->len ? ", " : "", common_options[i].name);
     char *value = common_value_repr(&common_options[i], cv, i);
     if (value == NULL) {
       g_ptr_array_unref(items);
@@ -155,6 +154,9 @@ static gboolean build_namespace(MoelmPreprocessConfig *o, const CommonValues *cv
     }
     add_item(items, common_options[i].key, value);
   }
+  if (ignored->len)
+    moelm_warn("moelm.args", "moelm preprocess: fairseq options with no effect on preprocessing, ignored: %s",
+               ignored->str);
   add_item(items, "align_suffix", moelm_py_repr_str(o->align_suffix));
   add_item(items, "alignfile", moelm_py_repr_str(o->alignfile));
   add_item(items, "bpe", moelm_py_repr_str(o->bpe));

@@ -63,6 +63,23 @@ static void test_ignored_in_one_warning(void)
                                      "--softmax-batch 1024, --skip-invalid-size-inputs-valid-test\n"));
   g_free(out);
   g_free(err);
+
+  /* preprocess (its own table of fairseq's common options): one line too */
+  char *tmp = moelm_test_tmpdir();
+  char *txt = g_build_filename(tmp, "t.txt", NULL), *dest = g_build_filename(tmp, "bin", NULL);
+  moelm_test_write_file(txt, "a b\n", 4);
+  const char *pre[] = {"preprocess", "--only-source", "--trainpref", txt, "--destdir", dest, "--seed", "3", "--fp16",
+                       "--log-format", "json", "--user-dir", "x", NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(pre, NULL, &out, &err), 0);
+  CU_ASSERT_EQUAL(count_of(err, "WARNING"), 1);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "moelm preprocess: fairseq options with no effect on preprocessing, ignored: "
+                                     "--log-format json, --seed 3, --fp16, --user-dir x\n"));
+  g_free(out);
+  g_free(err);
+  moelm_test_rmtree(tmp);
+  g_free(txt);
+  g_free(dest);
+  g_free(tmp);
 }
 
 /* Options of a task or model kind the run does not have: an error naming them all, before
