@@ -17,7 +17,7 @@ if [ ! -f "$lib" ]; then
   echo "SKIP: no $lib (configure --disable-shared?)"
   exit 77
 fi
-if ldd "$lib" 2>/dev/null | grep -q 'libasan'; then
+if ldd "$lib" 2>/dev/null | grep -q 'libasan' || nm -D --undefined-only "$lib" 2>/dev/null | grep -q ' __asan_'; then
   # make check-sanitize: python3 cannot load an ASan library unless ASan's runtime comes first
   echo "SKIP: $lib is built with AddressSanitizer"
   exit 77
