@@ -188,7 +188,12 @@ gboolean moelm_train_task_configure(MoelmTrainTask *t, MoelmTrainConfig *cfg, GE
       return FALSE;
   }
   cfg->task_meta = moelm_task_meta_to_json(&t->meta);
-  cfg->rows_per_sequence = t->meta.mixture ? t->meta.mix.num_experts : 1; /* the E-step runs K copies */
+  /* the soft M-step (and an annealed hard one) trains K copies of each row; the E-step scores
+   * K copies, in chunks */
+  const MoelmMixtureConfig *mix = &t->meta.mix;
+  const gboolean k_rows = t->meta.mixture && (!mix->hard || mix->discovery.temperature > 0);
+  cfg->rows_per_sequence = k_rows ? mix->num_experts : 1;
+  cfg->estep_copies = t->meta.mixture ? mix->num_experts : 0;
   return moelm_model_config_validate(&cfg->model, error);
 }
 

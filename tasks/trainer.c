@@ -16,6 +16,7 @@
 #include "moelm/progress.h"
 #include "moelm/sysmem.h"
 #include "moelm/timer.h"
+#include "mixture.h"
 #include "train_best.h"
 #include "train_checkpoints.h"
 #include "train_meters.h"
@@ -612,12 +613,20 @@ static gboolean check_same_config(Run *r, GError **error)
 static gboolean check_memory(const Run *r, GError **error)
 {
   const MoelmTrainConfig *cfg = r->cfg;
-  double rows = 0;
+  double rows = 0, longest = 1; /* token rows of the largest batch; its longest block */
   for (guint i = 0; i < r->train_batches->len; i++) {
     const MoelmBatchIndices *b = g_ptr_array_index(r->train_batches, i);
-    rows = MAX(rows, (double)moelm_lm_batch_rows(r->train, b));
+    const double n = (double)moelm_lm_batch_rows(r->train, b);
+    rows = MAX(rows, n);
+    longest = MAX(longest, n / MAX(b->n, 1));
   }
+  const double batch_rows = rows;
   rows *= MAX(cfg->rows_per_sequence, 1);
+  if (cfg->estep_copies > 0) { /* the E-step's largest model call */
+    const double budget_rows = floor((double)moelm_mixture_estep_logits_bytes /
+                                     (longest * (double)cfg->model.vocab_size * sizeof(float)));
+    rows = MAX(rows, MIN(batch_rows * cfg->estep_copies, MAX(budget_rows, 1) * longest));
+  }
   if (rows > G_MAXINT) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
                 "a batch of %.0f token rows is too large for one forward: lower --batch-size or --max-tokens", rows);

@@ -84,9 +84,12 @@ typedef struct {
    * caught) ends the run there, with checkpoint_last.pt written. The trainer installs no
    * handler: cli/ does, and its handler only sets this. NULL: never interrupted. */
   const volatile sig_atomic_t *stop_signal;
-  /* model rows per batch row in the task's largest forward (a mixture's K; 0 means 1), for
-   * the memory estimate made before anything is allocated */
+  /* For the memory estimate made before anything is allocated: model rows per batch row in
+   * the task's largest training forward (a soft mixture's M-step: K; 0 means 1), and the
+   * copies of each row an E-step scores (a mixture's K, in model calls of at most
+   * moelm_mixture_estep_logits_bytes of logits; 0: no E-step). */
   int rows_per_sequence;
+  int estep_copies;
 } MoelmTrainConfig;
 
 /* fairseq's defaults for everything above (model left zeroed; the caller sets the arch). */

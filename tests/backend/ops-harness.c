@@ -286,7 +286,7 @@ double *ops_f64_out(OpsRun *r, const char *name, size_t n, gboolean exact)
 
 void ops_host_result(OpsRun *r, const char *name, const double *v, size_t n)
 {
-  add_output(r, name, SRC_HOST, MODE_PURE, NULL, n)->host = g_memdup2(v, (n + 1) * sizeof(double));
+  add_output(r, name, SRC_HOST, MODE_PURE, NULL, n)->host = g_memdup2(v, MAX(n, 1) * sizeof(double));
 }
 
 /* Every output to host doubles, after the backend says its ops finished. */
