@@ -125,7 +125,7 @@ MoelmDomainLabels *moelm_domain_labels_load(const char *path, guint n_docs, GErr
   l = g_new0(MoelmDomainLabels, 1);
   l->n_docs = n;
   l->doc_domain = g_new0(int, MAX(n, 1));
-  GPtrArray *names = g_ptr_array_new();
+  GPtrArray *names = g_ptr_array_new_with_free_func(g_free); /* the names, owned until l takes them */
   for (guint i = 0; i < n; i++) {
     const char *name = g_strstrip(lines[i]);
     if (name[0] == '\0') {
