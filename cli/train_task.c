@@ -52,7 +52,7 @@ const MoelmArgSpec *moelm_task_options_table(MoelmTaskOptions *o)
      "mixture: E-step temperature at the start, annealed to fairseq's rule (0: off)", NULL},
     {"--mixture-anneal-updates", NULL, MOELM_ARG_INT64, &o->anneal_updates, NULL,
      "mixture: updates over which the temperature anneals", NULL},
-    {"--mixture-init", NULL, MOELM_ARG_CHOICE, &o->init, "none|tfidf|labels",
+    {"--mixture-init", NULL, MOELM_ARG_CHOICE, &o->init, "none|tfidf|unigram|labels",
      "mixture: responsibilities from a clustering of the training documents (or their labels)", NULL},
     {"--mixture-init-after", NULL, MOELM_ARG_INT64, &o->init_after, NULL,
      "mixture: updates before the clustering takes over (0)", NULL},
@@ -85,6 +85,7 @@ static gboolean discovery_setup(MoelmDiscoveryConfig *d, const MoelmTaskOptions 
   d->init = !o->init                         ? MOELM_MIXTURE_INIT_NONE
             : strcmp(o->init, "tfidf") == 0  ? MOELM_MIXTURE_INIT_TFIDF
             : strcmp(o->init, "labels") == 0 ? MOELM_MIXTURE_INIT_LABELS
+            : strcmp(o->init, "unigram") == 0 ? MOELM_MIXTURE_INIT_UNIGRAM
                                              : MOELM_MIXTURE_INIT_NONE;
   d->init_after = o->init_after >= 0 ? o->init_after : 0;
   d->init_updates = o->init_updates >= 0 ? o->init_updates : (d->init != MOELM_MIXTURE_INIT_NONE ? 100 : 0);

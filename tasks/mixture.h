@@ -30,6 +30,7 @@ typedef enum {
   MOELM_MIXTURE_INIT_NONE,
   MOELM_MIXTURE_INIT_TFIDF,  /* tf-idf vectors of the documents */
   MOELM_MIXTURE_INIT_LABELS, /* DATA/train.domains (supervised) */
+  MOELM_MIXTURE_INIT_UNIGRAM /* a mixture of multinomials over the documents' pieces (EM) */
 } MoelmMixtureInit;
 
 typedef struct {

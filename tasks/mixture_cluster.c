@@ -205,3 +205,133 @@ gboolean moelm_mixture_cluster_documents(const MoelmLmSplit *split, const MoelmD
   g_free(count);
   return TRUE;
 }
+
+/* ---- a mixture of multinomials (--mixture-init unigram) ------------------------------- */
+enum { EM_ROUNDS = 50, EM_STARTS = 5 };
+#define EM_SMOOTHING 0.1 /* added to every piece count of a component */
+
+typedef struct {
+  guint n;
+  guint32 *term; /* (n) distinct pieces */
+  double *count; /* (n) their counts */
+} CountVec;
+
+/* One EM run from random soft responsibilities R (N, K); returns the log-likelihood of its
+ * last E-step and leaves the responsibilities in R. logp (K, V), acc (K, V) are scratch. */
+static double em_run(const CountVec *docs, guint N, gsize V, int K, MoelmRng *rng, double *R, double *logp,
+                     double *acc)
+{
+  double *pi = g_new(double, K), *nk = g_new(double, K), *s = g_new(double, K), ll = -INFINITY;
+  for (guint d = 0; d < N; d++) {
+    double z = 0;
+    for (int k = 0; k < K; k++)
+      z += R[(gsize)d * K + k] = moelm_rng_next_double(rng) + 1e-3;
+    for (int k = 0; k < K; k++)
+      R[(gsize)d * K + k] /= z;
+  }
+  for (int round = 0; round < EM_ROUNDS; round++) {
+    /* M: each component's smoothed piece distribution and its weight */
+    memset(acc, 0, sizeof(double) * (gsize)K * V);
+    memset(nk, 0, sizeof(double) * K);
+    for (guint d = 0; d < N; d++)
+      for (int k = 0; k < K; k++) {
+        const double r = R[(gsize)d * K + k];
+        nk[k] += r;
+        if (r < 1e-9)
+          continue;
+        for (guint i = 0; i < docs[d].n; i++)
+          acc[(gsize)k * V + docs[d].term[i]] += r * docs[d].count[i];
+      }
+    for (int k = 0; k < K; k++) {
+      double z = 0, *a = acc + (gsize)k * V, *l = logp + (gsize)k * V;
+      for (gsize t = 0; t < V; t++)
+        z += a[t] + EM_SMOOTHING;
+      for (gsize t = 0; t < V; t++)
+        l[t] = log((a[t] + EM_SMOOTHING) / z);
+      pi[k] = (nk[k] + 1.0) / ((double)N + K);
+    }
+    /* E: the posterior of each component given the document's pieces */
+    ll = 0;
+    for (guint d = 0; d < N; d++) {
+      double mx = -INFINITY, z = 0;
+      for (int k = 0; k < K; k++) {
+        double v = log(pi[k]);
+        for (guint i = 0; i < docs[d].n; i++)
+          v += docs[d].count[i] * logp[(gsize)k * V + docs[d].term[i]];
+        s[k] = v;
+        mx = fmax(mx, v);
+      }
+      for (int k = 0; k < K; k++)
+        z += s[k] = exp(s[k] - mx);
+      for (int k = 0; k < K; k++)
+        R[(gsize)d * K + k] = s[k] / z;
+      ll += mx + log(z);
+    }
+  }
+  g_free(pi);
+  g_free(nk);
+  g_free(s);
+  return ll;
+}
+
+gboolean moelm_mixture_cluster_documents_unigram(const MoelmLmSplit *split, const MoelmDocMap *map, int K,
+                                                 uint64_t seed, int *clusters, GError **error)
+{
+  (void)error;
+  const guint N = map->n_docs;
+  const gsize V = (gsize)moelm_indexed_dataset_max_token(split->ds) + 1;
+  for (guint d = 0; d < N; d++)
+    clusters[d] = 0;
+  if (N == 0 || K <= 1)
+    return TRUE;
+  CountVec *docs = g_new0(CountVec, N);
+  guint32 *count = g_new0(guint32, V);
+  GArray *buf = g_array_new(FALSE, FALSE, sizeof(int32_t)), *terms = g_array_new(FALSE, FALSE, sizeof(guint32));
+  for (guint d = 0; d < N; d++) {
+    doc_tokens(split, map, d, buf);
+    g_array_set_size(terms, 0);
+    for (guint i = 0; i < buf->len; i++) {
+      const guint32 t = (guint32)g_array_index(buf, int32_t, i);
+      if (count[t]++ == 0)
+        g_array_append_val(terms, t);
+    }
+    docs[d].n = terms->len;
+    docs[d].term = g_new(guint32, MAX(terms->len, 1));
+    docs[d].count = g_new(double, MAX(terms->len, 1));
+    for (guint i = 0; i < terms->len; i++) {
+      const guint32 t = g_array_index(terms, guint32, i);
+      docs[d].term[i] = t;
+      docs[d].count[i] = count[t];
+      count[t] = 0;
+    }
+  }
+  double *R = g_new(double, (gsize)N * K), *logp = g_new(double, (gsize)K * V), *acc = g_new(double, (gsize)K * V);
+  double best = -INFINITY;
+  MoelmRng rng;
+  moelm_rng_init(&rng, seed, 0x756e6967u /* "unig" */, 0);
+  for (int start = 0; start < EM_STARTS; start++) {
+    const double ll = em_run(docs, N, V, K, &rng, R, logp, acc);
+    if (ll <= best)
+      continue;
+    best = ll;
+    for (guint d = 0; d < N; d++) {
+      int b = 0;
+      for (int k = 1; k < K; k++)
+        if (R[(gsize)d * K + k] > R[(gsize)d * K + b])
+          b = k;
+      clusters[d] = b;
+    }
+  }
+  for (guint d = 0; d < N; d++) {
+    g_free(docs[d].term);
+    g_free(docs[d].count);
+  }
+  g_free(docs);
+  g_free(count);
+  g_free(R);
+  g_free(logp);
+  g_free(acc);
+  g_array_unref(buf);
+  g_array_unref(terms);
+  return TRUE;
+}

@@ -289,11 +289,15 @@ static void test_tfidf_clusters(void)
   docs_init(&f, lens, half, 12, MOELM_BREAK_COMPLETE_DOC, 6);
   MoelmDocMap *m = moelm_doc_map_new(f.split);
   for (uint64_t seed = 1; seed <= 5; seed++) {
-    int c[12];
+    int c[12], u[12];
     CU_ASSERT_TRUE(moelm_mixture_cluster_documents(f.split, m, 2, seed, c, NULL));
-    for (int d = 1; d < 12; d++)
+    CU_ASSERT_TRUE(moelm_mixture_cluster_documents_unigram(f.split, m, 2, seed, u, NULL));
+    for (int d = 1; d < 12; d++) {
       CU_ASSERT_EQUAL(c[d] == c[0], half[d] == half[0]);
+      CU_ASSERT_EQUAL(u[d] == u[0], half[d] == half[0]); /* the mixture of multinomials too */
+    }
     CU_ASSERT(c[0] == 0 || c[0] == 1);
+    CU_ASSERT(u[0] == 0 || u[0] == 1);
   }
   moelm_doc_map_free(m);
   docs_clear(&f);
@@ -366,6 +370,11 @@ static void test_discovery_json(void)
   CU_ASSERT_EQUAL(back.init, MOELM_MIXTURE_INIT_LABELS);
   CU_ASSERT_EQUAL(back.init_after, 100);
   CU_ASSERT_EQUAL(back.init_updates, 200);
+  json_node_unref(n);
+  d.init = MOELM_MIXTURE_INIT_UNIGRAM;
+  n = moelm_mixture_discovery_to_json(&d);
+  CU_ASSERT_TRUE_FATAL(moelm_mixture_discovery_from_json(json_node_get_object(n), &back, NULL));
+  CU_ASSERT_EQUAL(back.init, MOELM_MIXTURE_INIT_UNIGRAM);
   json_object_set_int_member(json_node_get_object(n), "estep", 3);
   GError *error = NULL;
   CU_ASSERT_FALSE(moelm_mixture_discovery_from_json(json_node_get_object(n), &back, &error));
@@ -381,7 +390,7 @@ MOELM_TEST_SUITE(mixture_discovery)
   CU_add_test(suite, "annealing: the schedule and the weights", test_temperature_schedule_and_weights);
   CU_add_test(suite, "documents of a split and their labels", test_doc_map_and_labels);
   CU_add_test(suite, "document E-step: the sum over the document's blocks", test_document_estep_sums_blocks);
-  CU_add_test(suite, "tf-idf clustering separates disjoint vocabularies", test_tfidf_clusters);
+  CU_add_test(suite, "tf-idf and unigram clusterings separate disjoint vocabularies", test_tfidf_clusters);
   CU_add_test(suite, "matching experts to domains, validation tally", test_matching_and_tally);
   CU_add_test(suite, "discovery settings in checkpoint metadata", test_discovery_json);
 }
