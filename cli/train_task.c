@@ -82,13 +82,19 @@ static gboolean discovery_setup(MoelmDiscoveryConfig *d, const MoelmTaskOptions 
   d->balance = o->balance >= 0 ? o->balance : (dd && hard ? 4.0 : 0.0);
   d->temperature = o->temperature >= 0 ? o->temperature : 0.0;
   d->anneal_updates = o->anneal_updates >= 0 ? o->anneal_updates : 0;
-  d->init = !o->init                         ? MOELM_MIXTURE_INIT_NONE
+  /* --domain-discovery: the document E-step, balanced hard assignment, and the first 200
+   * updates on the documents' unigram clusters (the best mean per-domain accuracy over the
+   * three benchmark corpora, tests/bench/NOTES.md) */
+  d->init = !o->init                         ? (dd ? MOELM_MIXTURE_INIT_UNIGRAM : MOELM_MIXTURE_INIT_NONE)
             : strcmp(o->init, "tfidf") == 0  ? MOELM_MIXTURE_INIT_TFIDF
             : strcmp(o->init, "labels") == 0 ? MOELM_MIXTURE_INIT_LABELS
             : strcmp(o->init, "unigram") == 0 ? MOELM_MIXTURE_INIT_UNIGRAM
                                              : MOELM_MIXTURE_INIT_NONE;
   d->init_after = o->init_after >= 0 ? o->init_after : 0;
-  d->init_updates = o->init_updates >= 0 ? o->init_updates : (d->init != MOELM_MIXTURE_INIT_NONE ? 100 : 0);
+  d->init_updates = o->init_updates >= 0              ? o->init_updates
+                    : d->init == MOELM_MIXTURE_INIT_NONE ? 0
+                    : dd && !o->init                     ? 200
+                                                         : 100;
   if (d->balance > 0 && d->balance < 1) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
                 "--mixture-balance must be 0 (off) or at least 1 (got %g)", d->balance);

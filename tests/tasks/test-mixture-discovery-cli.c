@@ -121,6 +121,9 @@ static void test_discovery_end_to_end(void)
   char *bytes = moelm_test_read_file(ckpt, &len);
   CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
   CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"discovery\\\":{\\\"estep\\\":\\\"document\\\""));
+  /* the switch's choice: the first 200 updates on the documents' unigram clusters */
+  CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"init\\\":\\\"unigram\\\""));
+  CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"init_updates\\\":200"));
   g_free(bytes);
   /* eval-lm assigns whole documents, as training did, and scores them against the labels */
   const char *ev[] = {"eval-lm", d.data, "--path", ckpt, "--gen-subset", "valid", "--mixture-report", "--threads", "1",
