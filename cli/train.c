@@ -359,14 +359,16 @@ static volatile sig_atomic_t stop_signal;
 
 static void on_stop_signal(int sig)
 {
-  if (stop_signal != 0) {
+  /* One atomic exchange: the two signals may be handled at the same moment by two threads
+   * (the handler's mask only holds in the thread that runs it), and then exactly one of them
+   * must see the other's. */
+  if (__atomic_exchange_n(&stop_signal, (sig_atomic_t)sig, __ATOMIC_SEQ_CST) != 0) {
     static const char msg[] = "moelm train: second signal: exiting at once, without saving\n";
     if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
       /* nothing more can be done in a handler */
     }
     _exit(128 + sig);
   }
-  stop_signal = sig;
 }
 
 static void install_stop_handlers(void)
