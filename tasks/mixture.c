@@ -186,8 +186,10 @@ typedef struct {
   MoelmMixtureConfig cfg;
   MoelmModel *model; /* the model the gate was built for */
   struct MoelmGate *gate;
-  double *mass;      /* (K) posterior mass since the last log line */
+  double *mass;      /* (K) posterior mass since the last log line (summed over the ranks by all_reduce) */
   double rows;
+  double *epoch_mass; /* (K) the same over the epoch's earlier log lines */
+  double epoch_rows;
   MoelmDocMemory *memory;  /* document E-step: the training split's block log-likelihoods */
   const MoelmLmSplit *clustered; /* the split `clusters` belongs to */
   int *clusters;           /* (n_docs) --mixture-init: each training document's cluster */
@@ -510,16 +512,25 @@ static gboolean mix_valid(MoelmObjective *obj, MoelmModel *model, const MoelmLmB
   return ok;
 }
 
-static void mix_log_fields(MoelmObjective *obj, GString *line, const MoelmLogStyle *style)
+static void mix_log_fields(MoelmObjective *obj, GString *line, const MoelmLogStyle *style, gboolean epoch)
 {
   Mixture *mx = obj->priv;
+  const int K = mx->cfg.num_experts;
+  for (int k = 0; k < K; k++) /* the interval joins the epoch's sums once it is reported */
+    mx->epoch_mass[k] += mx->mass[k];
+  mx->epoch_rows += mx->rows;
+  const double *mass = epoch ? mx->epoch_mass : mx->mass, rows = epoch ? mx->epoch_rows : mx->rows;
   GString *v = g_string_new(NULL);
-  for (int k = 0; k < mx->cfg.num_experts; k++)
-    g_string_append_printf(v, "%s%.3f", k ? "," : "", mx->rows > 0 ? mx->mass[k] / mx->rows : 0.0);
+  for (int k = 0; k < K; k++)
+    g_string_append_printf(v, "%s%.3f", k ? "," : "", rows > 0 ? mass[k] / rows : 0.0);
   moelm_log_field_text(line, style, "expert_mass", v->str);
   g_string_free(v, TRUE);
-  memset(mx->mass, 0, (size_t)mx->cfg.num_experts * sizeof(double));
+  memset(mx->mass, 0, (size_t)K * sizeof(double));
   mx->rows = 0;
+  if (epoch) {
+    memset(mx->epoch_mass, 0, (size_t)K * sizeof(double));
+    mx->epoch_rows = 0;
+  }
 }
 
 static gboolean mix_all_reduce(MoelmObjective *obj, MoelmComm *comm, GError **error)
@@ -598,6 +609,7 @@ static void mix_free(MoelmObjective *obj)
 {
   Mixture *mx = obj->priv;
   g_free(mx->mass);
+  g_free(mx->epoch_mass);
   g_free(mx);
 }
 
@@ -606,6 +618,7 @@ MoelmObjective *moelm_mixture_objective_new(const MoelmMixtureConfig *cfg)
   Mixture *mx = g_new0(Mixture, 1);
   mx->cfg = *cfg;
   mx->mass = g_new0(double, cfg->num_experts);
+  mx->epoch_mass = g_new0(double, cfg->num_experts);
   MoelmObjective *obj = g_new0(MoelmObjective, 1);
   obj->name = "language_model_moe";
   obj->train_batch = mix_train;

@@ -37,9 +37,11 @@ struct MoelmObjective {
   /* Exact validation NLL (nats, summed) of a batch; no dropout, no gradient. */
   gboolean (*valid_batch)(MoelmObjective *obj, MoelmModel *model, const MoelmLmBatch *b, double *loss_sum,
                           GError **error);
-  /* Append the objective's own log fields (e.g. expert utilisation) accumulated since the
-   * last call with moelm_log_field, then reset them. NULL: none. */
-  void (*log_fields)(MoelmObjective *obj, GString *line, const MoelmLogStyle *style);
+  /* Append the objective's own log fields (e.g. expert utilisation) with moelm_log_field:
+   * for a train_inner line (epoch FALSE) what it accumulated since the last call, for the
+   * epoch's train line (epoch TRUE) what it accumulated over the epoch; then reset what was
+   * reported. NULL: none. */
+  void (*log_fields)(MoelmObjective *obj, GString *line, const MoelmLogStyle *style, gboolean epoch);
   /* Data parallel: sum what log_fields reports over the ranks (called on every rank before
    * log_fields). NULL: nothing to sum. */
   gboolean (*all_reduce)(MoelmObjective *obj, MoelmComm *comm, GError **error);

@@ -87,6 +87,9 @@ typedef struct {
   gboolean time_up;          /* --stop-time-hours was reached */
   int stop;                  /* the signal every rank agreed to stop on (0: none) */
   MoelmProgress bar;         /* the progress line of training (rank 0, cfg->progress_bar) */
+  MoelmMoeLayerStats *moe_epoch; /* token MoE: each layer's metadata x forwards, summed over the
+                                  * epoch's earlier log lines */
+  double moe_epoch_forwards;
 } Run;
 
 /* The TensorBoard writer of a kind of log line, opened on first use (NULL: none). A
@@ -244,10 +247,22 @@ static gboolean validate(Run *r, double *loss_out, double *metric_out, GError **
 }
 
 /* ---- logging ------------------------------------------------------------------------ */
+/* The metadata fields of a layer's stats as an array (layer left out). */
+enum { MOE_STAT_FIELDS = 7 };
+static double *moe_stat_field(MoelmMoeLayerStats *s, int k)
+{
+  double *const f[MOE_STAT_FIELDS] = {&s->gate_loss,      &s->entropy,
+                                      &s->overflow_expert1, &s->overflow_expert2,
+                                      &s->unused_expert1,   &s->expert1_balance_top,
+                                      &s->expert1_balance_bottom};
+  return f[k];
+}
+
 /* Token-level MoE: fairseq's MoECriterion metadata per MoE layer, averaged over the updates
- * since the last log line (and over the ranks). Returns the number of MoE layers filled in
- * *out (g_free), 0 when the model has none or no forward ran. */
-static int take_moe_stats(Run *r, MoelmMoeLayerStats **out)
+ * since the last log line (and over the ranks), or for the epoch's line (`epoch`) over the
+ * whole epoch. Returns the number of MoE layers filled in *out (g_free), 0 when the model has
+ * none or no forward ran. */
+static int take_moe_stats(Run *r, MoelmMoeLayerStats **out, gboolean epoch)
 {
   *out = NULL;
   const int n = moelm_model_moe_layers(r->model);
@@ -278,6 +293,21 @@ static int take_moe_stats(Run *r, MoelmMoeLayerStats **out)
       forwards = (int64_t)v[(size_t)n * F];
     }
     g_free(v);
+  }
+  if (r->moe_epoch == NULL)
+    r->moe_epoch = g_new0(MoelmMoeLayerStats, n);
+  for (int i = 0; forwards > 0 && i < n; i++) /* the interval joins the epoch's sums */
+    for (int k = 0; k < MOE_STAT_FIELDS; k++)
+      *moe_stat_field(&r->moe_epoch[i], k) += *moe_stat_field(&st[i], k) * (double)forwards;
+  r->moe_epoch_forwards += (double)MAX(forwards, 0);
+  if (epoch) {
+    for (int i = 0; i < n; i++)
+      for (int k = 0; k < MOE_STAT_FIELDS; k++)
+        *moe_stat_field(&st[i], k) =
+          r->moe_epoch_forwards > 0 ? *moe_stat_field(&r->moe_epoch[i], k) / r->moe_epoch_forwards : 0;
+    forwards = (int64_t)r->moe_epoch_forwards;
+    memset(r->moe_epoch, 0, sizeof(MoelmMoeLayerStats) * n);
+    r->moe_epoch_forwards = 0;
   }
   if (forwards <= 0) {
     g_free(st);
@@ -350,7 +380,7 @@ static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_
   const double nll = m->sample_size > 0 ? m->loss_sum / m->sample_size : NAN; /* nats per token */
   const double ups = m->seconds > 0 ? m->updates / m->seconds : 0;
   MoelmMoeLayerStats *moe = NULL;
-  const int n_moe = take_moe_stats(r, &moe);
+  const int n_moe = take_moe_stats(r, &moe, !inner);
   if (n_moe > 0) {
     /* as fairseq's MoECriterion: loss is what was minimised (the NLL plus the weighted gate
      * loss), inner_loss the NLL alone, and ppl that of the NLL */
@@ -374,7 +404,7 @@ static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_
   if (r->obj->all_reduce && moelm_comm_size(cfg->comm) > 1)
     r->obj->all_reduce(r->obj, cfg->comm, NULL);
   if (r->obj->log_fields)
-    r->obj->log_fields(r->obj, line, &style);
+    r->obj->log_fields(r->obj, line, &style, !inner);
   if (n_moe > 0)
     log_moe_layer_fields(r, line, &style, moe, n_moe);
   g_free(moe);
@@ -694,6 +724,7 @@ static gboolean setup(Run *r, GError **error)
 static void teardown(Run *r)
 {
   moelm_progress_finish(&r->bar);
+  g_free(r->moe_epoch);
   if (r->tb)
     g_hash_table_unref(r->tb);
   moelm_objective_detach(r->obj); /* it may hold backend memory of this run's model */

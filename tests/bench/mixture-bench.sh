@@ -13,7 +13,8 @@
 # Models: dense (the mixture's number of updates), dense-eq (a dense model of the mixture's
 # compute: updates x (1 + K/3), since a hard mixture's E-step runs K forward passes, a third
 # of a training step each, for every block it trains), a --method (hMoEup, sMoEup, hMoElp,
-# sMoElp), or a method with +dd (--domain-discovery).
+# sMoElp), a method with +dd (--domain-discovery), or with +db (--mixture-estep document
+# --mixture-balance 4: --domain-discovery without its unigram start).
 # usage: mixture-bench.sh MOELM BENCH_MIXTURE SRCDIR WORKDIR
 # Environment: BENCH_UPDATES (800), BENCH_SEEDS ("1 2 3"), BENCH_CORPORA ("demo docs code"),
 #   BENCH_MODELS ("dense dense-eq hMoEup hMoEup+dd"), BENCH_THREADS (1), BENCH_EXTRA (more
@@ -57,8 +58,9 @@ common=(--arch transformer_lm --decoder-layers 2 --decoder-embed-dim 128 --decod
 
 # train_args MODEL: the options of a model
 train_args() {
-  local m=${1%+dd} dd=
+  local m=${1%+d[db]} dd=
   [[ $1 == *+dd ]] && dd=--domain-discovery
+  [[ $1 == *+db ]] && dd="--mixture-estep document --mixture-balance 4"
   case $m in
     dense) echo "--task language_modeling --max-update $updates" ;;
     dense-eq) echo "--task language_modeling --max-update $((updates * (3 + K) / 3))" ;;

@@ -78,6 +78,24 @@ static void test_train_eval_generate(void)
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "layer1_overflow_expert1="));
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "layer1_entropy_gating="));
   CU_ASSERT_PTR_NULL(strstr(err, "layer0_"));
+  /* the epoch's line: the metadata over the whole epoch (here the mean of the 3 inner lines,
+   * one update each), not what is left after the last inner line */
+  double sum = 0, epoch_gate = -1;
+  int lines = 0;
+  for (const char *l = strstr(err, "| train_inner |"); l; l = strstr(l + 1, "| train_inner |"), lines++) {
+    const char *g = strstr(l, "moe_gate_loss=");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+    sum += g_ascii_strtod(g + strlen("moe_gate_loss="), NULL);
+  }
+  CU_ASSERT_EQUAL(lines, 3);
+  const char *epoch = strstr(err, "| train | epoch 001 |");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(epoch);
+  const char *g = strstr(epoch, "| moe_gate_loss ");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(g);
+  epoch_gate = g_ascii_strtod(g + strlen("| moe_gate_loss "), NULL);
+  CU_ASSERT_DOUBLE_EQUAL(epoch_gate, sum / 3, 1e-4);
+  CU_ASSERT_PTR_NOT_NULL(strstr(epoch, "| inner_loss "));
+  CU_ASSERT_PTR_NOT_NULL(strstr(epoch, "| layer1_entropy_gating "));
   g_free(err);
   char *ckpt = g_build_filename(save, "checkpoint_last.pt", NULL);
 

@@ -155,6 +155,42 @@ static void test_discovery_end_to_end(void)
   data_clear(&d);
 }
 
+/* The sum of the expert_mass values after `from` (its line's), or -1 when there are none. */
+static double mass_sum(const char *from, const char *kv)
+{
+  const char *p = strstr(from, kv);
+  if (p == NULL)
+    return -1;
+  double sum = 0;
+  for (char *e = (char *)p + strlen(kv);; e++) {
+    sum += g_ascii_strtod(e, &e);
+    if (*e != ',')
+      break;
+  }
+  return sum;
+}
+
+/* Every train_inner line and the epoch's train line report the posterior mass of the blocks
+ * they cover (the epoch line all of the epoch's, not what is left after the last inner line). */
+static void test_train_lines_mass(void)
+{
+  Data d;
+  data_init(&d);
+  char *save = g_build_filename(d.dir, "mass", NULL), *err = NULL;
+  CU_ASSERT_EQUAL_FATAL(
+    train(&d, save, (const char *const[]){"--method", "hMoEup", "--log-interval", "2", NULL}, &err), 0);
+  int inner = 0;
+  for (const char *p = strstr(err, "| train_inner |"); p; p = strstr(p + 1, "| train_inner |"), inner++)
+    CU_ASSERT_DOUBLE_EQUAL(mass_sum(p, "expert_mass="), 1.0, 0.01);
+  CU_ASSERT_EQUAL(inner, 2);
+  const char *epoch = strstr(err, "| train | epoch 001 |");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(epoch);
+  CU_ASSERT_DOUBLE_EQUAL(mass_sum(epoch, "| expert_mass "), 1.0, 0.01);
+  g_free(err);
+  g_free(save);
+  data_clear(&d);
+}
+
 /* Exit `status` with one error line naming `needle`, nothing written. */
 static void check_fails(const Data *d, const char *const *extra, int status, const char *needle)
 {
@@ -193,4 +229,5 @@ MOELM_TEST_SUITE(mixture_discovery_cli)
 {
   CU_add_test(suite, "--domain-discovery: valid log, checkpoint, eval-lm report", test_discovery_end_to_end);
   CU_add_test(suite, "bad labels and contradicting options fail before training", test_discovery_errors);
+  CU_add_test(suite, "train_inner and epoch lines report the expert mass of their blocks", test_train_lines_mass);
 }
