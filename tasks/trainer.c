@@ -21,6 +21,7 @@
 #include "train_checkpoints.h"
 #include "train_meters.h"
 #include "trainer.h"
+#include "trainer_run.h"
 
 void moelm_train_config_init(MoelmTrainConfig *c)
 {
@@ -62,69 +63,6 @@ void moelm_train_config_clear(MoelmTrainConfig *c)
   memset(c, 0, sizeof *c);
 }
 
-/* Everything the loop carries. */
-typedef struct {
-  const MoelmTrainConfig *cfg;
-  const MoelmDictionary *dict;
-  MoelmObjective *obj;
-  MoelmBackend *be;
-  MoelmModel *model;
-  MoelmAdam adam;
-  MoelmLrScheduler *sched;
-  MoelmLmSplit *train;
-  GPtrArray *valid;          /* MoelmLmSplit* */
-  GPtrArray *train_batches;  /* the fixed batch list; shuffled per epoch */
-  MoelmTrainState st;
-  double start_time;
-  MoelmStopwatch train_wall;
-  MoelmGradSync *sync;       /* data parallel: the bucketed all-reduce (NULL on one rank) */
-  double comm_seconds;       /* waiting for the all-reduce, since the start */
-  GHashTable *tb;            /* --tensorboard-logdir: line tag (train_inner, train, a valid split) ->
-                              * MoelmTbWriter* of LOGDIR/TAG; NULL without it or off rank 0 */
-  int64_t first_update;      /* num_updates when this run's loop began */
-  int64_t last_saved_update; /* num_updates of the last checkpoint_last.pt written (-1: none) */
-  double earlier_seconds;    /* the training time of the runs before this one (from the checkpoint) */
-  gboolean time_up;          /* --stop-time-hours was reached */
-  int stop;                  /* the signal every rank agreed to stop on (0: none) */
-  MoelmProgress bar;         /* the progress line of training (rank 0, cfg->progress_bar) */
-  MoelmMoeLayerStats *moe_epoch; /* token MoE: each layer's metadata x forwards, summed over the
-                                  * epoch's earlier log lines */
-  double moe_epoch_forwards;
-} Run;
-
-/* The TensorBoard writer of a kind of log line, opened on first use (NULL: none). A
- * directory that cannot be written is warned about once and TensorBoard is off. */
-static MoelmTbWriter *tb_writer(Run *r, const char *tag)
-{
-  if (r->tb == NULL)
-    return NULL;
-  MoelmTbWriter *w = g_hash_table_lookup(r->tb, tag);
-  if (w == NULL) {
-    char *dir = g_build_filename(r->cfg->tensorboard_logdir, tag, NULL);
-    GError *err = NULL;
-    w = moelm_tb_writer_open(dir, &err);
-    g_free(dir);
-    if (w == NULL) {
-      moelm_warn("moelm.train", "--tensorboard-logdir: %s; TensorBoard logging is off", err->message);
-      g_error_free(err);
-      g_clear_pointer(&r->tb, g_hash_table_unref);
-      return NULL;
-    }
-    g_hash_table_insert(r->tb, g_strdup(tag), w);
-  }
-  return w;
-}
-
-static void tb_flush(Run *r, const char *tag)
-{
-  MoelmTbWriter *w = r->tb ? g_hash_table_lookup(r->tb, tag) : NULL;
-  GError *err = NULL;
-  if (w && !moelm_tb_flush(w, &err)) {
-    moelm_warn("moelm.train", "--tensorboard-logdir: %s; TensorBoard logging is off", err->message);
-    g_error_free(err);
-    g_clear_pointer(&r->tb, g_hash_table_unref);
-  }
-}
 
 static int interrupted(const Run *r) { return r->stop; }
 
@@ -145,13 +83,6 @@ static gboolean poll_stop(Run *r, GError **error)
   return TRUE;
 }
 
-static int64_t updates_per_epoch(const Run *r)
-{
-  const int64_t per_update = (int64_t)r->cfg->update_freq * moelm_comm_size(r->cfg->comm);
-  return ((int64_t)r->train_batches->len + per_update - 1) / per_update;
-}
-
-static double base2(double nats_per_token) { return nats_per_token / M_LN2; }
 
 /* ---- validation --------------------------------------------------------------------- */
 /* Score every --valid-subset; the first one's loss (*loss_out) and --best-checkpoint-metric
@@ -193,7 +124,7 @@ static gboolean validate(Run *r, double *loss_out, double *metric_out, GError **
     loss = sums[0];
     ntok = sums[1];
     nsent = sums[2];
-    const double vloss = ntok > 0 ? base2(loss / ntok) : NAN;
+    const double vloss = ntok > 0 ? moelm_trainer_base2(loss / ntok) : NAN;
     const double secs = moelm_time_now() - t0;
     const MoelmValidStats vs = {.loss = vloss,
                                 .ppl = pow(2.0, vloss),
@@ -214,7 +145,7 @@ static gboolean validate(Run *r, double *loss_out, double *metric_out, GError **
     MoelmLogStyle style = {.kv_sep = " ",
                            .field_sep = cfg->log_json ? ", " : " | ",
                            .json_prefix = cfg->log_json ? vprefix : NULL,
-                           .tb = tb_writer(r, split->name),
+                           .tb = moelm_trainer_tb_writer(r, split->name),
                            .tb_step = r->st.num_updates};
     GString *line = g_string_new(NULL);
     moelm_log_field(line, &style, "loss", vs.loss, 3);
@@ -238,217 +169,12 @@ static gboolean validate(Run *r, double *loss_out, double *metric_out, GError **
     else
       moelm_info("valid", "epoch %03d | valid on '%s' subset | %s", r->st.epoch, split->name, line->str);
     g_string_free(line, TRUE);
-    tb_flush(r, split->name);
+    moelm_trainer_tb_flush(r, split->name);
     g_free(vprefix);
   }
   *loss_out = first;
   *metric_out = first_metric;
   return TRUE;
-}
-
-/* ---- logging ------------------------------------------------------------------------ */
-/* The metadata fields of a layer's stats as an array (layer left out). */
-enum { MOE_STAT_FIELDS = 7 };
-static double *moe_stat_field(MoelmMoeLayerStats *s, int k)
-{
-  double *const f[MOE_STAT_FIELDS] = {&s->gate_loss,      &s->entropy,
-                                      &s->overflow_expert1, &s->overflow_expert2,
-                                      &s->unused_expert1,   &s->expert1_balance_top,
-                                      &s->expert1_balance_bottom};
-  return f[k];
-}
-
-/* Token-level MoE: fairseq's MoECriterion metadata per MoE layer, averaged over the updates
- * since the last log line (and over the ranks), or for the epoch's line (`epoch`) over the
- * whole epoch. Returns the number of MoE layers filled in *out (g_free), 0 when the model has
- * none or no forward ran. */
-static int take_moe_stats(Run *r, MoelmMoeLayerStats **out, gboolean epoch)
-{
-  *out = NULL;
-  const int n = moelm_model_moe_layers(r->model);
-  if (n == 0)
-    return 0;
-  MoelmMoeLayerStats *st = g_new0(MoelmMoeLayerStats, n);
-  int64_t forwards = moelm_model_moe_stats_take(r->model, st);
-  if (moelm_comm_size(r->cfg->comm) > 1) { /* the mean over the ranks */
-    const int W = moelm_comm_size(r->cfg->comm), F = 7;
-    double *v = g_new(double, (size_t)n * F + 1);
-    for (int i = 0; i < n; i++) {
-      const double f[7] = {st[i].gate_loss, st[i].entropy, st[i].overflow_expert1, st[i].overflow_expert2,
-                           st[i].unused_expert1, st[i].expert1_balance_top, st[i].expert1_balance_bottom};
-      memcpy(v + (size_t)i * F, f, sizeof f);
-    }
-    v[(size_t)n * F] = (double)forwards;
-    if (moelm_comm_allreduce_f64(r->cfg->comm, v, (size_t)n * F + 1, NULL)) {
-      for (int i = 0; i < n; i++) {
-        double *f = v + (size_t)i * F;
-        st[i].gate_loss = f[0] / W;
-        st[i].entropy = f[1] / W;
-        st[i].overflow_expert1 = f[2] / W;
-        st[i].overflow_expert2 = f[3] / W;
-        st[i].unused_expert1 = f[4] / W;
-        st[i].expert1_balance_top = f[5] / W;
-        st[i].expert1_balance_bottom = f[6] / W;
-      }
-      forwards = (int64_t)v[(size_t)n * F];
-    }
-    g_free(v);
-  }
-  if (r->moe_epoch == NULL)
-    r->moe_epoch = g_new0(MoelmMoeLayerStats, n);
-  for (int i = 0; forwards > 0 && i < n; i++) /* the interval joins the epoch's sums */
-    for (int k = 0; k < MOE_STAT_FIELDS; k++)
-      *moe_stat_field(&r->moe_epoch[i], k) += *moe_stat_field(&st[i], k) * (double)forwards;
-  r->moe_epoch_forwards += (double)MAX(forwards, 0);
-  if (epoch) {
-    for (int i = 0; i < n; i++)
-      for (int k = 0; k < MOE_STAT_FIELDS; k++)
-        *moe_stat_field(&st[i], k) =
-          r->moe_epoch_forwards > 0 ? *moe_stat_field(&r->moe_epoch[i], k) / r->moe_epoch_forwards : 0;
-    forwards = (int64_t)r->moe_epoch_forwards;
-    memset(r->moe_epoch, 0, sizeof(MoelmMoeLayerStats) * n);
-    r->moe_epoch_forwards = 0;
-  }
-  if (forwards <= 0) {
-    g_free(st);
-    return 0;
-  }
-  *out = st;
-  return n;
-}
-
-/* The combined l_aux (sum or average over the layers, unweighted): fairseq's moe_gate_loss. */
-static double moe_gate_loss(const Run *r, const MoelmMoeLayerStats *st, int n)
-{
-  double total = 0;
-  for (int i = 0; i < n; i++)
-    total += st[i].gate_loss;
-  return r->cfg->model.moe_gate_loss_sum ? total : total / n;
-}
-
-/* One metadata field of layer i (k indexes the table in log_moe_fields). */
-static double moe_field(const MoelmMoeLayerStats *s, int k)
-{
-  const double f[] = {s->gate_loss,      s->overflow_expert1,    s->overflow_expert2,     s->entropy,
-                      s->unused_expert1, s->expert1_balance_top, s->expert1_balance_bottom};
-  return f[k];
-}
-
-static const char *const moe_keys[] = {"moe_gate_loss",         "overflow_expert1",    "overflow_expert2",
-                                       "entropy_gating",        "unused_expert1_count", "expert1_balance_top",
-                                       "expert1_balance_bottom"};
-
-/* fairseq's moe fields, in its order, right after `loss`: moe_gate_loss, then the metadata
- * averaged over the MoE layers (MoECriterion.get_moe_metadata). */
-static void log_moe_fields(const Run *r, GString *line, const MoelmLogStyle *style, const MoelmMoeLayerStats *st,
-                           int n)
-{
-  moelm_log_field(line, style, "moe_gate_loss", moe_gate_loss(r, st, n), 8);
-  for (gsize k = 1; k < G_N_ELEMENTS(moe_keys); k++) {
-    if (k == 2 && r->cfg->model.moe_top_k == 1)
-      continue;
-    double mean = 0;
-    for (int i = 0; i < n; i++)
-      mean += moe_field(&st[i], (int)k);
-    moelm_log_field(line, style, moe_keys[k], mean / n, 3);
-  }
-}
-
-/* moelm's addition at the end of the line: the same metadata for each MoE layer. */
-static void log_moe_layer_fields(const Run *r, GString *line, const MoelmLogStyle *style,
-                                 const MoelmMoeLayerStats *st, int n)
-{
-  for (int i = 0; i < n; i++)
-    for (gsize k = 0; k < G_N_ELEMENTS(moe_keys); k++) {
-      if (k == 2 && r->cfg->model.moe_top_k == 1)
-        continue;
-      char *key = g_strdup_printf("layer%d_%s", st[i].layer, moe_keys[k]);
-      moelm_log_field(line, style, key, moe_field(&st[i], (int)k), 3);
-      g_free(key);
-    }
-}
-
-static void log_stats(Run *r, const char *tag, const MoelmTrainMeters *m, int64_t iter, gboolean inner)
-{
-  const MoelmTrainConfig *cfg = r->cfg;
-  MoelmLogStyle style = {.kv_sep = inner ? "=" : " ", .field_sep = inner ? ", " : " | "};
-  if (cfg->log_json)
-    style = (MoelmLogStyle){.kv_sep = "", .field_sep = ", ", .json_prefix = inner ? "" : "train_"};
-  style.tb = tb_writer(r, tag);
-  style.tb_step = r->st.num_updates;
-  GString *line = g_string_new(NULL);
-  const double nll = m->sample_size > 0 ? m->loss_sum / m->sample_size : NAN; /* nats per token */
-  const double ups = m->seconds > 0 ? m->updates / m->seconds : 0;
-  MoelmMoeLayerStats *moe = NULL;
-  const int n_moe = take_moe_stats(r, &moe, !inner);
-  if (n_moe > 0) {
-    /* as fairseq's MoECriterion: loss is what was minimised (the NLL plus the weighted gate
-     * loss), inner_loss the NLL alone, and ppl that of the NLL */
-    moelm_log_field(line, &style, "loss", base2(nll + cfg->model.moe_gate_loss_wt * moe_gate_loss(r, moe, n_moe)), 3);
-    log_moe_fields(r, line, &style, moe, n_moe);
-    moelm_log_field(line, &style, "inner_loss", base2(nll), 3);
-  } else {
-    moelm_log_field(line, &style, "loss", base2(nll), 3);
-  }
-  moelm_log_field(line, &style, "ppl", pow(2.0, base2(nll)), 2);
-  moelm_log_field(line, &style, "wps", m->seconds > 0 ? m->ntokens / m->seconds : 0, 0);
-  moelm_log_field(line, &style, "ups", ups, 2);
-  moelm_log_field(line, &style, "wpb", m->updates ? m->ntokens / m->updates : 0, 1);
-  moelm_log_field(line, &style, "bsz", m->updates ? m->nsentences / m->updates : 0, 1);
-  moelm_log_field(line, &style, "num_updates", (double)r->st.num_updates, 0);
-  moelm_log_field(line, &style, "lr", moelm_lr_get(r->sched), -1);
-  moelm_log_field(line, &style, "gnorm", m->updates ? m->gnorm_sum / m->updates : 0, 3);
-  if (cfg->clip_norm > 0)
-    moelm_log_field(line, &style, "clip", m->updates ? 100.0 * m->clipped / m->updates : 0, 1);
-  moelm_log_field(line, &style, "train_wall", moelm_stopwatch_elapsed(&r->train_wall), 0);
-  if (r->obj->all_reduce && moelm_comm_size(cfg->comm) > 1)
-    r->obj->all_reduce(r->obj, cfg->comm, NULL);
-  if (r->obj->log_fields)
-    r->obj->log_fields(r->obj, line, &style, !inner);
-  if (n_moe > 0)
-    log_moe_layer_fields(r, line, &style, moe, n_moe);
-  g_free(moe);
-  moelm_log_field(line, &style, "wall", moelm_time_now() - r->start_time, 0);
-  if (cfg->log_json && inner)
-    moelm_info(tag, "{%s, \"epoch\": %d, \"update\": %.3f}", line->str, r->st.epoch,
-               (r->st.epoch - 1) + (double)iter / (double)MAX(1, updates_per_epoch(r)));
-  else if (cfg->log_json)
-    moelm_info(tag, "{%s, \"train_epoch\": %d}", line->str, r->st.epoch);
-  else if (inner)
-    moelm_info(tag, "epoch %03d: %6" G_GINT64_FORMAT " / %" G_GINT64_FORMAT " %s", r->st.epoch, iter,
-               updates_per_epoch(r), line->str);
-  else
-    moelm_info(tag, "epoch %03d | %s", r->st.epoch, line->str);
-  g_string_free(line, TRUE);
-  tb_flush(r, tag);
-}
-
-/* The training progress line: updates done against --max-update, else against the epochs of
- * --max-epoch, else against this epoch; rate and ETA over this run's updates. */
-static void progress_start(Run *r)
-{
-  const MoelmTrainConfig *cfg = r->cfg;
-  const int64_t per_epoch = updates_per_epoch(r);
-  double total = 0;
-  if (cfg->max_update > 0)
-    total = (double)cfg->max_update;
-  else if (cfg->max_epoch > 0)
-    total = (double)cfg->max_epoch * (double)per_epoch;
-  moelm_progress_start(&r->bar, "moelm train", total > 0 ? "training" : "epoch", total > 0 ? total : (double)per_epoch,
-                       "updates");
-  moelm_progress_set_enabled(&r->bar, r->bar.enabled && cfg->progress_bar);
-  moelm_progress_set_base(&r->bar, total > 0 ? (double)r->st.num_updates : (double)r->st.iterations_in_epoch);
-  moelm_progress_set_plain_interval(&r->bar, 30); /* the train_inner lines already say a lot */
-}
-
-static void progress(Run *r, int64_t iter, double loss)
-{
-  if (!r->bar.enabled)
-    return;
-  const gboolean whole_run = r->bar.total > 0 && strcmp(r->bar.what, "training") == 0;
-  char *extra = g_strdup_printf("epoch %d, loss=%.3f, lr=%g", r->st.epoch, loss, moelm_lr_get(r->sched));
-  moelm_progress_update(&r->bar, whole_run ? (double)r->st.num_updates : (double)iter, extra);
-  g_free(extra);
 }
 
 /* ---- one update ----------------------------------------------------------------------- */
@@ -889,7 +615,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
     for (guint i = 0; i < r->train_batches->len; i++)
       g_ptr_array_add(order, g_ptr_array_index(r->train_batches, i));
     moelm_shuffle_batches(order, cfg->seed + (uint64_t)r->st.epoch);
-    const int64_t n_updates = updates_per_epoch(r);
+    const int64_t n_updates = moelm_trainer_updates_per_epoch(r);
     if (r->st.iterations_in_epoch == 0)
       moelm_info("moelm.train", "begin training epoch %d", r->st.epoch);
     else
@@ -897,7 +623,7 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
                  r->st.iterations_in_epoch, n_updates);
     if (r->bar.prefix == NULL || strcmp(r->bar.what, "epoch") == 0) { /* per-epoch bars start again */
       moelm_progress_finish(&r->bar);
-      progress_start(r);
+      moelm_trainer_progress_start(r);
     }
     MoelmTrainMeters interval, epoch_m;
     moelm_meters_reset(&interval);
@@ -912,9 +638,9 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
       step.loss_sum -= before.loss_sum;
       step.sample_size -= before.sample_size;
       r->st.iterations_in_epoch++;
-      progress(r, r->st.iterations_in_epoch, step.sample_size > 0 ? base2(step.loss_sum / step.sample_size) : 0);
+      moelm_trainer_progress(r, r->st.iterations_in_epoch, step.sample_size > 0 ? moelm_trainer_base2(step.loss_sum / step.sample_size) : 0);
       if (cfg->log_interval > 0 && r->st.num_updates % cfg->log_interval == 0) {
-        log_stats(r, "train_inner", &interval, r->st.iterations_in_epoch, TRUE);
+        moelm_trainer_log_stats(r, "train_inner", &interval, r->st.iterations_in_epoch, TRUE);
         moelm_meters_add(&epoch_m, &interval);
         moelm_meters_reset(&interval);
       }
@@ -933,8 +659,8 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
     moelm_meters_add(&epoch_m, &interval);
     if (r->st.iterations_in_epoch >= n_updates) {
       moelm_info("moelm.train", "end of epoch %d (average epoch stats below)", r->st.epoch);
-      log_stats(r, "train", &epoch_m, n_updates, FALSE);
-      result->last_train_loss = epoch_m.sample_size > 0 ? base2(epoch_m.loss_sum / epoch_m.sample_size) : NAN;
+      moelm_trainer_log_stats(r, "train", &epoch_m, n_updates, FALSE);
+      result->last_train_loss = epoch_m.sample_size > 0 ? moelm_trainer_base2(epoch_m.loss_sum / epoch_m.sample_size) : NAN;
       gboolean stopping = should_stop_updates(r, FALSE) || (cfg->max_epoch > 0 && r->st.epoch >= cfg->max_epoch);
       if (!validate_and_save(r, TRUE, stopping, &stop, error))
         return FALSE;
@@ -948,10 +674,10 @@ static gboolean run_epochs(Run *r, MoelmTrainResult *result, GError **error)
       /* fairseq prints the epoch's average when the run stops inside it, too (the epoch is
        * not over: a resumed run continues it) */
       moelm_info("moelm.train", "end of epoch %d (average epoch stats below)", r->st.epoch);
-      log_stats(r, "train", &epoch_m, r->st.iterations_in_epoch, FALSE);
-      result->last_train_loss = base2(epoch_m.loss_sum / epoch_m.sample_size);
+      moelm_trainer_log_stats(r, "train", &epoch_m, r->st.iterations_in_epoch, FALSE);
+      result->last_train_loss = moelm_trainer_base2(epoch_m.loss_sum / epoch_m.sample_size);
     } else if (epoch_m.updates > 0) {
-      result->last_train_loss = base2(epoch_m.loss_sum / epoch_m.sample_size);
+      result->last_train_loss = moelm_trainer_base2(epoch_m.loss_sum / epoch_m.sample_size);
     }
   }
   return TRUE;

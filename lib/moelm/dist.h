@@ -25,8 +25,9 @@ typedef struct MoelmComm MoelmComm;
 MoelmComm *moelm_comm_open(GError **error);
 /* Leave the group (MPI_Finalize). NULL is fine. */
 void moelm_comm_free(MoelmComm *comm);
-/* End every rank now with `status` (MPI_Abort; exit() for a group of one). */
-void moelm_comm_abort(MoelmComm *comm, int status) G_GNUC_NORETURN;
+/* Have the launcher end every rank of an MPI group now with `status` (MPI_Abort, which does
+ * not return). For a group of one it does nothing: the caller ends its own process. */
+void moelm_comm_abort(MoelmComm *comm, int status);
 
 int moelm_comm_rank(const MoelmComm *comm);       /* 0 for NULL */
 int moelm_comm_size(const MoelmComm *comm);       /* 1 for NULL */
