@@ -29,7 +29,7 @@ void moelm_task_options_init(MoelmTaskOptions *o)
 
 const MoelmArgSpec *moelm_task_options_table(MoelmTaskOptions *o)
 {
-  static MoelmArgSpec t[20];
+  static MoelmArgSpec t[21];
   const MoelmArgSpec spec[] = {
     {"--method", NULL, MOELM_ARG_CHOICE, &o->method, "hMoEup|hMoElp|sMoEup|sMoElp",
      "mixture: hard/soft selection, uniform/learned prior", NULL},
@@ -58,6 +58,9 @@ const MoelmArgSpec *moelm_task_options_table(MoelmTaskOptions *o)
      "mixture: updates before the clustering takes over (0)", NULL},
     {"--mixture-init-updates", NULL, MOELM_ARG_INT64, &o->init_updates, NULL,
      "mixture: updates that follow the clustering", NULL},
+    {"--mixture-expert-ffn", NULL, MOELM_ARG_INT, &o->expert_ffn, NULL,
+     "mixture: every F-th layer has one FFN per expert, chosen by the sequence's expert (0: shared)",
+     &o->expert_ffn_seen},
     {NULL, NULL, 0, NULL, NULL, NULL, NULL},
   };
   memcpy(t, spec, sizeof spec);
@@ -168,6 +171,43 @@ MoelmTrainTask *moelm_train_task_open(const char *name, const MoelmTaskOptions *
   return t;
 }
 
+/* --mixture-expert-ffn F: every F-th decoder layer's FFN becomes K experts, each row routed to
+ * the FFN of the expert whose token starts it (sequence routing: top-1, weight 1, no capacity,
+ * no gate loss). The rest of the model stays shared. --domain-discovery chooses F = 1 unless
+ * the model has token-level MoE layers of its own. */
+static gboolean expert_ffn_setup(MoelmTrainTask *t, MoelmTrainConfig *cfg, GError **error)
+{
+  const MoelmTaskOptions *o = t->opts;
+  MoelmModelConfig *mc = &cfg->model;
+  const int F = o->expert_ffn_seen ? o->expert_ffn : o->domain_discovery && mc->moe_freq == 0 && mc->layers > 0 ? 1 : 0;
+  if (F == 0)
+    return TRUE;
+  if (F < 0 || F > MOELM_MODEL_MAX_LAYERS) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "--mixture-expert-ffn must be in [0, %d], got %d",
+                MOELM_MODEL_MAX_LAYERS, F);
+    return FALSE;
+  }
+  if (mc->moe_freq > 0) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--mixture-expert-ffn makes its own MoE layers, routed by the sequence's expert: it does not combine "
+                "with token-level MoE (--moe-freq %d)",
+                mc->moe_freq);
+    return FALSE;
+  }
+  if (F > mc->layers) {
+    g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+                "--mixture-expert-ffn %d: the model has only %d decoder layers, so no layer would have expert FFNs", F,
+                mc->layers);
+    return FALSE;
+  }
+  mc->moe_freq = F;
+  mc->moe_experts = t->meta.mix.num_experts;
+  mc->moe_top_k = 1;
+  mc->moe_gate_loss_wt = 0;
+  mc->moe_route_token0 = t->meta.mix.expert_token0;
+  return TRUE;
+}
+
 gboolean moelm_train_task_configure(MoelmTrainTask *t, MoelmTrainConfig *cfg, GError **error)
 {
   cfg->model.vocab_size = (int)moelm_dictionary_size(t->dict);
@@ -185,6 +225,8 @@ gboolean moelm_train_task_configure(MoelmTrainTask *t, MoelmTrainConfig *cfg, GE
     cfg->model.gate_experts = t->meta.mix.num_experts;
     cfg->model.gate_dropout = to->gating_dropout_seen ? to->gating_dropout : cfg->model.dropout;
   }
+  if (t->meta.mixture && !expert_ffn_setup(t, cfg, error))
+    return FALSE;
   if (!moelm_task_meta_validate(&t->meta, error))
     return FALSE;
   if (t->meta.mixture) { /* the objective counts updates over every rank's sub-batches */

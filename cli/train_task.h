@@ -25,6 +25,8 @@ typedef struct {
   char *init;                  /* --mixture-init none|tfidf|labels */
   gint64 init_after;           /* --mixture-init-after W */
   gint64 init_updates;         /* --mixture-init-updates N */
+  int expert_ffn;              /* --mixture-expert-ffn F: every F-th layer's FFN per expert (0: shared) */
+  gboolean expert_ffn_seen;
 } MoelmTaskOptions;
 
 void moelm_task_options_init(MoelmTaskOptions *o);

@@ -64,7 +64,7 @@ static int take_moe_stats(Run *r, MoelmMoeLayerStats **out, gboolean epoch)
 {
   *out = NULL;
   const int n = moelm_model_moe_layers(r->model);
-  if (n == 0)
+  if (n == 0 || r->cfg->model.moe_route_token0 > 0) /* sequence routing: no gate to report on */
     return 0;
   MoelmMoeLayerStats *st = g_new0(MoelmMoeLayerStats, n);
   int64_t forwards = moelm_model_moe_stats_take(r->model, st);

@@ -51,6 +51,7 @@ static void set_moe_defaults(MoelmModelConfig *cfg)
   cfg->moe_gating_use_fp32 = FALSE;
   cfg->moe_gate_loss_wt = 0.01;
   cfg->moe_gate_loss_sum = FALSE;
+  cfg->moe_route_token0 = 0;
 }
 
 gboolean moelm_model_config_set_arch(MoelmModelConfig *cfg, const char *arch, GError **error)
@@ -211,6 +212,8 @@ JsonNode *moelm_model_config_to_json(const MoelmModelConfig *cfg)
     PUT_DOUBLE("moe_gate_loss_wt", cfg->moe_gate_loss_wt);
     json_builder_set_member_name(b, "moe_gate_loss_combine_method");
     json_builder_add_string_value(b, cfg->moe_gate_loss_sum ? "sum" : "average");
+    if (cfg->moe_route_token0 > 0)
+      PUT_INT("moe_route_expert_token0", cfg->moe_route_token0);
   }
   if (cfg->moefy_experts > 0) { /* MoEfication (docs/moefy.md) */
     PUT_INT("moefy_num_experts", cfg->moefy_experts);

@@ -24,6 +24,7 @@ const MoelmIntLimit moelm_model_int_limits[] = {
   INT_FIELD("moe_freq", "--moe-freq", moe_freq, 0, MOELM_MODEL_MAX_LAYERS),
   INT_FIELD("moe_expert_count", "--moe-expert-count", moe_experts, 0, MOELM_MODEL_MAX_EXPERTS),
   INT_FIELD("moe_expert_ffn_dim", "--moe-expert-ffn-dim", moe_expert_ffn_dim, 0, MOELM_MODEL_MAX_FFN_DIM),
+  INT_FIELD("moe_route_expert_token0", "--mixture-expert-ffn's <expert_0>", moe_route_token0, 0, G_MAXINT32),
   /* MoEfication (moelm moefy, docs/moefy.md); 0: not moefied */
   INT_FIELD("moefy_num_experts", "moefy --num-experts", moefy_experts, 0, MOELM_MODEL_MAX_FFN_DIM),
   INT_FIELD("moefy_top_k", "--moefy-top-k", moefy_top_k, 0, MOELM_MODEL_MAX_FFN_DIM),
@@ -82,7 +83,7 @@ static gboolean check_ranges(const MoelmModelConfig *cfg, GError **error)
 static gboolean check_moe(const MoelmModelConfig *cfg, GError **error)
 {
   if (cfg->moe_freq == 0)
-    return TRUE;
+    return cfg->moe_route_token0 == 0 || invalid(error, "sequence routing (--mixture-expert-ffn) needs MoE layers");
   if (cfg->moe_top_k != 1 && cfg->moe_top_k != 2)
     return invalid(error, "--moe-top-k must be 1 or 2, got %d", cfg->moe_top_k);
   if (cfg->moe_experts < cfg->moe_top_k)
@@ -94,6 +95,11 @@ static gboolean check_moe(const MoelmModelConfig *cfg, GError **error)
     return invalid(error, "--moe-capacity-factor must be positive, got %g", cfg->moe_capacity_factor);
   if ((unsigned)cfg->moe_second_expert_policy > MOELM_SECOND_EXPERT_RANDOM)
     return invalid(error, "unknown --moe-second-expert-policy");
+  if (cfg->moe_route_token0 > 0 && cfg->moe_top_k != 1)
+    return invalid(error, "sequence-routed MoE layers (--mixture-expert-ffn) route top-1, got top-%d", cfg->moe_top_k);
+  if (cfg->moe_route_token0 > 0 && (int64_t)cfg->moe_route_token0 + cfg->moe_experts > cfg->vocab_size)
+    return invalid(error, "sequence routing's expert tokens %d..%d are outside the vocabulary of %d",
+                   cfg->moe_route_token0, cfg->moe_route_token0 + cfg->moe_experts - 1, cfg->vocab_size);
   return TRUE;
 }
 

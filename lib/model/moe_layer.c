@@ -18,8 +18,9 @@ static MoelmRouteParams route_params(const MoelmModel *m, int l, int N, gboolean
   return (MoelmRouteParams){
       .experts = c->moe_experts,
       .top_k = c->moe_top_k,
-      .capacity = moelm_route_capacity(N, c->moe_experts, c->moe_top_k, c->moe_capacity_factor, c->moe_dropless,
-                                       !training, c->moe_eval_capacity_token_fraction),
+      .capacity = moelm_route_capacity(N, c->moe_experts, c->moe_top_k, c->moe_capacity_factor,
+                                       c->moe_dropless || c->moe_route_token0 > 0, !training,
+                                       c->moe_eval_capacity_token_fraction),
       .policy = c->moe_second_expert_policy,
       .normalize_before_dropping = c->moe_normalize_gate_prob_before_dropping,
       .batch_prioritized = c->moe_batch_prioritized_routing,
@@ -102,6 +103,30 @@ void moelm_moe_workspace_free(MoelmModel *m)
   moelm_moe_exchange_free(m);
 }
 
+int moelm_moe_row_expert(const MoelmModel *m, int32_t first)
+{
+  const int64_t e = (int64_t)first - m->cfg.moe_route_token0;
+  return e >= 0 && e < m->cfg.moe_experts ? (int)e : 0;
+}
+
+void moelm_moe_route_rows(MoelmModel *m, const int *row_expert, int R, int Tq)
+{
+  const int E = m->cfg.moe_experts;
+  const size_t n = (size_t)R * Tq * E;
+  if (n > m->route_cap) {
+    g_free(m->route_host);
+    m->route_host = g_new(float, n);
+    m->route_cap = n;
+  }
+  /* softmax of 0 against -1e30: a gate of exactly 1 for the row's expert and 0 elsewhere */
+  for (int r = 0; r < R; r++)
+    for (int t = 0; t < Tq; t++) {
+      float *x = m->route_host + ((size_t)r * Tq + t) * E;
+      for (int e = 0; e < E; e++)
+        x[e] = e == row_expert[r] ? 0.0f : -1e30f;
+    }
+}
+
 void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, MoelmAct *out, int N,
                        gboolean training, const MoelmStepIds *ids, const uint8_t *pad)
 {
@@ -118,9 +143,14 @@ void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, Mo
   const MoelmRouteBuffers *r = &a->route;
   const size_t expert_w = L->expert_stride; /* one expert's tensors to the next's */
 
-  /* route: the router's linear in the activation type, gating in fp32 */
-  o->linear_forward(be, a->logits_act, inp, W_PARAM(m, L->gate_w), NULL, N, C, E);
-  o->convert(be, a->logits, MOELM_DT_F32, a->logits_act, be->act_dtype, (size_t)N * E);
+  /* route: the router's linear in the activation type, gating in fp32; sequence routing
+   * takes the logits moelm_moe_route_rows made */
+  if (c->moe_route_token0 > 0) {
+    o->to_device(be, a->logits, m->route_host, (size_t)N * E * sizeof(float));
+  } else {
+    o->linear_forward(be, a->logits_act, inp, W_PARAM(m, L->gate_w), NULL, N, C, E);
+    o->convert(be, a->logits, MOELM_DT_F32, a->logits_act, be->act_dtype, (size_t)N * E);
+  }
   o->moe_gate_topk(be, &rp, a->logits, c->moe_pad_mask ? pad : NULL, N, r);
   o->moe_gate_dispatch(be, &rp, N, r);
   o->moe_gate_stats(be, &rp, N, r, a->stats);
@@ -184,7 +214,10 @@ void moelm_moe_backward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, c
   /* every read of dout is done: dinp may alias it */
   o->scatter_add_rows(be, dinp, m->moe_d1, r->dispatch_token, NULL, R, C);
 
-  /* the router: combine weights and l_aux → gates → logits = inp wg^T */
+  /* the router: combine weights and l_aux → gates → logits = inp wg^T (a sequence-routed
+   * layer's gate is not used) */
+  if (c->moe_route_token0 > 0)
+    return;
   o->moe_gate_backward(be, &rp, N, r, m->moe_dw, aux_coef, m->moe_dlogits);
   o->convert(be, m->moe_dlogits_act, be->act_dtype, m->moe_dlogits, MOELM_DT_F32, (size_t)N * E);
   o->linear_backward(be, dinp, G_PARAM(m, L->gate_w), NULL, m->moe_dlogits_act, inp, W_PARAM(m, L->gate_w), N, C, E);

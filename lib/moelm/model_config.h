@@ -57,6 +57,11 @@ typedef struct {
   gboolean moe_gating_use_fp32;        /* --moe-gating-use-fp32 (the CPU gates in fp32 anyway) */
   double moe_gate_loss_wt;             /* --moe-gate-loss-wt (0.01) */
   gboolean moe_gate_loss_sum;          /* --moe-gate-loss-combine-method sum (default: average) */
+  /* > 0: sequence routing (a mixture's --mixture-expert-ffn, docs/mixtures.md). Every token of
+   * a row goes, top-1 with weight 1 and no capacity limit, to expert src[row][0] - this id (the
+   * row's <expert_k> token; a row that starts with another token goes to expert 0), not where
+   * the gate sends it: the gate is unused and gets no gradient. */
+  int moe_route_token0;
   /* MoEfication (`moelm moefy`, docs/moefy.md): every decoder layer's FFN is split into
    * moefy_experts experts of ffn_dim / moefy_experts neurons, of which the moefy_top_k that
    * the selector scores highest are computed for each token. Inference only. */

@@ -13,8 +13,9 @@
 # Models: dense (the mixture's number of updates), dense-eq (a dense model of the mixture's
 # compute: updates x (1 + K/3), since a hard mixture's E-step runs K forward passes, a third
 # of a training step each, for every block it trains), a --method (hMoEup, sMoEup, hMoElp,
-# sMoElp), a method with +dd (--domain-discovery), or with +db (--mixture-estep document
-# --mixture-balance 4: --domain-discovery without its unigram start).
+# sMoElp), a method with +dd (--domain-discovery), +ds (--domain-discovery with shared FFNs:
+# --mixture-expert-ffn 0, the switch before expert FFNs), or with +db (--mixture-estep document
+# --mixture-balance 4: the switch's E-step options alone, shared FFNs and no unigram start).
 # usage: mixture-bench.sh MOELM BENCH_MIXTURE SRCDIR WORKDIR
 # Environment: BENCH_UPDATES (800), BENCH_SEEDS ("1 2 3"), BENCH_CORPORA ("demo docs code"),
 #   BENCH_MODELS ("dense dense-eq hMoEup hMoEup+dd"), BENCH_THREADS (1), BENCH_EXTRA (more
@@ -58,8 +59,9 @@ common=(--arch transformer_lm --decoder-layers 2 --decoder-embed-dim 128 --decod
 
 # train_args MODEL: the options of a model
 train_args() {
-  local m=${1%+d[db]} dd=
+  local m=${1%+d[dbs]} dd=
   [[ $1 == *+dd ]] && dd=--domain-discovery
+  [[ $1 == *+ds ]] && dd="--domain-discovery --mixture-expert-ffn 0"
   [[ $1 == *+db ]] && dd="--mixture-estep document --mixture-balance 4"
   case $m in
     dense) echo "--task language_modeling --max-update $updates" ;;

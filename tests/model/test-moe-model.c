@@ -25,18 +25,6 @@ static void moe_config(MoelmModelConfig *cfg, int freq, int experts, int top_k)
   cfg->moe_top_k = top_k;
 }
 
-static MoelmModel *new_model(const MoelmModelConfig *cfg, MoelmBackend *be, uint64_t seed)
-{
-  GError *error = NULL;
-  MoelmModel *m = moelm_model_new(cfg, be, &error);
-  if (m == NULL)
-    g_printerr("\n  %s", error->message);
-  g_clear_error(&error);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(m);
-  moelm_model_init_params(m, seed);
-  return m;
-}
-
 /* Multiply every router weight: confident, well separated gates, so that the finite
  * differences below do not flip a routing decision. */
 static void sharpen_gates(MoelmModel *m, float factor)
@@ -55,7 +43,7 @@ static void test_names_and_layout(void)
   MoelmModelConfig cfg;
   moe_config(&cfg, 2, 3, 2);
   cfg.moe_expert_ffn_dim = 5;
-  MoelmModel *m = new_model(&cfg, be, 1);
+  MoelmModel *m = tiny_model_new(&cfg, be, 1);
   CU_ASSERT_EQUAL(moelm_model_moe_layers(m), 1);
   CU_ASSERT_PTR_NOT_NULL(moelm_model_find(m, "decoder.layers.0.fc1.weight")); /* layer 0 stays dense */
   CU_ASSERT_PTR_NULL(moelm_model_find(m, "decoder.layers.1.fc1.weight"));
@@ -125,7 +113,7 @@ static void check_gradients(const GradCase *gc)
   cfg.moe_dropless = gc->dropless;
   cfg.moe_gate_loss_wt = gc->gate_loss_wt;
   cfg.moe_gate_loss_sum = gc->gate_loss_sum;
-  MoelmModel *m = new_model(&cfg, be, 7);
+  MoelmModel *m = tiny_model_new(&cfg, be, 7);
   sharpen_gates(m, 6.0f);
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
@@ -237,22 +225,13 @@ static void test_grad_top2_postnorm_no_drops(void)
 
 /* ---- equivalences ------------------------------------------------------------------------- */
 
-static void copy_tensor(MoelmModel *dst, const char *dst_name, MoelmModel *src, const char *src_name)
-{
-  const MoelmParam *d = moelm_model_find(dst, dst_name), *s = moelm_model_find(src, src_name);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
-  CU_ASSERT_EQUAL_FATAL(d->numel, s->numel);
-  memcpy(moelm_model_params(dst) + d->offset, moelm_model_params(src) + s->offset, d->numel * sizeof(float));
-}
-
 /* Every dense tensor into the MoE model: shared ones by name, fc1/fc2 into each expert. */
 static void copy_into_experts(MoelmModel *moe, MoelmModel *dense, int experts)
 {
   for (guint i = 0; i < moelm_model_n_tensors(dense); i++) {
     const char *name = moelm_model_tensor(dense, i)->name;
     if (moelm_model_find(moe, name)) {
-      copy_tensor(moe, name, dense, name);
+      tiny_model_copy_tensor(moe, name, dense, name);
       continue;
     }
     int l = -1;
@@ -260,7 +239,7 @@ static void copy_into_experts(MoelmModel *moe, MoelmModel *dense, int experts)
     CU_ASSERT_EQUAL_FATAL(sscanf(name, "decoder.layers.%d.%31s", &l, part), 2);
     for (int e = 0; e < experts; e++) {
       char *to = g_strdup_printf("decoder.layers.%d.moe_layer.experts.%d.%s", l, e, part);
-      copy_tensor(moe, to, dense, name);
+      tiny_model_copy_tensor(moe, to, dense, name);
       g_free(to);
     }
   }
@@ -275,7 +254,7 @@ static void test_copies_equal_dense(void)
   moe_config(&dcfg, 0, 0, 2);
   moe_config(&mcfg, 2, 4, 2);
   mcfg.layers = dcfg.layers = 4;
-  MoelmModel *dense = new_model(&dcfg, be, 3), *moe = new_model(&mcfg, be, 4);
+  MoelmModel *dense = tiny_model_new(&dcfg, be, 3), *moe = tiny_model_new(&mcfg, be, 4);
   copy_into_experts(moe, dense, 4);
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
@@ -288,7 +267,7 @@ static void test_copies_equal_dense(void)
   /* training routing with a binding capacity drops assignments: no longer the dense model */
   moelm_model_free(moe);
   mcfg.moe_capacity_factor = 0.25;
-  moe = new_model(&mcfg, be, 4);
+  moe = tiny_model_new(&mcfg, be, 4);
   copy_into_experts(moe, dense, 4);
   const MoelmStepIds ids = {1, 1};
   CU_ASSERT_TRUE_FATAL(moelm_model_score(moe, &batch, &ids, b, NULL, NULL));
@@ -336,7 +315,7 @@ static void test_eval_independent_of_batch_size(void)
   MoelmBackend *be = moelm_backend_cpu_new(FALSE, 2, NULL);
   MoelmModelConfig cfg;
   moe_config(&cfg, 1, 4, 2);
-  MoelmModel *m = new_model(&cfg, be, 9);
+  MoelmModel *m = tiny_model_new(&cfg, be, 9);
   sharpen_gates(m, 3.0f); /* skewed routing: a capacity would bind */
   float by1[32], by2[32], by4[32];
   score_in_batches(m, 1, by1);
@@ -347,7 +326,7 @@ static void test_eval_independent_of_batch_size(void)
   moelm_model_free(m);
   /* with --moe-eval-capacity-token-fraction the eval capacity binds and scores move */
   cfg.moe_eval_capacity_token_fraction = 0.1;
-  m = new_model(&cfg, be, 9);
+  m = tiny_model_new(&cfg, be, 9);
   sharpen_gates(m, 3.0f);
   float cap4[32], cap1[32];
   score_in_batches(m, 4, cap4);
@@ -365,7 +344,7 @@ static void test_kv_cache(void)
   MoelmBackend *be = moelm_backend_cpu_new(FALSE, 2, NULL);
   MoelmModelConfig cfg;
   moe_config(&cfg, 1, 3, 2);
-  MoelmModel *m = new_model(&cfg, be, 21);
+  MoelmModel *m = tiny_model_new(&cfg, be, 21);
   tiny_model_check_decode(m);
   moelm_model_free(m);
   moelm_model_config_clear(&cfg);
@@ -381,7 +360,7 @@ static void test_fast_matches_reference(void)
   cfg.dropout = 0.1;
   cfg.activation_dropout = 0.1;
   cfg.moe_capacity_factor = 0.5;
-  MoelmModel *a = new_model(&cfg, ref, 11), *b = new_model(&cfg, fast, 11);
+  MoelmModel *a = tiny_model_new(&cfg, ref, 11), *b = tiny_model_new(&cfg, fast, 11);
   int32_t src[TB * TT], tgt[TB * TT];
   MoelmBatch batch;
   tiny_model_batch(src, tgt, &batch);
@@ -425,7 +404,7 @@ static void test_checkpoint_round_trip(void)
   cfg.moe_gating_use_fp32 = TRUE;
   cfg.moe_gate_loss_wt = 0.02;
   cfg.moe_gate_loss_sum = TRUE;
-  MoelmModel *m = new_model(&cfg, be, 5);
+  MoelmModel *m = tiny_model_new(&cfg, be, 5);
   char *tmp = moelm_test_tmpdir();
   char *path = g_build_filename(tmp, "checkpoint_last.pt", NULL);
   JsonObject *meta = json_object_new();

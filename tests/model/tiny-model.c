@@ -36,6 +36,31 @@ void tiny_model_batch(int32_t *src, int32_t *tgt, MoelmBatch *batch)
   batch->tgt = tgt;
 }
 
+MoelmModel *tiny_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, uint64_t seed)
+{
+  GError *error = NULL;
+  MoelmModel *m = moelm_model_new(cfg, be, &error);
+  if (m == NULL)
+    g_printerr("\n  %s", error->message);
+  g_clear_error(&error);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+  moelm_model_init_params(m, seed);
+  return m;
+}
+
+float tiny_model_full_lprob(MoelmModel *m, const int32_t *seq, int t)
+{
+  int32_t src[16], tgt[16];
+  for (int i = 0; i < t; i++) {
+    src[i] = seq[i];
+    tgt[i] = seq[i + 1];
+  }
+  MoelmBatch batch = {1, t, src, tgt};
+  float tok[16];
+  CU_ASSERT_TRUE_FATAL(moelm_model_score(m, &batch, NULL, tok, NULL, NULL));
+  return tok[t - 1];
+}
+
 void tiny_model_check_decode(MoelmModel *m)
 {
   const int32_t seq[8] = {2, 5, 9, 4, 12, 7, 6, 10};
@@ -44,16 +69,7 @@ void tiny_model_check_decode(MoelmModel *m)
   float lp[TV];
   CU_ASSERT_TRUE_FATAL(moelm_model_decode(m, kc, seq, 3, lp, NULL)); /* prefill 3 */
   for (int t = 3; t <= 7; t++) {
-    /* full recomputation over seq[0..t) scores every next token; compare position t-1 */
-    int32_t src[8], tgt[8];
-    for (int i = 0; i < t; i++) {
-      src[i] = seq[i];
-      tgt[i] = seq[i + 1];
-    }
-    MoelmBatch batch = {1, t, src, tgt};
-    float tok[8];
-    CU_ASSERT_TRUE_FATAL(moelm_model_score(m, &batch, NULL, tok, NULL, NULL));
-    CU_ASSERT_DOUBLE_EQUAL(lp[seq[t]], tok[t - 1], 1e-4);
+    CU_ASSERT_DOUBLE_EQUAL(lp[seq[t]], tiny_model_full_lprob(m, seq, t), 1e-4);
     float sum = 0;
     for (int v = 0; v < TV; v++)
       sum += expf(lp[v]);
@@ -63,4 +79,13 @@ void tiny_model_check_decode(MoelmModel *m)
   }
   CU_ASSERT_EQUAL(moelm_kv_cache_len(kc), 7);
   moelm_kv_cache_free(kc);
+}
+
+void tiny_model_copy_tensor(MoelmModel *dst, const char *dst_name, MoelmModel *src, const char *src_name)
+{
+  const MoelmParam *d = moelm_model_find(dst, dst_name), *s = moelm_model_find(src, src_name);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+  CU_ASSERT_EQUAL_FATAL(d->numel, s->numel);
+  memcpy(moelm_model_params(dst) + d->offset, moelm_model_params(src) + s->offset, d->numel * sizeof(float));
 }

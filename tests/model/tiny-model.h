@@ -14,8 +14,17 @@ void tiny_model_config(MoelmModelConfig *cfg);
  * src, tgt: TB*TT each. */
 void tiny_model_batch(int32_t *src, int32_t *tgt, MoelmBatch *batch);
 
+/* A model of `cfg` with moelm_model_init_params(seed) (a failure is fatal). */
+MoelmModel *tiny_model_new(const MoelmModelConfig *cfg, MoelmBackend *be, uint64_t seed);
+
+/* log p(seq[t] | seq[0..t)) by a full forward of that one row (t < 16). */
+float tiny_model_full_lprob(MoelmModel *m, const int32_t *seq, int t);
+
 /* Incremental decoding of `m` (a prefill of 3 tokens, then one at a time up to 7) gives the
  * log-probabilities of a full recomputation over each prefix, summing to one. */
 void tiny_model_check_decode(MoelmModel *m);
+
+/* Copy tensor `src_name` of `src` over tensor `dst_name` of `dst` (same size). */
+void tiny_model_copy_tensor(MoelmModel *dst, const char *dst_name, MoelmModel *src, const char *src_name);
 
 #endif

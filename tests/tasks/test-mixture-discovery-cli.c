@@ -1,7 +1,8 @@
 /* `moelm train --task language_model_moe --domain-discovery` end to end: validation logs the
  * posterior mass per expert and, with DATA/valid.domains, the domain accuracy; the checkpoint
  * records the settings and eval-lm's --mixture-report assigns by the same rule; a label file
- * that does not fit, and options that contradict each other, fail before training. */
+ * that does not fit, and options that contradict each other, fail before training;
+ * --mixture-expert-ffn trains, evaluates and generates with one FFN per expert. */
 #include "config.h"
 
 #include <string.h>
@@ -124,6 +125,8 @@ static void test_discovery_end_to_end(void)
   /* the switch's choice: the first 200 updates on the documents' unigram clusters */
   CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"init\\\":\\\"unigram\\\""));
   CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"init_updates\\\":200"));
+  /* and one FFN per expert (sequence routing by the expert token) */
+  CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"moe_route_expert_token0\\\":"));
   g_free(bytes);
   /* eval-lm assigns whole documents, as training did, and scores them against the labels */
   const char *ev[] = {"eval-lm", d.data, "--path", ckpt, "--gen-subset", "valid", "--mixture-report", "--threads", "1",
@@ -191,6 +194,63 @@ static void test_train_lines_mass(void)
   data_clear(&d);
 }
 
+/* The parameter count eval-lm logs for a checkpoint (-1 when absent). */
+static long long eval_params(const Data *d, const char *ckpt, char **out)
+{
+  const char *ev[] = {"eval-lm", d->data, "--path", ckpt, "--gen-subset", "valid", "--mixture-report", "--threads", "1",
+                      NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(ev, NULL, out, NULL), 0);
+  const char *p = *out ? strstr(*out, "num. model params: ") : NULL;
+  return p ? g_ascii_strtoll(p + strlen("num. model params: "), NULL, 10) : -1;
+}
+
+/* --mixture-expert-ffn 1: every layer's FFN once per expert (K = 2 here: one more FFN of
+ * 16x32 and 32x16 with biases, and the unused 2x16 gate), no gate metadata in the log;
+ * eval-lm and generate use the expert FFNs. */
+static void test_expert_ffn(void)
+{
+  Data d;
+  data_init(&d);
+  char *shared = g_build_filename(d.dir, "shared", NULL), *own = g_build_filename(d.dir, "own", NULL), *err = NULL;
+  CU_ASSERT_EQUAL_FATAL(train(&d, shared, (const char *const[]){"--method", "hMoEup", NULL}, &err), 0);
+  g_free(err);
+  CU_ASSERT_EQUAL_FATAL(
+    train(&d, own, (const char *const[]){"--method", "hMoEup", "--mixture-expert-ffn", "1", "--log-interval", "2", NULL},
+          &err),
+    0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "expert_mass="));
+  CU_ASSERT_PTR_NULL(strstr(err, "moe_gate_loss")); /* no gate to report on */
+  g_free(err);
+  char *c_shared = g_build_filename(shared, "checkpoint_last.pt", NULL), *c_own = g_build_filename(own, "checkpoint_last.pt", NULL);
+  char *out = NULL;
+  const long long n_shared = eval_params(&d, c_shared, &out);
+  g_free(out);
+  const long long n_own = eval_params(&d, c_own, &out);
+  CU_ASSERT_EQUAL(n_own - n_shared, 16 * 32 + 32 + 32 * 16 + 16 + 2 * 16);
+  CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "expert 1 alone") : NULL);
+  g_free(out);
+  const char *gen[] = {"generate", d.data, "--path", c_own, "--gen-expert", "1", "--max-len-b", "6", "--threads", "1",
+                       NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(gen, "the\n", &out, NULL), 0);
+  CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "H-0\t") : NULL);
+  g_free(out);
+  /* --domain-discovery on a model with token-level MoE layers keeps their gate */
+  char *tok = g_build_filename(d.dir, "token-moe", NULL);
+  CU_ASSERT_EQUAL(train(&d, tok,
+                        (const char *const[]){"--method", "hMoEup", "--domain-discovery", "--moe-freq", "1",
+                                              "--moe-expert-count", "2", "--log-interval", "2", NULL},
+                        &err),
+                  0);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, "moe_gate_loss=") : NULL);
+  g_free(err);
+  g_free(tok);
+  g_free(c_shared);
+  g_free(c_own);
+  g_free(shared);
+  g_free(own);
+  data_clear(&d);
+}
+
 /* Exit `status` with one error line naming `needle`, nothing written. */
 static void check_fails(const Data *d, const char *const *extra, int status, const char *needle)
 {
@@ -219,6 +279,14 @@ static void test_discovery_errors(void)
   check_fails(&d, (const char *const[]){"--method", "hMoEup", "--mixture-temperature", "2", NULL}, 1,
               "--mixture-temperature needs --mixture-anneal-updates");
   check_fails(&d, (const char *const[]){"--method", "hMoEup", "--mixture-estep", "page", NULL}, 2, "--mixture-estep");
+  check_fails(&d, (const char *const[]){"--method", "hMoEup", "--mixture-expert-ffn", "2", NULL}, 1,
+              "the model has only 1 decoder layers");
+  check_fails(&d, (const char *const[]){"--method", "hMoEup", "--mixture-expert-ffn", "-1", NULL}, 1,
+              "--mixture-expert-ffn must be in [0, ");
+  check_fails(&d,
+              (const char *const[]){"--method", "hMoEup", "--mixture-expert-ffn", "1", "--moe-freq", "1",
+                                    "--moe-expert-count", "2", NULL},
+              1, "it does not combine with token-level MoE");
   moelm_test_write_file(d.labels, "licence\nfortune\n", 16);
   check_fails(&d, (const char *const[]){"--method", "hMoEup", NULL}, 1,
               "valid.domains: 2 labels, but the split has 30 documents");
@@ -229,5 +297,6 @@ MOELM_TEST_SUITE(mixture_discovery_cli)
 {
   CU_add_test(suite, "--domain-discovery: valid log, checkpoint, eval-lm report", test_discovery_end_to_end);
   CU_add_test(suite, "bad labels and contradicting options fail before training", test_discovery_errors);
+  CU_add_test(suite, "--mixture-expert-ffn: train, eval-lm, generate with one FFN per expert", test_expert_ffn);
   CU_add_test(suite, "train_inner and epoch lines report the expert mass of their blocks", test_train_lines_mass);
 }
