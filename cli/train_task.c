@@ -205,6 +205,9 @@ static gboolean expert_ffn_setup(MoelmTrainTask *t, MoelmTrainConfig *cfg, GErro
   mc->moe_top_k = 1;
   mc->moe_gate_loss_wt = 0;
   mc->moe_route_token0 = t->meta.mix.expert_token0;
+  moelm_info("moelm.task", "mixture: one FFN per expert (%d) in %d of the %d decoder layers (--mixture-expert-ffn %d%s)",
+             mc->moe_experts, moelm_model_config_moe_layers(mc), mc->layers, F,
+             o->expert_ffn_seen ? "" : ", chosen by --domain-discovery");
   return TRUE;
 }
 

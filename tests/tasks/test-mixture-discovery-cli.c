@@ -111,6 +111,7 @@ static void test_discovery_end_to_end(void)
   data_init(&d);
   char *save = g_build_filename(d.dir, "dd", NULL), *err = NULL;
   CU_ASSERT_EQUAL_FATAL(train(&d, save, (const char *const[]){"--method", "hMoEup", "--domain-discovery", NULL}, &err), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "(--mixture-expert-ffn 1, chosen by --domain-discovery)"));
   const char *valid = strstr(err, "valid on 'valid' subset");
   CU_ASSERT_PTR_NOT_NULL_FATAL(valid);
   CU_ASSERT_PTR_NOT_NULL(strstr(valid, "| expert_mass "));
@@ -220,6 +221,7 @@ static void test_expert_ffn(void)
     0);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "expert_mass="));
   CU_ASSERT_PTR_NULL(strstr(err, "moe_gate_loss")); /* no gate to report on */
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "mixture: one FFN per expert (2) in 1 of the 1 decoder layers (--mixture-expert-ffn 1)"));
   g_free(err);
   char *c_shared = g_build_filename(shared, "checkpoint_last.pt", NULL), *c_own = g_build_filename(own, "checkpoint_last.pt", NULL);
   char *out = NULL;
