@@ -22,7 +22,7 @@ struct MoelmKvCache {
   float *lprobs;         /* (rows, V) fp32 log-probabilities */
   MoelmAct *reorder_tmp; /* (rows, capacity, C) beam reordering scratch, allocated once */
   int32_t *d_order;      /* (rows) */
-  int *row_expert;       /* host (rows): sequence routing's expert of each row, from its first token */
+  int32_t *row_first;    /* host (rows): each row's first token (sequence routing's expert) */
 };
 
 static void free_scratch(MoelmKvCache *kc)
@@ -70,7 +70,7 @@ MoelmKvCache *moelm_kv_cache_new(MoelmModel *m, int rows, int capacity, GError *
   kc->rows = rows;
   kc->capacity = capacity;
   const int L = m->cfg.layers;
-  kc->row_expert = g_new0(int, rows);
+  kc->row_first = g_new0(int32_t, rows);
   kc->k = g_new0(MoelmAct *, L > 0 ? L : 1);
   kc->v = g_new0(MoelmAct *, L > 0 ? L : 1);
   const size_t elems = (size_t)rows * capacity * m->cfg.embed_dim, A = m->be->act_size;
@@ -101,7 +101,7 @@ void moelm_kv_cache_free(MoelmKvCache *kc)
   }
   g_free(kc->k);
   g_free(kc->v);
-  g_free(kc->row_expert);
+  g_free(kc->row_first);
   void *bufs[] = {&kc->logits, &kc->lprobs, &kc->reorder_tmp, &kc->d_order};
   for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
     moelm_model_release(kc->m, bufs[i]);
@@ -117,10 +117,10 @@ gboolean moelm_kv_cache_reorder(MoelmKvCache *kc, const int32_t *order, GError *
   MoelmBackend *be = kc->m->be;
   const int row_elems = kc->capacity * kc->m->cfg.embed_dim;
   be->ops->to_device(be, kc->d_order, order, (size_t)kc->rows * sizeof(int32_t));
-  int *experts = g_memdup2(kc->row_expert, (gsize)kc->rows * sizeof(int));
+  int32_t *first = g_memdup2(kc->row_first, (gsize)kc->rows * sizeof(int32_t));
   for (int r = 0; r < kc->rows; r++)
-    kc->row_expert[r] = experts[order[r]];
-  g_free(experts);
+    kc->row_first[r] = first[order[r]];
+  g_free(first);
   for (int l = 0; l < kc->m->cfg.layers; l++) {
     MoelmAct **caches[2] = {&kc->k[l], &kc->v[l]};
     for (int i = 0; i < 2; i++) { /* gather into the scratch, then swap: no copy back */
@@ -171,8 +171,9 @@ gboolean moelm_model_decode(MoelmModel *m, MoelmKvCache *kc, const int32_t *toke
   if (c->moe_route_token0 > 0) { /* sequence routing: a row's expert is set by its first token */
     if (kc->len == 0)
       for (int r = 0; r < R; r++)
-        kc->row_expert[r] = moelm_moe_row_expert(m, tokens[(size_t)r * Tq]);
-    moelm_moe_route_rows(m, kc->row_expert, R, Tq);
+        kc->row_first[r] = tokens[(size_t)r * Tq];
+    if (!moelm_moe_route_rows(m, kc->row_first, 1, R, Tq, error))
+      return FALSE;
   }
 
   const gboolean pre = c->normalize_before;

@@ -235,13 +235,8 @@ static gboolean forward(MoelmModel *m, const MoelmBatch *batch, const MoelmStepI
     return FALSE;
   MoelmBackend *be = m->be;
   moelm_model_upload_batch(m, batch);
-  if (m->cfg.moe_route_token0 > 0) { /* sequence routing: each row by its first token */
-    int *row_expert = g_new(int, B);
-    for (int b = 0; b < B; b++)
-      row_expert[b] = moelm_moe_row_expert(m, batch->src[(size_t)b * T]);
-    moelm_moe_route_rows(m, row_expert, B, T);
-    g_free(row_expert);
-  }
+  if (m->cfg.moe_route_token0 > 0 && !moelm_moe_route_rows(m, batch->src, (size_t)T, B, T, error))
+    return FALSE; /* sequence routing: each row by its first token */
   moelm_model_embed(m, m->x0, m->d_src, m->d_pos, N);
   MoelmDropoutIds d_emb = moelm_drop_ids(ids, EMBED_LAYER, 0);
   be->ops->dropout_forward(be, m->x0, m->x0, (size_t)N * C, ids ? (float)c->dropout : 0.0f, &d_emb);

@@ -119,8 +119,9 @@ struct MoelmModel {
   double *moe_stats_host;   /* host: (n_moe, MOELM_ROUTE_N_STATS) the last forward's gate metadata */
   MoeStatsAcc *moe_acc;     /* (n_moe) */
   double last_gate_loss;    /* combined l_aux of the last forward */
-  float *route_host;        /* host (N, E): sequence routing's router logits for the next forward */
-  size_t route_cap;         /* floats route_host holds */
+  float *route_logits;      /* (N, E) backend memory: sequence routing's router logits, shared by
+                             * the MoE layers of the next forward (and its recomputation) */
+  size_t route_cap;         /* floats route_logits holds */
 
   /* expert parallel: this rank holds experts [first_expert, first_expert + local_experts) of
    * every MoE layer, after the n_shared floats the ranks share */
@@ -178,11 +179,10 @@ void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, Mo
  * gate and expert gradients +=. aux_coef: dL/d l_aux of this layer. */
 void moelm_moe_backward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, const MoelmAct *dout,
                         MoelmAct *dinp, int N, const MoelmStepIds *ids, double aux_coef);
-/* Sequence routing (cfg.moe_route_token0 > 0): the expert of a row that starts with `first`
- * (0 unless it is an <expert_k> token), and the one-hot router logits (R*Tq, E) of R rows of
- * Tq tokens each, row r to expert row_expert[r], into m->route_host for the next MoE forward. */
-int moelm_moe_row_expert(const MoelmModel *m, int32_t first);
-void moelm_moe_route_rows(MoelmModel *m, const int *row_expert, int R, int Tq);
+/* Sequence routing (cfg.moe_route_token0 > 0): m->route_logits := the one-hot router logits
+ * (R*Tq, E) of R rows of Tq tokens, row r to the expert of its first token first[r * stride]
+ * (its <expert_k>; expert 0 for any other token), uploaded once for every MoE layer. */
+gboolean moelm_moe_route_rows(MoelmModel *m, const int32_t *first, size_t stride, int R, int Tq, GError **error);
 /* Expert parallel (moe_exchange.c): the experts' part of the forward, from the dispatched
  * rows a->xin (R of them) to a->y, through the experts' ranks; and its backward, from dL/dy (R
  * rows) to dL/dxin. Failures of the exchange are recorded in the backend's error channel. */

@@ -97,34 +97,37 @@ gboolean moelm_moe_workspace_alloc(MoelmModel *m, int N, GError **error)
 
 void moelm_moe_workspace_free(MoelmModel *m)
 {
-  void *bufs[] = {&m->moe_d1, &m->moe_d2, &m->moe_dw, &m->moe_dlogits, &m->moe_dlogits_act};
+  void *bufs[] = {&m->moe_d1, &m->moe_d2, &m->moe_dw, &m->moe_dlogits, &m->moe_dlogits_act, &m->route_logits};
   for (gsize i = 0; i < G_N_ELEMENTS(bufs); i++)
     moelm_model_release(m, bufs[i]);
+  m->route_cap = 0;
   moelm_moe_exchange_free(m);
 }
 
-int moelm_moe_row_expert(const MoelmModel *m, int32_t first)
-{
-  const int64_t e = (int64_t)first - m->cfg.moe_route_token0;
-  return e >= 0 && e < m->cfg.moe_experts ? (int)e : 0;
-}
-
-void moelm_moe_route_rows(MoelmModel *m, const int *row_expert, int R, int Tq)
+gboolean moelm_moe_route_rows(MoelmModel *m, const int32_t *first, size_t stride, int R, int Tq, GError **error)
 {
   const int E = m->cfg.moe_experts;
   const size_t n = (size_t)R * Tq * E;
   if (n > m->route_cap) {
-    g_free(m->route_host);
-    m->route_host = g_new(float, n);
+    gboolean ok = TRUE;
+    moelm_model_release(m, &m->route_logits);
+    m->route_cap = 0;
+    moelm_model_alloc(m, &m->route_logits, n, sizeof(float), &ok, error);
+    if (!ok)
+      return FALSE;
     m->route_cap = n;
   }
   /* softmax of 0 against -1e30: a gate of exactly 1 for the row's expert and 0 elsewhere */
-  for (int r = 0; r < R; r++)
-    for (int t = 0; t < Tq; t++) {
-      float *x = m->route_host + ((size_t)r * Tq + t) * E;
-      for (int e = 0; e < E; e++)
-        x[e] = e == row_expert[r] ? 0.0f : -1e30f;
-    }
+  float *x = g_new(float, n);
+  for (int r = 0; r < R; r++) {
+    const int64_t k = (int64_t)first[(size_t)r * stride] - m->cfg.moe_route_token0;
+    const int expert = k >= 0 && k < E ? (int)k : 0;
+    for (size_t i = (size_t)r * Tq * E; i < (size_t)(r + 1) * Tq * E; i++)
+      x[i] = (int)(i % E) == expert ? 0.0f : -1e30f;
+  }
+  m->be->ops->to_device(m->be, m->route_logits, x, n * sizeof(float));
+  g_free(x);
+  return TRUE;
 }
 
 void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, MoelmAct *out, int N,
@@ -144,14 +147,13 @@ void moelm_moe_forward(MoelmModel *m, int l, MoeActs *a, const MoelmAct *inp, Mo
   const size_t expert_w = L->expert_stride; /* one expert's tensors to the next's */
 
   /* route: the router's linear in the activation type, gating in fp32; sequence routing
-   * takes the logits moelm_moe_route_rows made */
-  if (c->moe_route_token0 > 0) {
-    o->to_device(be, a->logits, m->route_host, (size_t)N * E * sizeof(float));
-  } else {
+   * takes the logits moelm_moe_route_rows uploaded */
+  const gboolean by_sequence = c->moe_route_token0 > 0;
+  if (!by_sequence) {
     o->linear_forward(be, a->logits_act, inp, W_PARAM(m, L->gate_w), NULL, N, C, E);
     o->convert(be, a->logits, MOELM_DT_F32, a->logits_act, be->act_dtype, (size_t)N * E);
   }
-  o->moe_gate_topk(be, &rp, a->logits, c->moe_pad_mask ? pad : NULL, N, r);
+  o->moe_gate_topk(be, &rp, by_sequence ? m->route_logits : a->logits, c->moe_pad_mask ? pad : NULL, N, r);
   o->moe_gate_dispatch(be, &rp, N, r);
   o->moe_gate_stats(be, &rp, N, r, a->stats);
 

@@ -293,7 +293,6 @@ void moelm_model_free(MoelmModel *m)
   g_free(m->layers);
   g_free(m->moe_acc);
   g_free(m->moe_stats_host);
-  g_free(m->route_host);
   if (m->by_name)
     g_hash_table_destroy(m->by_name);
   if (m->tensors)
