@@ -21,6 +21,7 @@
 #   BENCH_MODELS ("dense dense-eq hMoEup hMoEup+dd"), BENCH_THREADS (1), BENCH_EXTRA (more
 #   train options for every mixture).
 # Runs are kept in WORKDIR/CORPUS/MODEL-sSEED and not trained again (delete them to redo).
+# A WORKDIR whose corpora were built by another version of make-corpora.sh is refused.
 set -euo pipefail
 moelm=$1 tool=$2 src=$3 work=$4
 updates=${BENCH_UPDATES:-800}
@@ -31,6 +32,15 @@ threads=${BENCH_THREADS:-1}
 K=4
 mkdir -p "$work"
 
+# The corpora, data-bins and runs in WORKDIR belong to the make-corpora.sh that built them
+# (its checksum is kept in WORKDIR/corpora.sum): after that script changes they are stale.
+corpora_sum=$(cksum <"$src/tests/bench/make-corpora.sh")
+if [ -d "$work/corpora" ] && [ "$(cat "$work/corpora.sum" 2>/dev/null)" != "$corpora_sum" ]; then
+  echo "mixture-bench.sh: $work/corpora was built by another tests/bench/make-corpora.sh;" \
+    "delete $work/corpora, $work/bin-docs, $work/bin-code, $work/docs and $work/code to redo them" >&2
+  exit 1
+fi
+
 # data-bin of a corpus (building it when needed)
 data_of() {
   case $1 in
@@ -38,7 +48,10 @@ data_of() {
     docs|code)
       local bin="$work/bin-$1"
       if [ ! -f "$bin/dict.txt" ]; then
-        [ -f "$work/corpora/$1/train.txt" ] || bash "$src/tests/bench/make-corpora.sh" "$work/corpora" >&2
+        if [ ! -f "$work/corpora/$1/train.txt" ]; then
+          bash "$src/tests/bench/make-corpora.sh" "$work/corpora" >&2
+          echo "$corpora_sum" >"$work/corpora.sum"
+        fi
         rm -rf "$bin"
         "$moelm" preprocess --only-source --trainpref "$work/corpora/$1/train.txt" \
           --validpref "$work/corpora/$1/valid.txt" --testpref "$work/corpora/$1/test.txt" \
