@@ -366,6 +366,42 @@ static void restore_position(const MoelmTrainState *saved, MoelmTrainState *st)
   }
 }
 
+/* The layout of the MoE layers, in the words of the options that make it. */
+static char *moe_layout(gint64 freq, gboolean by_sequence)
+{
+  if (freq <= 0)
+    return g_strdup("no MoE layers");
+  if (by_sequence)
+    return g_strdup_printf("one FFN per expert (--mixture-expert-ffn %" G_GINT64_FORMAT ")", freq);
+  return g_strdup_printf("token-level MoE layers (--moe-freq %" G_GINT64_FORMAT ")", freq);
+}
+
+/* A checkpoint whose MoE layers differ from the run's would fail on its first missing tensor;
+ * say which options differ instead (--domain-discovery turns on --mixture-expert-ffn 1, so
+ * resuming without it is the likely case). */
+static gboolean check_moe_layout(const MoelmCheckpoint *ckpt, const char *path, const MoelmModelConfig *run,
+                                 GError **error)
+{
+  JsonNode *node = moelm_checkpoint_meta(ckpt, "model");
+  if (node == NULL || !JSON_NODE_HOLDS_OBJECT(node))
+    return TRUE; /* loading the parameters reports what is missing */
+  JsonObject *o = json_node_get_object(node);
+  const gint64 freq = json_object_get_int_member_with_default(o, "moe_freq", 0);
+  const gboolean by_sequence = freq > 0 && json_object_get_int_member_with_default(o, "moe_route_expert_token0", 0) > 0;
+  const gint64 run_freq = run->moe_freq;
+  const gboolean run_by_sequence = run_freq > 0 && run->moe_route_token0 > 0;
+  if (freq == run_freq && by_sequence == run_by_sequence)
+    return TRUE;
+  char *had = moe_layout(freq, by_sequence), *has = moe_layout(run_freq, run_by_sequence);
+  g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
+              "%s: the checkpoint's model has %s but this run's has %s; give the options it was trained with "
+              "(--domain-discovery includes --mixture-expert-ffn 1)",
+              path, had, has);
+  g_free(had);
+  g_free(has);
+  return FALSE;
+}
+
 gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
 {
   const MoelmTrainConfig *cfg = CFG(ctx);
@@ -393,6 +429,8 @@ gboolean moelm_trainer_restore(const MoelmTrainerCkptCtx *ctx, GError **error)
   gboolean ok = ckpt != NULL;
   if (ok)
     ok = moelm_checkpoint_check_dictionary(ckpt, ctx->dict, "the data-bin's dict.txt", error);
+  if (ok)
+    ok = check_moe_layout(ckpt, path, moelm_model_get_config(ctx->model), error);
   if (ok)
     ok = moelm_checkpoint_load_params(ckpt, ctx->model, error);
   const gboolean reset_opt = finetune || cfg->reset_optimizer, reset_data = finetune || cfg->reset_dataloader;

@@ -236,6 +236,31 @@ static void test_expert_ffn(void)
   CU_ASSERT_EQUAL(moelm_test_run_cli(gen, "the\n", &out, NULL), 0);
   CU_ASSERT_PTR_NOT_NULL(out ? strstr(out, "H-0\t") : NULL);
   g_free(out);
+  /* resuming with other MoE layers than the checkpoint's: one line naming the options, the
+   * checkpoint untouched; with the same options it goes on */
+  gsize len_before = 0, len_after = 0;
+  char *before = moelm_test_read_file(c_own, &len_before);
+  CU_ASSERT_EQUAL(train(&d, own, (const char *const[]){"--method", "hMoEup", "--max-update", "6", NULL}, &err), 1);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, "the checkpoint's model has one FFN per expert (--mixture-expert-ffn 1) "
+                                           "but this run's has no MoE layers")
+                             : NULL);
+  g_free(err);
+  char *after = moelm_test_read_file(c_own, &len_after);
+  CU_ASSERT(before && after && len_before == len_after && memcmp(before, after, len_before) == 0);
+  g_free(after);
+  CU_ASSERT_EQUAL(
+    train(&d, shared, (const char *const[]){"--method", "hMoEup", "--mixture-expert-ffn", "1", "--max-update", "6", NULL},
+          &err),
+    1);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, "has no MoE layers but this run's has one FFN per expert") : NULL);
+  g_free(err);
+  CU_ASSERT_EQUAL(
+    train(&d, own, (const char *const[]){"--method", "hMoEup", "--mixture-expert-ffn", "1", "--max-update", "6", NULL},
+          &err),
+    0);
+  CU_ASSERT_PTR_NOT_NULL(err ? strstr(err, "num_updates 6") : NULL);
+  g_free(err);
+  g_free(before);
   /* --domain-discovery on a model with token-level MoE layers keeps their gate */
   char *tok = g_build_filename(d.dir, "token-moe", NULL);
   CU_ASSERT_EQUAL(train(&d, tok,
