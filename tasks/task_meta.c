@@ -117,6 +117,7 @@ gboolean moelm_task_meta_from_json(MoelmTaskMeta *meta, JsonNode *node, GError *
   if (o == NULL || !read_fields(meta, o, error) || !moelm_task_meta_validate(meta, error)) {
     if (o != NULL)
       moelm_error_prefix(error, "task metadata");
+    moelm_error_escape_controls(error); /* the names it quotes come from the file */
     moelm_task_meta_clear(meta);
     return FALSE;
   }

@@ -25,3 +25,17 @@ void moelm_error_prefix(GError **error, const char *fmt, ...)
   (*error)->message = msg;
   g_free(prefix);
 }
+
+void moelm_error_escape_controls(GError **error)
+{
+  if (error == NULL || *error == NULL)
+    return;
+  GString *out = g_string_new(NULL);
+  for (const unsigned char *p = (const unsigned char *)(*error)->message; *p; p++)
+    if (*p < 0x20 || *p == 0x7f)
+      g_string_append_printf(out, "\\x%02x", *p);
+    else
+      g_string_append_c(out, (char)*p);
+  g_free((*error)->message);
+  (*error)->message = g_string_free(out, FALSE);
+}

@@ -316,6 +316,7 @@ gboolean moelm_model_config_from_json(MoelmModelConfig *cfg, JsonNode *node, GEr
     return FALSE;
   if (!fields_from_json(cfg, o, error)) {
     moelm_error_prefix(error, "model config");
+    moelm_error_escape_controls(error); /* the names it quotes come from the file */
     moelm_model_config_clear(cfg);
     return FALSE;
   }

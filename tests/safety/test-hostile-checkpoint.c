@@ -54,6 +54,7 @@ static void test_model_config_types_and_bounds(void)
     {"moe_expert_count", "1000000000", "0..1048576"},
     {"arch", NULL, "missing field 'arch'"},
     {"activation_fn", "\"swish\"", "swish"},
+    {"activation_fn", "\"re\\nlu\"", "'re\\x0alu'"}, /* one line */
   };
   for (gsize i = 0; i < G_N_ELEMENTS(cases); i++)
     model_member_fails(cases[i].member, cases[i].value, cases[i].needle);
@@ -85,6 +86,9 @@ static void test_task_metadata(void)
     {"method", "\"xMoEup\"", "--method must be one of"},
     {"method", "3", "'method' must be a string"},
     {"task", "\"translation\"", "unknown task 'translation'"},
+    {"task", "\"l\\nguage\"", "unknown task 'l\\x0aguage'"}, /* a message of two lines (fuzz-checkpoint) */
+    {"method", "\"h\\nMoEup\"", "(got 'h\\x0aMoEup')"},
+    {"sample_break_mode", "\"a\\rb\"", "a\\x0db"},
     {"tokens_per_sample", "\"32\"", "'tokens_per_sample' must be an integer"},
     {"sample_break_mode", "\"sentence\"", "sentence"},
     {"expert_token0", NULL, "missing field 'expert_token0'"},
