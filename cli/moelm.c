@@ -28,7 +28,12 @@ static const Subcommand subcommands[] = {
 
 int moelm_cli_fail(const char *subcommand, const GError *error, int status)
 {
-  fprintf(stderr, "moelm %s: error: %s\n", subcommand, error ? error->message : "failed");
+  /* one line, even if a message quotes a control byte from a file */
+  GError *shown = error ? g_error_copy(error) : NULL;
+  moelm_error_escape_controls(&shown);
+  fprintf(stderr, "moelm %s: error: %s\n", subcommand, shown ? shown->message : "failed");
+  if (shown)
+    g_error_free(shown);
   return status;
 }
 

@@ -49,6 +49,12 @@ static void test_bad_value_one_prefix(void)
   CU_ASSERT_STRING_EQUAL(err, "moelm train: error: argument --max-update: invalid int value: 'lots'\n");
   g_free(out);
   g_free(err);
+  /* a control byte in a quoted value keeps the error on one line */
+  const char *ctl[] = {"train", "x", "--max-update", "lo\nts", NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(ctl, NULL, &out, &err), 2);
+  CU_ASSERT_STRING_EQUAL(err, "moelm train: error: argument --max-update: invalid int value: 'lo\\x0ats'\n");
+  g_free(out);
+  g_free(err);
 }
 
 static void test_ignored_in_one_warning(void)
