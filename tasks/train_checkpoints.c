@@ -367,13 +367,13 @@ static void restore_position(const MoelmTrainState *saved, MoelmTrainState *st)
 }
 
 /* The layout of the MoE layers, in the words of the options that make it. */
-static char *moe_layout(gint64 freq, gboolean by_sequence)
+static char *moe_layout(int freq, gboolean by_sequence)
 {
   if (freq <= 0)
     return g_strdup("no MoE layers");
   if (by_sequence)
-    return g_strdup_printf("one FFN per expert (--mixture-expert-ffn %" G_GINT64_FORMAT ")", freq);
-  return g_strdup_printf("token-level MoE layers (--moe-freq %" G_GINT64_FORMAT ")", freq);
+    return g_strdup_printf("one FFN per expert (--mixture-expert-ffn %d)", freq);
+  return g_strdup_printf("token-level MoE layers (--moe-freq %d)", freq);
 }
 
 /* A checkpoint whose MoE layers differ from the run's would fail on its first missing tensor;
@@ -382,23 +382,18 @@ static char *moe_layout(gint64 freq, gboolean by_sequence)
 static gboolean check_moe_layout(const MoelmCheckpoint *ckpt, const char *path, const MoelmModelConfig *run,
                                  GError **error)
 {
-  JsonNode *node = moelm_checkpoint_meta(ckpt, "model");
-  if (node == NULL || !JSON_NODE_HOLDS_OBJECT(node))
-    return TRUE; /* loading the parameters reports what is missing */
-  JsonObject *o = json_node_get_object(node);
-  const gint64 freq = json_object_get_int_member_with_default(o, "moe_freq", 0);
-  const gboolean by_sequence = freq > 0 && json_object_get_int_member_with_default(o, "moe_route_expert_token0", 0) > 0;
-  const gint64 run_freq = run->moe_freq;
-  const gboolean run_by_sequence = run_freq > 0 && run->moe_route_token0 > 0;
-  if (freq == run_freq && by_sequence == run_by_sequence)
+  const MoelmModelConfig *had = &ckpt->model;
+  const gboolean by_sequence = had->moe_freq > 0 && had->moe_route_token0 > 0;
+  const gboolean run_by_sequence = run->moe_freq > 0 && run->moe_route_token0 > 0;
+  if (had->moe_freq == run->moe_freq && by_sequence == run_by_sequence)
     return TRUE;
-  char *had = moe_layout(freq, by_sequence), *has = moe_layout(run_freq, run_by_sequence);
+  char *a = moe_layout(had->moe_freq, by_sequence), *b = moe_layout(run->moe_freq, run_by_sequence);
   g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,
               "%s: the checkpoint's model has %s but this run's has %s; give the options it was trained with "
               "(--domain-discovery includes --mixture-expert-ffn 1)",
-              path, had, has);
-  g_free(had);
-  g_free(has);
+              path, a, b);
+  g_free(a);
+  g_free(b);
   return FALSE;
 }
 

@@ -26,16 +26,28 @@ void moelm_error_prefix(GError **error, const char *fmt, ...)
   g_free(prefix);
 }
 
-void moelm_error_escape_controls(GError **error)
+char *moelm_escape_controls(const char *s, gsize max_bytes)
 {
-  if (error == NULL || *error == NULL)
-    return;
   GString *out = g_string_new(NULL);
-  for (const unsigned char *p = (const unsigned char *)(*error)->message; *p; p++)
+  gsize n = 0;
+  for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++) {
+    if (max_bytes > 0 && n >= max_bytes && (*p & 0xc0) != 0x80) { /* cut between UTF-8 characters */
+      g_string_append(out, "...");
+      break;
+    }
     if (*p < 0x20 || *p == 0x7f)
       g_string_append_printf(out, "\\x%02x", *p);
     else
       g_string_append_c(out, (char)*p);
+  }
+  return g_string_free(out, FALSE);
+}
+
+void moelm_error_escape_controls(GError **error)
+{
+  if (error == NULL || *error == NULL)
+    return;
+  char *escaped = moelm_escape_controls((*error)->message, 0);
   g_free((*error)->message);
-  (*error)->message = g_string_free(out, FALSE);
+  (*error)->message = escaped;
 }

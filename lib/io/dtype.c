@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "moelm/errors.h"
 #include "moelm/safetensors.h"
 #include "io_internal.h"
 
@@ -34,19 +35,5 @@ gboolean moelm_tensor_nbytes(MoelmDtype dt, int ndim, const int64_t *shape, uint
 
 char *moelm_printable_name(const char *s)
 {
-  /* Names come from files: keep messages on one line and of bounded length. */
-  enum { MAX_BYTES = 120 };
-  GString *out = g_string_new(NULL);
-  gsize n = 0;
-  for (const unsigned char *p = (const unsigned char *)s; *p; p++, n++) {
-    if (n >= MAX_BYTES && (*p & 0xc0) != 0x80) {
-      g_string_append(out, "...");
-      break;
-    }
-    if (*p < 0x20 || *p == 0x7f)
-      g_string_append_printf(out, "\\x%02x", *p);
-    else
-      g_string_append_c(out, (char)*p);
-  }
-  return g_string_free(out, FALSE);
+  return moelm_escape_controls(s, 120); /* names come from files: one line, bounded length */
 }

@@ -117,10 +117,12 @@ gboolean moelm_kv_cache_reorder(MoelmKvCache *kc, const int32_t *order, GError *
   MoelmBackend *be = kc->m->be;
   const int row_elems = kc->capacity * kc->m->cfg.embed_dim;
   be->ops->to_device(be, kc->d_order, order, (size_t)kc->rows * sizeof(int32_t));
-  int32_t *first = g_memdup2(kc->row_first, (gsize)kc->rows * sizeof(int32_t));
-  for (int r = 0; r < kc->rows; r++)
-    kc->row_first[r] = first[order[r]];
-  g_free(first);
+  if (kc->m->cfg.moe_route_token0 > 0) { /* each row keeps its expert */
+    int32_t *first = g_memdup2(kc->row_first, (gsize)kc->rows * sizeof(int32_t));
+    for (int r = 0; r < kc->rows; r++)
+      kc->row_first[r] = first[order[r]];
+    g_free(first);
+  }
   for (int l = 0; l < kc->m->cfg.layers; l++) {
     MoelmAct **caches[2] = {&kc->k[l], &kc->v[l]};
     for (int i = 0; i < 2; i++) { /* gather into the scratch, then swap: no copy back */

@@ -119,11 +119,13 @@ gboolean moelm_moe_route_rows(MoelmModel *m, const int32_t *first, size_t stride
   }
   /* softmax of 0 against -1e30: a gate of exactly 1 for the row's expert and 0 elsewhere */
   float *x = g_new(float, n);
+  for (size_t i = 0; i < n; i++)
+    x[i] = -1e30f;
   for (int r = 0; r < R; r++) {
     const int64_t k = (int64_t)first[(size_t)r * stride] - m->cfg.moe_route_token0;
     const int expert = k >= 0 && k < E ? (int)k : 0;
-    for (size_t i = (size_t)r * Tq * E; i < (size_t)(r + 1) * Tq * E; i++)
-      x[i] = (int)(i % E) == expert ? 0.0f : -1e30f;
+    for (int t = 0; t < Tq; t++)
+      x[((size_t)r * Tq + t) * E + expert] = 0.0f;
   }
   m->be->ops->to_device(m->be, m->route_logits, x, n * sizeof(float));
   g_free(x);

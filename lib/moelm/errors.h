@@ -29,6 +29,10 @@ void moelm_set_error_errno(GError **error, int errsv, const char *path, const ch
 /* Prefix an existing error's message with "PREFIX: " (no-op when error is NULL/unset). */
 void moelm_error_prefix(GError **error, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
+/* A copy of s (UTF-8) fit for a one-line message: control bytes as \xNN; with max_bytes > 0,
+ * cut after about that many bytes with "..." (g_free). */
+char *moelm_escape_controls(const char *s, gsize max_bytes);
+
 /* Keep a message that quotes a file's strings on one line: its control bytes become \xNN
  * (no-op when error is NULL/unset). */
 void moelm_error_escape_controls(GError **error);
