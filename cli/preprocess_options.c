@@ -172,7 +172,9 @@ static gboolean build_namespace(MoelmPreprocessConfig *o, const CommonValues *cv
   add_item(items, "nwordstgt", repr_int(o->nwordstgt));
   add_item(items, "only_source", repr_bool(o->only_source));
   add_item(items, "padding_factor", repr_int(o->padding_factor));
-  if (o->sentencepiece_model) /* moelm's extension: only shown when used */
+  if (o->sentencepiece_keep_whitespace) /* moelm's extensions: only shown when used */
+    add_item(items, "sentencepiece_keep_whitespace", repr_bool(TRUE));
+  if (o->sentencepiece_model)
     add_item(items, "sentencepiece_model", moelm_py_repr_str(o->sentencepiece_model));
   add_item(items, "source_lang", moelm_py_repr_str(o->source_lang));
   add_item(items, "srcdict", moelm_py_repr_str(o->srcdict));
@@ -221,6 +223,11 @@ static int check_options(MoelmPreprocessConfig *o)
                        "vocab.bpe; moelm ships them in data-bin/gpt2/)");
   if (o->sentencepiece_model && !o->spm)
     return usage_error("--sentencepiece-model needs --bpe sentencepiece");
+  if (o->sentencepiece_keep_whitespace && !o->spm)
+    return usage_error("--sentencepiece-keep-whitespace needs --bpe sentencepiece");
+  if (o->sentencepiece_keep_whitespace && o->sentencepiece_model)
+    return usage_error("--sentencepiece-keep-whitespace trains a model; with --sentencepiece-model the given "
+                       "model decides what happens to spaces");
   if (o->spm && o->srcdict && !o->sentencepiece_model)
     return usage_error("--bpe sentencepiece with --srcdict needs the --sentencepiece-model that dictionary "
                        "was made with");
@@ -273,6 +280,8 @@ int pp_options_parse(MoelmPreprocessConfig *o, int argc, char **argv)
        "sentencepiece or gpt2: encode the text (moelm); other fairseq names: no effect", NULL},
       {"--sentencepiece-model", NULL, MOELM_ARG_STRING, &o->sentencepiece_model, NULL,
        "the SentencePiece model for --bpe sentencepiece (else one is trained)", NULL},
+      {"--sentencepiece-keep-whitespace", NULL, MOELM_ARG_FLAG, &o->sentencepiece_keep_whitespace, NULL,
+       "train the SentencePiece model to keep indentation and runs of spaces (code, formatted text)", NULL},
       {"--gpt2-encoder-json", NULL, MOELM_ARG_STRING, &o->gpt2_encoder_json, NULL,
        "GPT-2's encoder.json for --bpe gpt2", NULL},
       {"--gpt2-vocab-bpe", NULL, MOELM_ARG_STRING, &o->gpt2_vocab_bpe, NULL, "GPT-2's vocab.bpe for --bpe gpt2",

@@ -294,7 +294,8 @@ static gboolean prepare_spm(Run *run, int nwords, GError **error)
   if (o->sentencepiece_model)
     ok = pp_copy_file(o->sentencepiece_model, model, error);
   else
-    ok = pp_spm_train(train_split(run)->input, model, pp_spm_vocab_size_for(nwords), o->workers, error) &&
+    ok = pp_spm_train(train_split(run)->input, model, pp_spm_vocab_size_for(nwords), o->workers,
+                      o->sentencepiece_keep_whitespace, error) &&
          (run->spm = moelm_spm_load(model, error)) != NULL;
   g_free(model);
   if (ok)

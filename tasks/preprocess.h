@@ -19,6 +19,7 @@ typedef struct {
   char *dataset_impl;
   char *bpe;                  /* "sentencepiece" encodes; fairseq's other names are no-ops */
   char *sentencepiece_model;  /* moelm's extension */
+  gboolean sentencepiece_keep_whitespace; /* moelm's: train a model that keeps runs of spaces */
   char *task;
   char *align_suffix, *alignfile; /* accepted, no effect */
   gboolean spm;                   /* --bpe sentencepiece */

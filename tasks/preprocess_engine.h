@@ -97,9 +97,9 @@ GPtrArray *pp_spm_tokenize_line(const char *line, gsize len, gpointer user_data,
 int pp_spm_vocab_size_for(int nwords);
 
 /* Train a BPE model on `train_path` and write it to `model_path` (the .vocab SentencePiece
- * writes beside it is removed). */
+ * writes beside it is removed); keep_whitespace as in moelm_spm_train_bpe. */
 gboolean pp_spm_train(const char *train_path, const char *model_path, int vocab_size, int threads,
-                      GError **error);
+                      gboolean keep_whitespace, GError **error);
 
 /* Copy a file byte for byte (used to put --sentencepiece-model into the data-bin). */
 gboolean pp_copy_file(const char *from, const char *to, GError **error);

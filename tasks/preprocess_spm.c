@@ -57,7 +57,7 @@ int pp_spm_vocab_size_for(int nwords)
 }
 
 gboolean pp_spm_train(const char *train_path, const char *model_path, int vocab_size, int threads,
-                      GError **error)
+                      gboolean keep_whitespace, GError **error)
 {
   if (!g_str_has_suffix(model_path, ".model")) {
     g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG, "%s: a SentencePiece model name must end in .model",
@@ -66,7 +66,7 @@ gboolean pp_spm_train(const char *train_path, const char *model_path, int vocab_
   }
   char *prefix = g_strndup(model_path, strlen(model_path) - strlen(".model"));
   char *vocab = g_strconcat(prefix, ".vocab", NULL);
-  gboolean ok = moelm_spm_train_bpe(train_path, prefix, vocab_size, threads, error);
+  gboolean ok = moelm_spm_train_bpe(train_path, prefix, vocab_size, threads, keep_whitespace, error);
   g_unlink(vocab); /* the pieces that matter are in dict.txt; the .vocab is not part of a data-bin */
   g_free(vocab);
   g_free(prefix);

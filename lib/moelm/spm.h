@@ -25,9 +25,12 @@ int moelm_spm_vocab_size(const MoelmSpm *spm);
 
 /* Train a BPE model on a text file, writing MODEL_PREFIX.model (and .vocab). vocab_size is
  * an upper bound: a corpus that cannot support that many pieces gets fewer, not an error.
- * threads: training threads (>= 1). */
+ * threads: training threads (>= 1). keep_whitespace: the model keeps leading, trailing and
+ * repeated spaces, a run of them becoming pieces of its own (SentencePiece's
+ * remove_extra_whitespaces=false, allow_whitespace_only_pieces=true): indentation survives,
+ * for code and formatted text. Else runs of spaces collapse to one (SentencePiece's default). */
 gboolean moelm_spm_train_bpe(const char *input_path, const char *model_prefix, int vocab_size, int threads,
-                             GError **error);
+                             gboolean keep_whitespace, GError **error);
 
 G_END_DECLS
 

@@ -176,6 +176,7 @@ char *moelm_spm_decode_pieces(const MoelmSpm *spm, const char *const *pieces, gs
 }
 
 gboolean moelm_spm_train_bpe(const char *input_path, const char *model_prefix, int vocab_size, int threads,
+                             gboolean keep_whitespace,
                              GError **error)
 {
   return guarded(error, input_path, FALSE, [&]() -> gboolean {
@@ -200,7 +201,7 @@ gboolean moelm_spm_train_bpe(const char *input_path, const char *model_prefix, i
     // hard_vocab_limit=false turns vocab_size into an upper bound: a corpus with fewer
     // mergeable pairs gets fewer pieces instead of "Vocabulary size too high".
     const bool verbose = moelm_log_get_level() <= MOELM_LOG_DEBUG;
-    const std::unordered_map<std::string, std::string> args = {
+    std::unordered_map<std::string, std::string> args = {
       {"input", input_path},
       {"model_type", "bpe"},
       {"vocab_size", std::to_string(vocab_size)},
@@ -210,6 +211,10 @@ gboolean moelm_spm_train_bpe(const char *input_path, const char *model_prefix, i
       {"num_threads", std::to_string(threads)},
       {"minloglevel", verbose ? "0" : "3"},
     };
+    if (keep_whitespace) {
+      args["remove_extra_whitespaces"] = "false";
+      args["allow_whitespace_only_pieces"] = "true";
+    }
     sentencepiece::SetRandomGeneratorSeed(kTrainSeed);
     moelm_info(kComponent, "training a SentencePiece BPE model of at most %d pieces on %s", vocab_size, input_path);
     std::string proto;

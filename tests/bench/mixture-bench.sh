@@ -41,22 +41,34 @@ if [ -d "$work/corpora" ] && [ "$(cat "$work/corpora.sum" 2>/dev/null)" != "$cor
   exit 1
 fi
 
+# docs and code are binarized with a SentencePiece model that keeps indentation and runs of
+# spaces: a man page's 7-column indent and Python's blocks are part of what tells the domains
+# apart (tests/bench/NOTES.md, issue 17). A data-bin made with other options is stale.
+pp_opts="--bpe sentencepiece --sentencepiece-keep-whitespace --nwordssrc 8000 --workers 1"
+
 # data-bin of a corpus (building it when needed)
 data_of() {
   case $1 in
     demo) echo "$src/data-bin/demo" ;;
     docs|code)
       local bin="$work/bin-$1"
+      if [ -f "$bin/dict.txt" ] && [ "$(cat "$bin/bench-preprocess.opts" 2>/dev/null)" != "$pp_opts" ]; then
+        echo "mixture-bench.sh: $bin was binarized with other options than '$pp_opts';" \
+          "delete $bin and $work/$1 to redo them" >&2
+        exit 1
+      fi
       if [ ! -f "$bin/dict.txt" ]; then
         if [ ! -f "$work/corpora/$1/train.txt" ]; then
           bash "$src/tests/bench/make-corpora.sh" "$work/corpora" >&2
           echo "$corpora_sum" >"$work/corpora.sum"
         fi
         rm -rf "$bin"
+        # shellcheck disable=SC2086
         "$moelm" preprocess --only-source --trainpref "$work/corpora/$1/train.txt" \
           --validpref "$work/corpora/$1/valid.txt" --testpref "$work/corpora/$1/test.txt" \
-          --destdir "$bin" --bpe sentencepiece --nwordssrc 8000 --workers 1 >"$work/preprocess-$1.log" 2>&1
+          --destdir "$bin" $pp_opts >"$work/preprocess-$1.log" 2>&1
         cp "$work/corpora/$1/"{train,valid,test}.domains "$bin/"
+        echo "$pp_opts" >"$bin/bench-preprocess.opts"
       fi
       echo "$bin" ;;
     *) echo "mixture-bench.sh: unknown corpus $1" >&2; exit 2 ;;

@@ -360,6 +360,83 @@ static void test_sentencepiece(void)
   g_free(dir);
 }
 
+/* --sentencepiece-keep-whitespace: the trained model keeps indentation (dict.txt gets a piece
+ * of spaces only), a line of spaces only is still a document break, the Namespace line says
+ * so; with another --bpe or a given model it is refused. */
+static void test_sentencepiece_keep_whitespace(void)
+{
+  char *dir = moelm_test_tmpdir();
+  char *text = cli_generate_text(60000, 13);
+  GString *indented = g_string_new(NULL);
+  char **lines = g_strsplit(text, "\n", -1);
+  int seqs = 0, breaks = 0;
+  for (int i = 0; lines[i] && lines[i + 1]; i++, seqs++) {
+    gboolean blank = lines[i][0] == '\0' || lines[i][0] == '\r';
+    breaks += blank;
+    g_string_append_printf(indented, "%s%s\n", blank ? "   " : i % 2 ? "        " : "", lines[i]);
+  }
+  g_strfreev(lines);
+  char *train = cli_write(dir, "train.txt", indented->str);
+  g_string_free(indented, TRUE);
+  g_free(text);
+  char *dest = cli_path(dir, "ws");
+  const char *opts[] = {"--bpe", "sentencepiece", "--sentencepiece-keep-whitespace", "--nwordssrc", "400", NULL};
+  CU_ASSERT_EQUAL_FATAL(run_workers(train, train, dest, "2", NULL, opts), 0);
+
+  char *p = cli_path(dest, "dict.txt");
+  char *dict = moelm_test_read_file(p, NULL);
+  g_free(p);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(dict);
+  /* the indent: a line of dict.txt that is "\u2581" x 2 or more, then " count" */
+  gboolean indent_piece = FALSE;
+  for (const char *d = strstr(dict, "\xe2\x96\x81\xe2\x96\x81"); d && !indent_piece;
+       d = strstr(d + 1, "\xe2\x96\x81\xe2\x96\x81")) {
+    const char *q = d;
+    while (memcmp(q, "\xe2\x96\x81", 3) == 0)
+      q += 3;
+    indent_piece = (d == dict || d[-1] == '\n') && *q == ' ';
+  }
+  CU_ASSERT_TRUE(indent_piece);
+  g_free(dict);
+  p = cli_path(dest, "train.idx");
+  GArray *sizes = idx_sizes(p);
+  g_free(p);
+  CU_ASSERT_EQUAL(sizes->len, (guint)seqs);
+  int ones = 0;
+  for (guint i = 0; i < sizes->len; i++)
+    ones += g_array_index(sizes, gint32, i) == 1;
+  CU_ASSERT_TRUE(breaks > 0);
+  CU_ASSERT_EQUAL(ones, breaks);
+  g_array_unref(sizes);
+  p = cli_path(dest, "preprocess.log");
+  char *log = moelm_test_read_file(p, NULL);
+  g_free(p);
+  CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "sentencepiece_keep_whitespace=True, "));
+  g_free(log);
+
+  char *model = cli_path(dest, "spm.model"), *other = cli_path(dir, "other");
+  const char *bad1[] = {"preprocess", "--only-source", "--trainpref", train, "--destdir", other,
+                        "--sentencepiece-keep-whitespace", NULL};
+  const char *bad2[] = {"preprocess", "--only-source", "--trainpref", train, "--destdir", other, "--bpe",
+                        "sentencepiece", "--sentencepiece-model", model, "--sentencepiece-keep-whitespace", NULL};
+  const char *want[] = {"--sentencepiece-keep-whitespace needs --bpe sentencepiece",
+                        "--sentencepiece-keep-whitespace trains a model; with --sentencepiece-model the given model"};
+  const char *const *bad[] = {bad1, bad2};
+  for (int i = 0; i < 2; i++) {
+    char *err = NULL;
+    CU_ASSERT_EQUAL(moelm_test_run_cli(bad[i], NULL, NULL, &err), 2);
+    CU_ASSERT_PTR_NOT_NULL(err && strstr(err, want[i]));
+    CU_ASSERT_FALSE(g_file_test(other, G_FILE_TEST_EXISTS));
+    g_free(err);
+  }
+  g_free(model);
+  g_free(other);
+  g_free(dest);
+  g_free(train);
+  moelm_test_rmtree(dir);
+  g_free(dir);
+}
+
 /* More than 0.5% <unk> in a split of a SentencePiece data-bin is warned about, once per
  * split, with the reason and a smaller --nwordssrc; a vocabulary that fits gets no warning. */
 static void test_sentencepiece_unk_warning(void)
@@ -419,4 +496,6 @@ MOELM_TEST_SUITE(cli_preprocess)
   CU_add_test(suite, "--workers 1, 3, 4 give the same bytes", test_workers_identical);
   CU_add_test(suite, "--bpe sentencepiece: trained and given model, workers", test_sentencepiece);
   CU_add_test(suite, "--bpe sentencepiece: a warning for more than 0.5% <unk>", test_sentencepiece_unk_warning);
+  CU_add_test(suite, "--sentencepiece-keep-whitespace: indentation kept, breaks kept",
+              test_sentencepiece_keep_whitespace);
 }

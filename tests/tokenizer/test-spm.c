@@ -82,7 +82,7 @@ static gboolean train_fixture(Fixture *fx, int vocab, int threads)
   char *prefix = g_build_filename(fx->dir, "m", NULL);
   fx->model = g_strconcat(prefix, ".model", NULL);
   GError *error = NULL;
-  gboolean ok = moelm_spm_train_bpe(fx->corpus, prefix, vocab, threads, &error);
+  gboolean ok = moelm_spm_train_bpe(fx->corpus, prefix, vocab, threads, FALSE, &error);
   if (!ok)
     g_printerr("\n  training failed: %s\n", error->message);
   g_clear_error(&error);
@@ -331,13 +331,13 @@ static void test_training_matches_spm_train(void)
    * model records num_threads in its trainer spec, so only the .vocab can be compared). */
   GError *error = NULL;
   char *prefix1 = g_build_filename(fx.dir, "again", NULL);
-  CU_ASSERT_TRUE_FATAL(moelm_spm_train_bpe(fx.corpus, prefix1, 350, 2, &error));
+  CU_ASSERT_TRUE_FATAL(moelm_spm_train_bpe(fx.corpus, prefix1, 350, 2, FALSE, &error));
   char *model1_path = g_strconcat(prefix1, ".model", NULL);
   gsize model1_len = 0;
   char *model1 = moelm_test_read_file(model1_path, &model1_len);
   CU_ASSERT_EQUAL(model1_len, model_len);
   CU_ASSERT(model1 && model1_len == model_len && memcmp(model1, model, model_len) == 0);
-  CU_ASSERT_TRUE_FATAL(moelm_spm_train_bpe(fx.corpus, prefix1, 350, 1, &error));
+  CU_ASSERT_TRUE_FATAL(moelm_spm_train_bpe(fx.corpus, prefix1, 350, 1, FALSE, &error));
   char *vocab1_path = g_strconcat(prefix1, ".vocab", NULL);
   gsize vocab1_len = 0;
   char *vocab1 = moelm_test_read_file(vocab1_path, &vocab1_len);
@@ -375,6 +375,84 @@ static void test_training_matches_spm_train(void)
   fixture_clear(&fx);
 }
 
+/* keep_whitespace: a model trained on indented text keeps indentation and runs of spaces,
+ * a run becoming a piece of its own, and equals spm_train's with SentencePiece's two options. */
+static void test_keep_whitespace(void)
+{
+  char *dir = moelm_test_tmpdir();
+  char *corpus = g_build_filename(dir, "indented.txt", NULL);
+  char *text = make_corpus();
+  /* every line indented by 0, 4 or 8 spaces, some with a double space inside */
+  char **lines = g_strsplit(text, "\n", -1);
+  GString *indented = g_string_new(NULL);
+  for (int i = 0; lines[i]; i++) {
+    if (!lines[i][0])
+      continue;
+    g_string_append_printf(indented, "%*s%s%s\n", 4 * (i % 3), "", i % 5 == 0 ? "Note:  " : "", lines[i]);
+  }
+  moelm_test_write_file(corpus, indented->str, indented->len);
+  g_string_free(indented, TRUE);
+  g_strfreev(lines);
+  g_free(text);
+
+  char *prefix = g_build_filename(dir, "ws", NULL);
+  char *model = g_strconcat(prefix, ".model", NULL);
+  GError *error = NULL;
+  CU_ASSERT_TRUE_FATAL(moelm_spm_train_bpe(corpus, prefix, 400, 1, TRUE, &error));
+  MoelmSpm *spm = moelm_spm_load(model, &error);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(spm);
+  const char *cases[] = {"        The river was running.", "    Note:  the   village  ", "a"};
+  for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+    GPtrArray *pieces = moelm_spm_encode_pieces(spm, cases[i], strlen(cases[i]), &error);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pieces);
+    char *out = moelm_spm_decode_pieces(spm, (const char *const *)pieces->pdata, pieces->len, &error);
+    CU_ASSERT_STRING_EQUAL(out, cases[i]); /* nothing collapsed, nothing stripped */
+    if (i == 0) { /* the 8-space indent opens with a piece of 7 or 8 "\u2581" and nothing else */
+      const char *first = g_ptr_array_index(pieces, 0);
+      gsize n = strlen(first);
+      gboolean spaces_only = n >= 7 * 3 && n % 3 == 0;
+      for (gsize k = 0; spaces_only && k < n; k += 3)
+        spaces_only = memcmp(first + k, "\xe2\x96\x81", 3) == 0;
+      CU_ASSERT_TRUE(spaces_only);
+    }
+    g_free(out);
+    g_ptr_array_unref(pieces);
+  }
+  moelm_spm_free(spm);
+  compare_with_spm_encode(model, cases, (int)G_N_ELEMENTS(cases), dir);
+
+  /* the same pieces as spm_train given SentencePiece's own options */
+  char *input_arg = g_strconcat("--input=", corpus, NULL);
+  char *cli_prefix = g_build_filename(dir, "cli", NULL);
+  char *prefix_arg = g_strconcat("--model_prefix=", cli_prefix, NULL);
+  const char *argv[] = {"spm_train",           input_arg,           prefix_arg,
+                        "--vocab_size=400",    "--model_type=bpe",  "--character_coverage=1.0",
+                        "--byte_fallback=false", "--hard_vocab_limit=false", "--remove_extra_whitespaces=false",
+                        "--allow_whitespace_only_pieces=true", "--minloglevel=3", NULL};
+  char *out = run_tool(argv);
+  if (out) {
+    char *vocab_path = g_strconcat(prefix, ".vocab", NULL), *cli_vocab_path = g_strconcat(cli_prefix, ".vocab", NULL);
+    gsize len = 0, cli_len = 0;
+    char *vocab = moelm_test_read_file(vocab_path, &len), *cli_vocab = moelm_test_read_file(cli_vocab_path, &cli_len);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(vocab);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cli_vocab);
+    CU_ASSERT(len == cli_len && memcmp(vocab, cli_vocab, len) == 0);
+    g_free(vocab);
+    g_free(cli_vocab);
+    g_free(vocab_path);
+    g_free(cli_vocab_path);
+  }
+  g_free(out);
+  g_free(prefix_arg);
+  g_free(cli_prefix);
+  g_free(input_arg);
+  g_free(model);
+  g_free(prefix);
+  g_free(corpus);
+  moelm_test_rmtree(dir);
+  g_free(dir);
+}
+
 static void test_oversized_vocab_gets_fewer_pieces(void)
 {
   char *dir = moelm_test_tmpdir();
@@ -383,7 +461,7 @@ static void test_oversized_vocab_gets_fewer_pieces(void)
   moelm_test_write_file(corpus, text, strlen(text));
   char *prefix = g_build_filename(dir, "big", NULL);
   GError *error = NULL;
-  CU_ASSERT_TRUE_FATAL(moelm_spm_train_bpe(corpus, prefix, 50000, 1, &error));
+  CU_ASSERT_TRUE_FATAL(moelm_spm_train_bpe(corpus, prefix, 50000, 1, FALSE, &error));
   char *model = g_strconcat(prefix, ".model", NULL);
   MoelmSpm *spm = moelm_spm_load(model, &error);
   CU_ASSERT_PTR_NOT_NULL_FATAL(spm);
@@ -405,7 +483,7 @@ static void test_oversized_vocab_gets_fewer_pieces(void)
   moelm_spm_free(spm);
 
   /* Too small for the characters alone: an error, not a crash. */
-  CU_ASSERT_FALSE(moelm_spm_train_bpe(corpus, prefix, 5, 1, &error));
+  CU_ASSERT_FALSE(moelm_spm_train_bpe(corpus, prefix, 5, 1, FALSE, &error));
   MOELM_ASSERT_ERROR(error, corpus);
   CU_ASSERT_PTR_NULL(strchr(error->message, '\n'));
   g_clear_error(&error);
@@ -446,12 +524,12 @@ static void test_errors_name_the_file(void)
 
   char *prefix = g_build_filename(dir, "m", NULL);
   char *no_input = g_build_filename(dir, "no-input.txt", NULL);
-  CU_ASSERT_FALSE(moelm_spm_train_bpe(no_input, prefix, 100, 1, &error));
+  CU_ASSERT_FALSE(moelm_spm_train_bpe(no_input, prefix, 100, 1, FALSE, &error));
   MOELM_ASSERT_ERROR(error, no_input);
   g_clear_error(&error);
   char *blank = g_build_filename(dir, "blank.txt", NULL);
   moelm_test_write_file(blank, "\n\n", 2);
-  CU_ASSERT_FALSE(moelm_spm_train_bpe(blank, prefix, 100, 1, &error));
+  CU_ASSERT_FALSE(moelm_spm_train_bpe(blank, prefix, 100, 1, FALSE, &error));
   MOELM_ASSERT_ERROR(error, blank);
   MOELM_ASSERT_ERROR(error, "no text to train on");
   g_clear_error(&error);
@@ -501,6 +579,7 @@ MOELM_TEST_SUITE(spm)
   CU_add_test(suite, "decode(encode(x)) is the normalised x", test_decode_round_trip);
   CU_add_test(suite, "concurrent encoding on one model", test_concurrent_encoding);
   CU_add_test(suite, "training is deterministic and matches spm_train", test_training_matches_spm_train);
+  CU_add_test(suite, "keep_whitespace keeps indentation, as spm_train does", test_keep_whitespace);
   CU_add_test(suite, "an oversized vocabulary gets fewer pieces", test_oversized_vocab_gets_fewer_pieces);
   CU_add_test(suite, "missing and corrupt files give errors naming them", test_errors_name_the_file);
   CU_add_test(suite, "shipped data-bin model equals spm_encode (when present)", test_shipped_model);
