@@ -199,6 +199,7 @@ int moelm_cmd_info(int argc, char **argv)
   GError *error = NULL;
   int rc;
   if (!moelm_args_parse(PROG, tables, argc, argv, 1, positional, &help, &error)) {
+    moelm_error_escape_controls(&error); /* one line, even for an argument with a newline */
     const char *m = error->message;
     fprintf(stderr, PROG ": error: %s\n", g_str_has_prefix(m, PROG ": ") ? m + strlen(PROG ": ") : m);
     g_error_free(error);

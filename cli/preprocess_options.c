@@ -94,7 +94,9 @@ static int usage_error(const char *fmt, ...)
   va_end(ap);
   /* The parser's messages start with the program name; print it once. */
   const char *text = g_str_has_prefix(msg, PROG ": ") ? msg + strlen(PROG ": ") : msg;
-  fprintf(stderr, PROG ": error: %s\n", text);
+  char *shown = moelm_escape_controls(text, 0); /* one line, even for an argument with a newline */
+  fprintf(stderr, PROG ": error: %s\n", shown);
+  g_free(shown);
   g_free(msg);
   return 2;
 }

@@ -55,6 +55,18 @@ static void test_bad_value_one_prefix(void)
   CU_ASSERT_STRING_EQUAL(err, "moelm train: error: argument --max-update: invalid int value: 'lo\\x0ats'\n");
   g_free(out);
   g_free(err);
+  /* so do preprocess's and info's own usage errors */
+  const char *pp[] = {"preprocess", "--only-source", "--trainpref", "t.txt", "--workers", "t\rwo", NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(pp, NULL, &out, &err), 2);
+  CU_ASSERT_STRING_EQUAL(err, "moelm preprocess: error: argument --workers: invalid int value: 't\\x0dwo'\n");
+  g_free(out);
+  g_free(err);
+  const char *info[] = {"info", "--da\nta", NULL};
+  CU_ASSERT_EQUAL(moelm_test_run_cli(info, NULL, &out, &err), 2);
+  CU_ASSERT_PTR_NOT_NULL(strstr(err, "--da\\x0ata"));
+  CU_ASSERT_EQUAL(count_of(err, "\n"), 1);
+  g_free(out);
+  g_free(err);
 }
 
 static void test_ignored_in_one_warning(void)
