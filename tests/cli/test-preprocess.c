@@ -279,6 +279,21 @@ static GArray *idx_sizes(const char *path)
   return sizes;
 }
 
+/* DEST/train.idx has one sequence per line and exactly `breaks` (> 0) of size 1 ([</s>]). */
+static void assert_lines_and_breaks(const char *dest, int lines, int breaks)
+{
+  char *p = cli_path(dest, "train.idx");
+  GArray *sizes = idx_sizes(p);
+  g_free(p);
+  CU_ASSERT_EQUAL(sizes->len, (guint)lines);
+  int ones = 0;
+  for (guint i = 0; i < sizes->len; i++)
+    ones += g_array_index(sizes, gint32, i) == 1;
+  CU_ASSERT_TRUE(breaks > 0);
+  CU_ASSERT_EQUAL(ones, breaks);
+  g_array_unref(sizes);
+}
+
 static void test_sentencepiece(void)
 {
   char *dir = moelm_test_tmpdir();
@@ -339,16 +354,7 @@ static void test_sentencepiece(void)
   CU_ASSERT_EQUAL((words + padding + 4) % 8, 0);
 
   /* Every line is one sequence; exactly the empty lines are [</s>] (size 1). */
-  p = cli_path(trained, "train.idx");
-  GArray *sizes = idx_sizes(p);
-  g_free(p);
-  CU_ASSERT_EQUAL(sizes->len, (guint)lines);
-  int ones = 0;
-  for (guint i = 0; i < sizes->len; i++)
-    ones += g_array_index(sizes, gint32, i) == 1;
-  CU_ASSERT_TRUE(empty > 0);
-  CU_ASSERT_EQUAL(ones, empty);
-  g_array_unref(sizes);
+  assert_lines_and_breaks(trained, lines, empty);
 
   g_free(model);
   g_free(trained);
@@ -398,16 +404,7 @@ static void test_sentencepiece_keep_whitespace(void)
   }
   CU_ASSERT_TRUE(indent_piece);
   g_free(dict);
-  p = cli_path(dest, "train.idx");
-  GArray *sizes = idx_sizes(p);
-  g_free(p);
-  CU_ASSERT_EQUAL(sizes->len, (guint)seqs);
-  int ones = 0;
-  for (guint i = 0; i < sizes->len; i++)
-    ones += g_array_index(sizes, gint32, i) == 1;
-  CU_ASSERT_TRUE(breaks > 0);
-  CU_ASSERT_EQUAL(ones, breaks);
-  g_array_unref(sizes);
+  assert_lines_and_breaks(dest, seqs, breaks);
   p = cli_path(dest, "preprocess.log");
   char *log = moelm_test_read_file(p, NULL);
   g_free(p);

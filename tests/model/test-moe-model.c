@@ -228,21 +228,7 @@ static void test_grad_top2_postnorm_no_drops(void)
 /* Every dense tensor into the MoE model: shared ones by name, fc1/fc2 into each expert. */
 static void copy_into_experts(MoelmModel *moe, MoelmModel *dense, int experts)
 {
-  for (guint i = 0; i < moelm_model_n_tensors(dense); i++) {
-    const char *name = moelm_model_tensor(dense, i)->name;
-    if (moelm_model_find(moe, name)) {
-      tiny_model_copy_tensor(moe, name, dense, name);
-      continue;
-    }
-    int l = -1;
-    char part[32];
-    CU_ASSERT_EQUAL_FATAL(sscanf(name, "decoder.layers.%d.%31s", &l, part), 2);
-    for (int e = 0; e < experts; e++) {
-      char *to = g_strdup_printf("decoder.layers.%d.moe_layer.experts.%d.%s", l, e, part);
-      tiny_model_copy_tensor(moe, to, dense, name);
-      g_free(to);
-    }
-  }
+  tiny_model_copy_dense_moe(dense, moe, 0, experts, TRUE);
 }
 
 /* E experts that are copies of one FFN with top-2 routing and no drops: the renormalised

@@ -34,19 +34,7 @@ static MoelmModel *dense_of_expert(MoelmModel *routed, MoelmBackend *be, int e)
   MoelmModelConfig cfg;
   tiny_model_config(&cfg);
   MoelmModel *d = tiny_model_new(&cfg, be, 99);
-  for (guint i = 0; i < moelm_model_n_tensors(d); i++) {
-    const char *name = moelm_model_tensor(d, i)->name;
-    if (moelm_model_find(routed, name)) {
-      tiny_model_copy_tensor(d, name, routed, name);
-      continue;
-    }
-    int l = -1;
-    char part[32];
-    CU_ASSERT_EQUAL_FATAL(sscanf(name, "decoder.layers.%d.%31s", &l, part), 2);
-    char *from = g_strdup_printf("decoder.layers.%d.moe_layer.experts.%d.%s", l, e, part);
-    tiny_model_copy_tensor(d, name, routed, from);
-    g_free(from);
-  }
+  tiny_model_copy_dense_moe(d, routed, e, e + 1, FALSE);
   moelm_model_config_clear(&cfg);
   return d;
 }

@@ -89,3 +89,28 @@ void tiny_model_copy_tensor(MoelmModel *dst, const char *dst_name, MoelmModel *s
   CU_ASSERT_EQUAL_FATAL(d->numel, s->numel);
   memcpy(moelm_model_params(dst) + d->offset, moelm_model_params(src) + s->offset, d->numel * sizeof(float));
 }
+
+void tiny_model_copy_dense_moe(MoelmModel *dense, MoelmModel *moe, int e0, int e1, gboolean to_moe)
+{
+  for (guint i = 0; i < moelm_model_n_tensors(dense); i++) {
+    const char *name = moelm_model_tensor(dense, i)->name;
+    if (moelm_model_find(moe, name)) {
+      if (to_moe)
+        tiny_model_copy_tensor(moe, name, dense, name);
+      else
+        tiny_model_copy_tensor(dense, name, moe, name);
+      continue;
+    }
+    int l = -1;
+    char part[32];
+    CU_ASSERT_EQUAL_FATAL(sscanf(name, "decoder.layers.%d.%31s", &l, part), 2);
+    for (int e = e0; e < (to_moe ? e1 : e0 + 1); e++) {
+      char *expert = g_strdup_printf("decoder.layers.%d.moe_layer.experts.%d.%s", l, e, part);
+      if (to_moe)
+        tiny_model_copy_tensor(moe, expert, dense, name);
+      else
+        tiny_model_copy_tensor(dense, name, moe, expert);
+      g_free(expert);
+    }
+  }
+}

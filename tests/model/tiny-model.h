@@ -27,4 +27,10 @@ void tiny_model_check_decode(MoelmModel *m);
 /* Copy tensor `src_name` of `src` over tensor `dst_name` of `dst` (same size). */
 void tiny_model_copy_tensor(MoelmModel *dst, const char *dst_name, MoelmModel *src, const char *src_name);
 
+/* Copy between a dense model and an MoE model of its shape: the tensors both have by name, and
+ * every dense FFN tensor ("decoder.layers.L.fc1.weight") with the same tensor of each expert e in
+ * [e0, e1) ("decoder.layers.L.moe_layer.experts.E.fc1.weight"). to_moe: dense into those
+ * experts; else expert e0 into the dense model. */
+void tiny_model_copy_dense_moe(MoelmModel *dense, MoelmModel *moe, int e0, int e1, gboolean to_moe);
+
 #endif
