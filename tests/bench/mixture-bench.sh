@@ -8,8 +8,9 @@
 # standard deviations over the seeds.
 #
 # Corpora: demo (the shipped data-bin/demo, labels data-bin/text/valid.domains), docs and code
-# (tests/bench/make-corpora.sh, built and binarized into WORKDIR on first use; they need the
-# Debian packages that script names).
+# (tests/bench/make-corpora.sh, built and binarized into WORKDIR on first use, with a
+# SentencePiece model that keeps indentation: preprocess --sentencepiece-keep-whitespace; they
+# need the Debian packages that script names).
 # Models: dense (the mixture's number of updates), dense-eq (a dense model of the mixture's
 # compute: updates x (1 + K/3), since a hard mixture's E-step runs K forward passes, a third
 # of a training step each, for every block it trains), a --method (hMoEup, sMoEup, hMoElp,
