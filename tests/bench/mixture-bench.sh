@@ -98,6 +98,8 @@ train_args() {
   esac
 }
 
+# every data-bin first: a stale one stops the run before results.txt is emptied
+for c in $corpora; do data_of "$c" >/dev/null; done
 results="$work/results.txt"
 : >"$results"
 for c in $corpora; do
