@@ -29,11 +29,9 @@ static const Subcommand subcommands[] = {
 int moelm_cli_fail(const char *subcommand, const GError *error, int status)
 {
   /* one line, even if a message quotes a control byte from a file */
-  GError *shown = error ? g_error_copy(error) : NULL;
-  moelm_error_escape_controls(&shown);
-  fprintf(stderr, "moelm %s: error: %s\n", subcommand, shown ? shown->message : "failed");
-  if (shown)
-    g_error_free(shown);
+  char *shown = moelm_escape_controls(error ? error->message : "failed", 0);
+  fprintf(stderr, "moelm %s: error: %s\n", subcommand, shown);
+  g_free(shown);
   return status;
 }
 

@@ -383,9 +383,8 @@ static gboolean check_moe_layout(const MoelmCheckpoint *ckpt, const char *path, 
                                  GError **error)
 {
   const MoelmModelConfig *had = &ckpt->model;
-  const gboolean by_sequence = had->moe_freq > 0 && had->moe_route_token0 > 0;
-  const gboolean run_by_sequence = run->moe_freq > 0 && run->moe_route_token0 > 0;
-  if (had->moe_freq == run->moe_freq && by_sequence == run_by_sequence)
+  const gboolean by_sequence = had->moe_route_token0 > 0, run_by_sequence = run->moe_route_token0 > 0;
+  if (had->moe_freq == run->moe_freq && (had->moe_freq <= 0 || by_sequence == run_by_sequence))
     return TRUE;
   char *a = moe_layout(had->moe_freq, by_sequence), *b = moe_layout(run->moe_freq, run_by_sequence);
   g_set_error(error, MOELM_ERROR, MOELM_ERROR_INVALID_ARG,

@@ -38,6 +38,10 @@ void moelm_test_write_file(const char *path, const void *data, gsize len);
 /* Read a whole file; NULL when missing. */
 char *moelm_test_read_file(const char *path, gsize *len);
 
+/* The number of U+2581 (SentencePiece's space) the first len bytes of s consist of; 0 when
+ * anything else is among them. */
+int moelm_test_spm_spaces(const char *s, gsize len);
+
 /* Run the CLI: argv without the program; returns the exit status, fills outputs if non-NULL.
  * stdin_text may be NULL (stdin is /dev/null). */
 int moelm_test_run_cli(const char *const *args, const char *stdin_text, char **out, char **err);

@@ -58,6 +58,16 @@ void moelm_test_write_file(const char *path, const void *data, gsize len)
   CU_ASSERT_TRUE_FATAL(ok);
 }
 
+int moelm_test_spm_spaces(const char *s, gsize len)
+{
+  if (len % 3 != 0)
+    return 0;
+  for (gsize k = 0; k < len; k += 3)
+    if (memcmp(s + k, "\xe2\x96\x81", 3) != 0)
+      return 0;
+  return (int)(len / 3);
+}
+
 char *moelm_test_read_file(const char *path, gsize *len)
 {
   char *contents = NULL;

@@ -393,15 +393,14 @@ static void test_sentencepiece_keep_whitespace(void)
   char *dict = moelm_test_read_file(p, NULL);
   g_free(p);
   CU_ASSERT_PTR_NOT_NULL_FATAL(dict);
-  /* the indent: a line of dict.txt that is "\u2581" x 2 or more, then " count" */
+  /* the indent: a line of dict.txt whose word is "\u2581" x 2 or more */
   gboolean indent_piece = FALSE;
-  for (const char *d = strstr(dict, "\xe2\x96\x81\xe2\x96\x81"); d && !indent_piece;
-       d = strstr(d + 1, "\xe2\x96\x81\xe2\x96\x81")) {
-    const char *q = d;
-    while (memcmp(q, "\xe2\x96\x81", 3) == 0)
-      q += 3;
-    indent_piece = (d == dict || d[-1] == '\n') && *q == ' ';
+  gchar **dict_lines = g_strsplit(dict, "\n", -1);
+  for (int i = 0; dict_lines[i] && !indent_piece; i++) {
+    const char *space = strchr(dict_lines[i], ' ');
+    indent_piece = space && moelm_test_spm_spaces(dict_lines[i], (gsize)(space - dict_lines[i])) >= 2;
   }
+  g_strfreev(dict_lines);
   CU_ASSERT_TRUE(indent_piece);
   g_free(dict);
   assert_lines_and_breaks(dest, seqs, breaks);

@@ -409,11 +409,7 @@ static void test_keep_whitespace(void)
     CU_ASSERT_STRING_EQUAL(out, cases[i]); /* nothing collapsed, nothing stripped */
     if (i == 0) { /* the 8-space indent opens with a piece of 7 or 8 "\u2581" and nothing else */
       const char *first = g_ptr_array_index(pieces, 0);
-      gsize n = strlen(first);
-      gboolean spaces_only = n >= 7 * 3 && n % 3 == 0;
-      for (gsize k = 0; spaces_only && k < n; k += 3)
-        spaces_only = memcmp(first + k, "\xe2\x96\x81", 3) == 0;
-      CU_ASSERT_TRUE(spaces_only);
+      CU_ASSERT_TRUE(moelm_test_spm_spaces(first, strlen(first)) >= 7);
     }
     g_free(out);
     g_ptr_array_unref(pieces);
