@@ -52,7 +52,7 @@ const MoelmArgSpec *moelm_task_options_table(MoelmTaskOptions *o)
      "mixture: E-step temperature at the start, annealed to fairseq's rule (0: off)", NULL},
     {"--mixture-anneal-updates", NULL, MOELM_ARG_INT64, &o->anneal_updates, NULL,
      "mixture: updates over which the temperature anneals", NULL},
-    {"--mixture-init", NULL, MOELM_ARG_CHOICE, &o->init, "none|tfidf|unigram|labels",
+    {"--mixture-init", NULL, MOELM_ARG_CHOICE, &o->init, "none|tfidf|unigram|auto|labels",
      "mixture: responsibilities from a clustering of the training documents (or their labels)", NULL},
     {"--mixture-init-after", NULL, MOELM_ARG_INT64, &o->init_after, NULL,
      "mixture: updates before the clustering takes over (0)", NULL},
@@ -86,12 +86,13 @@ static gboolean discovery_setup(MoelmDiscoveryConfig *d, const MoelmTaskOptions 
   d->temperature = o->temperature >= 0 ? o->temperature : 0.0;
   d->anneal_updates = o->anneal_updates >= 0 ? o->anneal_updates : 0;
   /* --domain-discovery: the document E-step, balanced hard assignment, and the first 200
-   * updates on the documents' unigram clusters (the best mean per-domain accuracy over the
+   * updates on the documents' `auto` clusters (the best mean per-domain accuracy over the
    * three benchmark corpora, tests/bench/NOTES.md) */
-  d->init = !o->init                         ? (dd ? MOELM_MIXTURE_INIT_UNIGRAM : MOELM_MIXTURE_INIT_NONE)
+  d->init = !o->init                         ? (dd ? MOELM_MIXTURE_INIT_AUTO : MOELM_MIXTURE_INIT_NONE)
             : strcmp(o->init, "tfidf") == 0  ? MOELM_MIXTURE_INIT_TFIDF
             : strcmp(o->init, "labels") == 0 ? MOELM_MIXTURE_INIT_LABELS
             : strcmp(o->init, "unigram") == 0 ? MOELM_MIXTURE_INIT_UNIGRAM
+            : strcmp(o->init, "auto") == 0    ? MOELM_MIXTURE_INIT_AUTO
                                              : MOELM_MIXTURE_INIT_NONE;
   d->init_after = o->init_after >= 0 ? o->init_after : 0;
   d->init_updates = o->init_updates >= 0              ? o->init_updates

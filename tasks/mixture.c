@@ -138,7 +138,7 @@ JsonNode *moelm_mixture_discovery_to_json(const MoelmDiscoveryConfig *d)
   json_object_set_double_member(o, "balance", d->balance);
   json_object_set_double_member(o, "temperature", d->temperature);
   json_object_set_int_member(o, "anneal_updates", d->anneal_updates);
-  static const char *const inits[] = {"none", "tfidf", "labels", "unigram"};
+  static const char *const inits[] = {"none", "tfidf", "labels", "unigram", "auto"};
   json_object_set_string_member(o, "init", inits[d->init]);
   json_object_set_int_member(o, "init_after", d->init_after);
   json_object_set_int_member(o, "init_updates", d->init_updates);
@@ -173,6 +173,7 @@ gboolean moelm_mixture_discovery_from_json(JsonObject *o, MoelmDiscoveryConfig *
   d->init = g_strcmp0(init, "tfidf") == 0     ? MOELM_MIXTURE_INIT_TFIDF
             : g_strcmp0(init, "labels") == 0  ? MOELM_MIXTURE_INIT_LABELS
             : g_strcmp0(init, "unigram") == 0 ? MOELM_MIXTURE_INIT_UNIGRAM
+            : g_strcmp0(init, "auto") == 0    ? MOELM_MIXTURE_INIT_AUTO
                                               : MOELM_MIXTURE_INIT_NONE;
   d->init_after = json_object_get_int_member_with_default(o, "init_after", 0);
   d->init_updates = json_object_get_int_member_with_default(o, "init_updates", 0);
@@ -244,6 +245,10 @@ static gboolean ensure_clusters(Mixture *mx, const MoelmLmSplit *split, uint64_t
   } else if (mx->cfg.discovery.init == MOELM_MIXTURE_INIT_UNIGRAM) {
     if (!moelm_mixture_cluster_documents_unigram(split, mx->cluster_map, mx->cfg.num_experts, seed, mx->clusters,
                                                  error))
+      return FALSE;
+  } else if (mx->cfg.discovery.init == MOELM_MIXTURE_INIT_AUTO) {
+    if (!moelm_mixture_cluster_documents_auto(split, mx->cluster_map, mx->cfg.num_experts, seed, mx->clusters,
+                                              error))
       return FALSE;
   } else if (!moelm_mixture_cluster_documents(split, mx->cluster_map, mx->cfg.num_experts, seed, mx->clusters,
                                               error)) {

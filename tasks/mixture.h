@@ -30,7 +30,8 @@ typedef enum {
   MOELM_MIXTURE_INIT_NONE,
   MOELM_MIXTURE_INIT_TFIDF,  /* tf-idf vectors of the documents */
   MOELM_MIXTURE_INIT_LABELS, /* DATA/train.domains (supervised) */
-  MOELM_MIXTURE_INIT_UNIGRAM /* a mixture of multinomials over the documents' pieces (EM) */
+  MOELM_MIXTURE_INIT_UNIGRAM, /* a mixture of multinomials over the documents' pieces (EM) */
+  MOELM_MIXTURE_INIT_AUTO     /* the best of unigram and tf-idf partitions by a damped mixture's likelihood */
 } MoelmMixtureInit;
 
 typedef struct {

@@ -1,4 +1,4 @@
-/* moelm — tf-idf spherical k-means over a split's documents (--mixture-init tfidf). */
+/* moelm — clusterings of a split's documents (--mixture-init tfidf, unigram and auto). */
 #include "config.h"
 
 #include <math.h>
@@ -11,11 +11,13 @@
 
 enum { MAX_TERMS = 1000, MAX_ROUNDS = 30, N_INIT = 5 };
 
+/* A document as a sparse vector: its distinct pieces in the order of their first use, and
+ * their counts (or damped counts, or tf-idf weights). */
 typedef struct {
   guint n;
   guint32 *term; /* (n) */
-  float *w;      /* (n) L2-normalised weights */
-} SparseVec;
+  double *v;     /* (n) */
+} DocVec;
 
 /* The tokens of document d (specials left out) into *buf. */
 static void doc_tokens(const MoelmLmSplit *split, const MoelmDocMap *map, guint d, GArray *buf)
@@ -43,17 +45,17 @@ static int by_df_desc(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-static double dot(const SparseVec *v, const double *c)
+static double dot(const DocVec *v, const double *c)
 {
   double s = 0;
   for (guint i = 0; i < v->n; i++)
-    s += v->w[i] * c[v->term[i]];
+    s += v->v[i] * c[v->term[i]];
   return s;
 }
 
 /* One run: k-means++ seeding on the cosine distance 1 - cos, then spherical k-means (nearest
  * centroid by cosine, centroid = normalised sum). Returns the total similarity. */
-static double kmeans(const SparseVec *vec, guint N, gsize V, int K, MoelmRng *rng, double *cent, double *dist,
+static double kmeans(const DocVec *vec, guint N, gsize V, int K, MoelmRng *rng, double *cent, double *dist,
                      int *clusters)
 {
   memset(cent, 0, sizeof(double) * (gsize)K * V);
@@ -61,7 +63,7 @@ static double kmeans(const SparseVec *vec, guint N, gsize V, int K, MoelmRng *rn
   for (int k = 0; k < K; k++) {
     double *c = cent + (gsize)k * V;
     for (guint i = 0; i < vec[pick].n; i++)
-      c[vec[pick].term[i]] = vec[pick].w[i];
+      c[vec[pick].term[i]] = vec[pick].v[i];
     if (k + 1 == K)
       break;
     double total = 0;
@@ -103,7 +105,7 @@ static double kmeans(const SparseVec *vec, guint N, gsize V, int K, MoelmRng *rn
     memset(cent, 0, sizeof(double) * (gsize)K * V);
     for (guint d = 0; d < N; d++)
       for (guint i = 0; i < vec[d].n; i++)
-        cent[(gsize)clusters[d] * V + vec[d].term[i]] += vec[d].w[i];
+        cent[(gsize)clusters[d] * V + vec[d].term[i]] += vec[d].v[i];
     for (int k = 0; k < K; k++) {
       double z = 0, *c = cent + (gsize)k * V;
       for (gsize t = 0; t < V; t++)
@@ -117,7 +119,7 @@ static double kmeans(const SparseVec *vec, guint N, gsize V, int K, MoelmRng *rn
 
 /* N_INIT runs of k-means++ seeding and spherical k-means; the one with the highest total
  * similarity of documents to their centroids wins. */
-static void best_of_runs(const SparseVec *vec, guint N, gsize V, int K, uint64_t seed, int *clusters)
+static void best_of_runs(const DocVec *vec, guint N, gsize V, int K, uint64_t seed, int *clusters)
 {
   double *cent = g_new0(double, (gsize)K * V), *dist = g_new(double, N), best_total = -INFINITY;
   int *cur = g_new(int, N);
@@ -135,6 +137,92 @@ static void best_of_runs(const SparseVec *vec, guint N, gsize V, int K, uint64_t
   g_free(dist);
 }
 
+/* Each document's distinct pieces and their counts (specials left out). */
+static DocVec *count_vectors(const MoelmLmSplit *split, const MoelmDocMap *map, gsize V)
+{
+  const guint N = map->n_docs;
+  DocVec *docs = g_new0(DocVec, MAX(N, 1));
+  guint32 *count = g_new0(guint32, V);
+  GArray *buf = g_array_new(FALSE, FALSE, sizeof(int32_t)), *terms = g_array_new(FALSE, FALSE, sizeof(guint32));
+  for (guint d = 0; d < N; d++) {
+    doc_tokens(split, map, d, buf);
+    g_array_set_size(terms, 0);
+    for (guint i = 0; i < buf->len; i++) {
+      const guint32 t = (guint32)g_array_index(buf, int32_t, i);
+      if (count[t]++ == 0)
+        g_array_append_val(terms, t);
+    }
+    docs[d].n = terms->len;
+    docs[d].term = g_new(guint32, MAX(terms->len, 1));
+    docs[d].v = g_new(double, MAX(terms->len, 1));
+    for (guint i = 0; i < terms->len; i++) {
+      const guint32 t = g_array_index(terms, guint32, i);
+      docs[d].term[i] = t;
+      docs[d].v[i] = count[t];
+      count[t] = 0;
+    }
+  }
+  g_free(count);
+  g_array_unref(buf);
+  g_array_unref(terms);
+  return docs;
+}
+
+static void doc_vectors_free(DocVec *docs, guint N)
+{
+  for (guint d = 0; d < N; d++) {
+    g_free(docs[d].term);
+    g_free(docs[d].v);
+  }
+  g_free(docs);
+}
+
+/* The documents' tf-idf vectors over the MAX_TERMS pieces most documents use (if two or more
+ * do): term frequency raw (the count) or sublinear (1 + log count), idf = log(N / df),
+ * L2-normalised. */
+static DocVec *tfidf_vectors(const DocVec *docs, guint N, gsize V, gboolean sublinear)
+{
+  guint32 *df = g_new0(guint32, V);
+  for (guint d = 0; d < N; d++)
+    for (guint i = 0; i < docs[d].n; i++)
+      df[docs[d].term[i]]++;
+  guint32 *order = g_new(guint32, V);
+  for (gsize t = 0; t < V; t++)
+    order[t] = (guint32)t;
+  df_sort_key = df;
+  qsort(order, V, sizeof *order, by_df_desc);
+  gboolean *keep = g_new0(gboolean, V);
+  for (gsize i = 0; i < V && i < MAX_TERMS && df[order[i]] >= 2; i++)
+    keep[order[i]] = TRUE;
+  DocVec *vec = g_new0(DocVec, MAX(N, 1));
+  for (guint d = 0; d < N; d++) {
+    vec[d].term = g_new(guint32, MAX(docs[d].n, 1));
+    vec[d].v = g_new(double, MAX(docs[d].n, 1));
+    double z = 0;
+    guint n = 0;
+    for (guint i = 0; i < docs[d].n; i++) {
+      const guint32 t = docs[d].term[i];
+      if (!keep[t])
+        continue;
+      const double tf = sublinear ? 1.0 + log(docs[d].v[i]) : docs[d].v[i];
+      const double w = tf * log((double)N / df[t]);
+      vec[d].term[n] = t;
+      vec[d].v[n++] = w;
+      z += w * w;
+    }
+    vec[d].n = n;
+    /* rounded to float as they always were, so that the partitions stay the same */
+    for (guint i = 0; i < n; i++) {
+      const float w = (float)vec[d].v[i];
+      vec[d].v[i] = z > 0 ? (float)(w / sqrt(z)) : w;
+    }
+  }
+  g_free(keep);
+  g_free(order);
+  g_free(df);
+  return vec;
+}
+
 gboolean moelm_mixture_cluster_documents(const MoelmLmSplit *split, const MoelmDocMap *map, int K, uint64_t seed,
                                          int *clusters, GError **error)
 {
@@ -145,83 +233,22 @@ gboolean moelm_mixture_cluster_documents(const MoelmLmSplit *split, const MoelmD
     clusters[d] = 0;
   if (N == 0 || K <= 1)
     return TRUE;
-  guint32 *df = g_new0(guint32, V), *count = g_new0(guint32, V);
-  GArray *buf = g_array_new(FALSE, FALSE, sizeof(int32_t));
-  for (guint d = 0; d < N; d++) { /* document frequencies */
-    doc_tokens(split, map, d, buf);
-    for (guint i = 0; i < buf->len; i++) {
-      const int32_t t = g_array_index(buf, int32_t, i);
-      if (count[t]++ == 0)
-        df[t]++;
-    }
-    for (guint i = 0; i < buf->len; i++)
-      count[g_array_index(buf, int32_t, i)] = 0;
-  }
-  /* keep the MAX_TERMS terms most documents use, if used by two or more */
-  guint32 *order = g_new(guint32, V);
-  for (gsize t = 0; t < V; t++)
-    order[t] = (guint32)t;
-  df_sort_key = df;
-  qsort(order, V, sizeof *order, by_df_desc);
-  gboolean *keep = g_new0(gboolean, V);
-  for (gsize i = 0; i < V && i < MAX_TERMS && df[order[i]] >= 2; i++)
-    keep[order[i]] = TRUE;
-  SparseVec *vec = g_new0(SparseVec, N);
-  for (guint d = 0; d < N; d++) {
-    doc_tokens(split, map, d, buf);
-    GArray *terms = g_array_new(FALSE, FALSE, sizeof(guint32));
-    for (guint i = 0; i < buf->len; i++) {
-      const int32_t t = g_array_index(buf, int32_t, i);
-      if (keep[t] && count[t]++ == 0)
-        g_array_append_val(terms, t);
-    }
-    vec[d].n = terms->len;
-    vec[d].term = g_new(guint32, MAX(terms->len, 1));
-    vec[d].w = g_new(float, MAX(terms->len, 1));
-    double z = 0;
-    for (guint i = 0; i < terms->len; i++) {
-      const guint32 t = g_array_index(terms, guint32, i);
-      const double w = (1.0 + log((double)count[t])) * log((double)N / df[t]);
-      vec[d].term[i] = t;
-      vec[d].w[i] = (float)w;
-      z += w * w;
-      count[t] = 0;
-    }
-    for (guint i = 0; i < terms->len && z > 0; i++)
-      vec[d].w[i] = (float)(vec[d].w[i] / sqrt(z));
-    g_array_unref(terms);
-  }
-  g_array_unref(buf);
-
+  DocVec *docs = count_vectors(split, map, V);
+  DocVec *vec = tfidf_vectors(docs, N, V, TRUE);
   best_of_runs(vec, N, V, K, seed, clusters);
-  for (guint d = 0; d < N; d++) {
-    g_free(vec[d].term);
-    g_free(vec[d].w);
-  }
-  g_free(vec);
-  g_free(keep);
-  g_free(order);
-  g_free(df);
-  g_free(count);
+  doc_vectors_free(vec, N);
+  doc_vectors_free(docs, N);
   return TRUE;
 }
 
-/* ---- a mixture of multinomials (--mixture-init unigram) ------------------------------- */
-enum { EM_ROUNDS = 50, EM_STARTS = 5 };
+/* ---- a mixture of multinomials (--mixture-init unigram and auto) ------------------------ */
+enum { EM_ROUNDS = 50, EM_STARTS = 5, AUTO_STARTS = 10 };
 #define EM_SMOOTHING 0.1 /* added to every piece count of a component */
+#define HARD_FLOOR 1e-3  /* a hard start's responsibility of the other components, before normalising */
 
-typedef struct {
-  guint n;
-  guint32 *term; /* (n) distinct pieces */
-  double *count; /* (n) their counts */
-} CountVec;
-
-/* One EM run from random soft responsibilities R (N, K); returns the log-likelihood of its
- * last E-step and leaves the responsibilities in R. logp (K, V), acc (K, V) are scratch. */
-static double em_run(const CountVec *docs, guint N, gsize V, int K, MoelmRng *rng, double *R, double *logp,
-                     double *acc)
+/* Random soft responsibilities R (N, K). */
+static void random_responsibilities(MoelmRng *rng, guint N, int K, double *R)
 {
-  double *pi = g_new(double, K), *nk = g_new(double, K), *s = g_new(double, K), ll = -INFINITY;
   for (guint d = 0; d < N; d++) {
     double z = 0;
     for (int k = 0; k < K; k++)
@@ -229,6 +256,33 @@ static double em_run(const CountVec *docs, guint N, gsize V, int K, MoelmRng *rn
     for (int k = 0; k < K; k++)
       R[(gsize)d * K + k] /= z;
   }
+}
+
+/* Responsibilities R (N, K) of a partition: (nearly) one-hot. */
+static void partition_responsibilities(const int *clusters, guint N, int K, double *R)
+{
+  for (guint d = 0; d < N; d++)
+    for (int k = 0; k < K; k++)
+      R[(gsize)d * K + k] = (k == clusters[d] ? 1.0 : HARD_FLOOR) / (1.0 + (K - 1) * HARD_FLOOR);
+}
+
+/* Each document to its most probable component. */
+static void most_probable(const double *R, guint N, int K, int *clusters)
+{
+  for (guint d = 0; d < N; d++) {
+    int b = 0;
+    for (int k = 1; k < K; k++)
+      if (R[(gsize)d * K + k] > R[(gsize)d * K + b])
+        b = k;
+    clusters[d] = b;
+  }
+}
+
+/* EM_ROUNDS rounds of EM from the responsibilities R (N, K); returns the log-likelihood of
+ * the last E-step and leaves its responsibilities in R. logp (K, V), acc (K, V) are scratch. */
+static double em_fit(const DocVec *docs, guint N, gsize V, int K, double *R, double *logp, double *acc)
+{
+  double *pi = g_new(double, K), *nk = g_new(double, K), *s = g_new(double, K), ll = -INFINITY;
   for (int round = 0; round < EM_ROUNDS; round++) {
     /* M: each component's smoothed piece distribution and its weight */
     memset(acc, 0, sizeof(double) * (gsize)K * V);
@@ -240,7 +294,7 @@ static double em_run(const CountVec *docs, guint N, gsize V, int K, MoelmRng *rn
         if (r < 1e-9)
           continue;
         for (guint i = 0; i < docs[d].n; i++)
-          acc[(gsize)k * V + docs[d].term[i]] += r * docs[d].count[i];
+          acc[(gsize)k * V + docs[d].term[i]] += r * docs[d].v[i];
       }
     for (int k = 0; k < K; k++) {
       double z = 0, *a = acc + (gsize)k * V, *l = logp + (gsize)k * V;
@@ -257,7 +311,7 @@ static double em_run(const CountVec *docs, guint N, gsize V, int K, MoelmRng *rn
       for (int k = 0; k < K; k++) {
         double v = log(pi[k]);
         for (guint i = 0; i < docs[d].n; i++)
-          v += docs[d].count[i] * logp[(gsize)k * V + docs[d].term[i]];
+          v += docs[d].v[i] * logp[(gsize)k * V + docs[d].term[i]];
         s[k] = v;
         mx = fmax(mx, v);
       }
@@ -284,54 +338,87 @@ gboolean moelm_mixture_cluster_documents_unigram(const MoelmLmSplit *split, cons
     clusters[d] = 0;
   if (N == 0 || K <= 1)
     return TRUE;
-  CountVec *docs = g_new0(CountVec, N);
-  guint32 *count = g_new0(guint32, V);
-  GArray *buf = g_array_new(FALSE, FALSE, sizeof(int32_t)), *terms = g_array_new(FALSE, FALSE, sizeof(guint32));
-  for (guint d = 0; d < N; d++) {
-    doc_tokens(split, map, d, buf);
-    g_array_set_size(terms, 0);
-    for (guint i = 0; i < buf->len; i++) {
-      const guint32 t = (guint32)g_array_index(buf, int32_t, i);
-      if (count[t]++ == 0)
-        g_array_append_val(terms, t);
-    }
-    docs[d].n = terms->len;
-    docs[d].term = g_new(guint32, MAX(terms->len, 1));
-    docs[d].count = g_new(double, MAX(terms->len, 1));
-    for (guint i = 0; i < terms->len; i++) {
-      const guint32 t = g_array_index(terms, guint32, i);
-      docs[d].term[i] = t;
-      docs[d].count[i] = count[t];
-      count[t] = 0;
-    }
-  }
+  DocVec *docs = count_vectors(split, map, V);
   double *R = g_new(double, (gsize)N * K), *logp = g_new(double, (gsize)K * V), *acc = g_new(double, (gsize)K * V);
   double best = -INFINITY;
   MoelmRng rng;
   moelm_rng_init(&rng, seed, 0x756e6967u /* "unig" */, 0);
   for (int start = 0; start < EM_STARTS; start++) {
-    const double ll = em_run(docs, N, V, K, &rng, R, logp, acc);
-    if (ll <= best)
-      continue;
-    best = ll;
-    for (guint d = 0; d < N; d++) {
-      int b = 0;
-      for (int k = 1; k < K; k++)
-        if (R[(gsize)d * K + k] > R[(gsize)d * K + b])
-          b = k;
-      clusters[d] = b;
+    random_responsibilities(&rng, N, K, R);
+    const double ll = em_fit(docs, N, V, K, R, logp, acc);
+    if (ll > best) {
+      best = ll;
+      most_probable(R, N, K, clusters);
     }
   }
-  for (guint d = 0; d < N; d++) {
-    g_free(docs[d].term);
-    g_free(docs[d].count);
-  }
-  g_free(docs);
-  g_free(count);
+  doc_vectors_free(docs, N);
   g_free(R);
   g_free(logp);
   g_free(acc);
-  g_array_unref(buf);
-  g_array_unref(terms);
+  return TRUE;
+}
+
+/* EM from R; when the fit beats *best, it becomes the clustering. */
+static void refine_and_keep(const DocVec *docs, guint N, gsize V, int K, double *R, double *logp, double *acc,
+                            double *best, int *clusters)
+{
+  const double ll = em_fit(docs, N, V, K, R, logp, acc);
+  if (ll > *best) {
+    *best = ll;
+    most_probable(R, N, K, clusters);
+  }
+}
+
+/* --mixture-init auto. The mixture of multinomials' likelihood ranks the candidates, but over
+ * damped counts log(1 + count): with raw counts a piece repeated within one document (a
+ * program's name in its own manual) weighs as much as pieces spread over many, and on the
+ * docs benchmark corpus the partition by domain then has a lower likelihood than partitions
+ * by topic; with damped counts it is higher than every random start's. EM from random starts
+ * rarely reaches it there, and a tf-idf k-means partition often lands next to it: so the
+ * candidates are both, each refined by EM (tests/bench/NOTES.md, issue 17). */
+gboolean moelm_mixture_cluster_documents_auto(const MoelmLmSplit *split, const MoelmDocMap *map, int K,
+                                              uint64_t seed, int *clusters, GError **error)
+{
+  (void)error;
+  const guint N = map->n_docs;
+  const gsize V = (gsize)moelm_indexed_dataset_max_token(split->ds) + 1;
+  for (guint d = 0; d < N; d++)
+    clusters[d] = 0;
+  if (N == 0 || K <= 1)
+    return TRUE;
+  DocVec *docs = count_vectors(split, map, V), *damped = g_new0(DocVec, N);
+  for (guint d = 0; d < N; d++) {
+    damped[d].n = docs[d].n;
+    damped[d].term = g_memdup2(docs[d].term, sizeof(guint32) * MAX(docs[d].n, 1));
+    damped[d].v = g_new(double, MAX(docs[d].n, 1));
+    for (guint i = 0; i < docs[d].n; i++)
+      damped[d].v[i] = log1p(docs[d].v[i]);
+  }
+  double *R = g_new(double, (gsize)N * K), *logp = g_new(double, (gsize)K * V), *acc = g_new(double, (gsize)K * V);
+  double *cent = g_new0(double, (gsize)K * V), *dist = g_new(double, N), best = -INFINITY;
+  int *part = g_new(int, N);
+  MoelmRng rng;
+  moelm_rng_init(&rng, seed, 0x6175746fu /* "auto" */, 0);
+  for (int start = 0; start < AUTO_STARTS; start++) {
+    random_responsibilities(&rng, N, K, R);
+    refine_and_keep(damped, N, V, K, R, logp, acc, &best, clusters);
+  }
+  for (int sublinear = 0; sublinear <= 1; sublinear++) {
+    DocVec *vec = tfidf_vectors(docs, N, V, sublinear);
+    for (int run = 0; run < AUTO_STARTS; run++) {
+      kmeans(vec, N, V, K, &rng, cent, dist, part);
+      partition_responsibilities(part, N, K, R);
+      refine_and_keep(damped, N, V, K, R, logp, acc, &best, clusters);
+    }
+    doc_vectors_free(vec, N);
+  }
+  doc_vectors_free(docs, N);
+  doc_vectors_free(damped, N);
+  g_free(R);
+  g_free(logp);
+  g_free(acc);
+  g_free(cent);
+  g_free(dist);
+  g_free(part);
   return TRUE;
 }

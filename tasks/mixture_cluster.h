@@ -1,5 +1,5 @@
-/* moelm — a clustering of a split's documents to start a mixture's responsibilities from
- * (--mixture-init tfidf): each document is a tf-idf vector over its tokens (sublinear term
+/* moelm — a clustering of a split's documents to start a mixture's responsibilities from.
+ * --mixture-init tfidf: each document is a tf-idf vector over its tokens (sublinear term
  * frequency 1 + log tf, idf = log(N / df), only the MAX_TERMS terms that most documents
  * use, L2-normalised), clustered into K groups by spherical k-means (cosine similarity,
  * k-means++ seeding drawn from Philox(seed), at most 30 rounds or until nothing moves; the best
@@ -27,6 +27,15 @@ gboolean moelm_mixture_cluster_documents(const MoelmLmSplit *split, const MoelmD
  * training documents) where tf-idf k-means does not (0.63-0.81): tests/bench/NOTES.md. */
 gboolean moelm_mixture_cluster_documents_unigram(const MoelmLmSplit *split, const MoelmDocMap *map, int K,
                                                  uint64_t seed, int *clusters, GError **error);
+
+/* The best of 3 x 10 candidates by the log-likelihood of a mixture of K multinomials over
+ * damped counts log(1 + count): 10 EM starts from random responsibilities, and 10 spherical
+ * k-means runs each over raw and over sublinear tf-idf vectors, each partition refined by EM
+ * (50 rounds, add-0.1 smoothing, as above); all drawn from Philox(seed). No single one of
+ * these finds the domains of all three benchmark corpora; the likelihood picks the one that
+ * does (tests/bench/NOTES.md). */
+gboolean moelm_mixture_cluster_documents_auto(const MoelmLmSplit *split, const MoelmDocMap *map, int K,
+                                              uint64_t seed, int *clusters, GError **error);
 
 G_END_DECLS
 

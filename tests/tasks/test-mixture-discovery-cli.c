@@ -123,8 +123,8 @@ static void test_discovery_end_to_end(void)
   char *bytes = moelm_test_read_file(ckpt, &len);
   CU_ASSERT_PTR_NOT_NULL_FATAL(bytes);
   CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"discovery\\\":{\\\"estep\\\":\\\"document\\\""));
-  /* the switch's choice: the first 200 updates on the documents' unigram clusters */
-  CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"init\\\":\\\"unigram\\\""));
+  /* the switch's choice: the first 200 updates on the documents' auto clusters */
+  CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"init\\\":\\\"auto\\\""));
   CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"init_updates\\\":200"));
   /* and one FFN per expert (sequence routing by the expert token) */
   CU_ASSERT_PTR_NOT_NULL(g_strstr_len(bytes + 8, MIN(len, 65536) - 8, "\\\"moe_route_expert_token0\\\":"));

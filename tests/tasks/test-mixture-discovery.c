@@ -158,6 +158,15 @@ typedef struct {
   MoelmLmSplit *split;
 } Docs;
 
+/* Writes the split and opens it as f->split. */
+static void docs_finish(Docs *f, MoelmIndexedDatasetBuilder *b, char *prefix, MoelmBreakMode mode, int tps)
+{
+  CU_ASSERT_TRUE_FATAL(moelm_indexed_dataset_builder_finish(b, NULL));
+  f->split = moelm_lm_split_open(f->dir, "valid", tps, mode, 30, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f->split);
+  g_free(prefix);
+}
+
 static void docs_init(Docs *f, const int *lens, const int *half, int n_docs, MoelmBreakMode mode, int tps)
 {
   f->dir = moelm_test_tmpdir();
@@ -177,10 +186,29 @@ static void docs_init(Docs *f, const int *lens, const int *half, int n_docs, Moe
     if (d == 1)
       CU_ASSERT_TRUE_FATAL(moelm_indexed_dataset_builder_add(b, eos, 1, NULL));
   }
-  CU_ASSERT_TRUE_FATAL(moelm_indexed_dataset_builder_finish(b, NULL));
-  f->split = moelm_lm_split_open(f->dir, "valid", tps, mode, 30, NULL);
-  CU_ASSERT_PTR_NOT_NULL_FATAL(f->split);
-  g_free(prefix);
+  docs_finish(f, b, prefix, mode, tps);
+}
+
+/* The same from given tokens (n_docs, len): each document in sentences of at most 12 tokens
+ * and </s>, then one empty line. */
+static void docs_init_tokens(Docs *f, const int32_t *tok, int n_docs, int len, int tps)
+{
+  f->dir = moelm_test_tmpdir();
+  char *prefix = g_build_filename(f->dir, "valid", NULL);
+  MoelmIndexedDatasetBuilder *b = moelm_indexed_dataset_builder_new(prefix, MOELM_IDX_UINT16, NULL);
+  CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+  const int32_t eos[1] = {MOELM_EOS};
+  for (int d = 0; d < n_docs; d++) {
+    for (int at = 0; at < len; at += 12) {
+      int32_t t[13];
+      const int n = MIN(12, len - at);
+      memcpy(t, tok + (gsize)d * len + at, sizeof(int32_t) * n);
+      t[n] = MOELM_EOS;
+      CU_ASSERT_TRUE_FATAL(moelm_indexed_dataset_builder_add(b, t, n + 1, NULL));
+    }
+    CU_ASSERT_TRUE_FATAL(moelm_indexed_dataset_builder_add(b, eos, 1, NULL));
+  }
+  docs_finish(f, b, prefix, MOELM_BREAK_COMPLETE_DOC, tps);
 }
 
 static void docs_clear(Docs *f)
@@ -289,15 +317,48 @@ static void test_tfidf_clusters(void)
   docs_init(&f, lens, half, 12, MOELM_BREAK_COMPLETE_DOC, 6);
   MoelmDocMap *m = moelm_doc_map_new(f.split);
   for (uint64_t seed = 1; seed <= 5; seed++) {
-    int c[12], u[12];
+    int c[12], u[12], a[12];
     CU_ASSERT_TRUE(moelm_mixture_cluster_documents(f.split, m, 2, seed, c, NULL));
     CU_ASSERT_TRUE(moelm_mixture_cluster_documents_unigram(f.split, m, 2, seed, u, NULL));
+    CU_ASSERT_TRUE(moelm_mixture_cluster_documents_auto(f.split, m, 2, seed, a, NULL));
     for (int d = 1; d < 12; d++) {
       CU_ASSERT_EQUAL(c[d] == c[0], half[d] == half[0]);
       CU_ASSERT_EQUAL(u[d] == u[0], half[d] == half[0]); /* the mixture of multinomials too */
+      CU_ASSERT_EQUAL(a[d] == a[0], half[d] == half[0]); /* and the best of both */
     }
     CU_ASSERT(c[0] == 0 || c[0] == 1);
     CU_ASSERT(u[0] == 0 || u[0] == 1);
+    CU_ASSERT(a[0] == 0 || a[0] == 1);
+  }
+  moelm_doc_map_free(m);
+  docs_clear(&f);
+}
+
+/* Sixteen documents, two crossed partitions: a domain, written with 6 of its 8 pieces once
+ * each (4..11 or 12..19), and a topic, one piece (20 or 21) repeated 30 times. By raw counts
+ * the topic weighs most (the unigram mixture splits by it); by damped counts log(1 + n),
+ * what --mixture-init auto ranks its candidates by, the domain does. */
+static void test_auto_clusters_damp_repeats(void)
+{
+  enum { N = 16, LEN = 36 };
+  int32_t tok[N * LEN];
+  for (int d = 0; d < N; d++) {
+    const int domain = d % 2, topic = (d / 2) % 2;
+    for (int j = 0; j < LEN; j++)
+      tok[d * LEN + j] = j % 6 == 0 ? 4 + 8 * domain + (d * 3 + j / 6) % 8 : 20 + topic;
+  }
+  Docs f;
+  docs_init_tokens(&f, tok, N, LEN, 64);
+  MoelmDocMap *m = moelm_doc_map_new(f.split);
+  CU_ASSERT_EQUAL_FATAL(m->n_docs, N);
+  for (uint64_t seed = 1; seed <= 5; seed++) {
+    int u[N], a[N];
+    CU_ASSERT_TRUE(moelm_mixture_cluster_documents_unigram(f.split, m, 2, seed, u, NULL));
+    CU_ASSERT_TRUE(moelm_mixture_cluster_documents_auto(f.split, m, 2, seed, a, NULL));
+    for (int d = 1; d < N; d++) {
+      CU_ASSERT_EQUAL(u[d] == u[0], (d / 2) % 2 == 0);
+      CU_ASSERT_EQUAL(a[d] == a[0], d % 2 == 0);
+    }
   }
   moelm_doc_map_free(m);
   docs_clear(&f);
@@ -375,6 +436,12 @@ static void test_discovery_json(void)
   n = moelm_mixture_discovery_to_json(&d);
   CU_ASSERT_TRUE_FATAL(moelm_mixture_discovery_from_json(json_node_get_object(n), &back, NULL));
   CU_ASSERT_EQUAL(back.init, MOELM_MIXTURE_INIT_UNIGRAM);
+  json_node_unref(n);
+  d.init = MOELM_MIXTURE_INIT_AUTO;
+  n = moelm_mixture_discovery_to_json(&d);
+  CU_ASSERT_STRING_EQUAL(json_object_get_string_member(json_node_get_object(n), "init"), "auto");
+  CU_ASSERT_TRUE_FATAL(moelm_mixture_discovery_from_json(json_node_get_object(n), &back, NULL));
+  CU_ASSERT_EQUAL(back.init, MOELM_MIXTURE_INIT_AUTO);
   json_object_set_int_member(json_node_get_object(n), "estep", 3);
   GError *error = NULL;
   CU_ASSERT_FALSE(moelm_mixture_discovery_from_json(json_node_get_object(n), &back, &error));
@@ -390,7 +457,9 @@ MOELM_TEST_SUITE(mixture_discovery)
   CU_add_test(suite, "annealing: the schedule and the weights", test_temperature_schedule_and_weights);
   CU_add_test(suite, "documents of a split and their labels", test_doc_map_and_labels);
   CU_add_test(suite, "document E-step: the sum over the document's blocks", test_document_estep_sums_blocks);
-  CU_add_test(suite, "tf-idf and unigram clusterings separate disjoint vocabularies", test_tfidf_clusters);
+  CU_add_test(suite, "tf-idf, unigram and auto clusterings separate disjoint vocabularies", test_tfidf_clusters);
+  CU_add_test(suite, "auto clustering: damped counts, the domain over a repeated topic piece",
+              test_auto_clusters_damp_repeats);
   CU_add_test(suite, "matching experts to domains, validation tally", test_matching_and_tally);
   CU_add_test(suite, "discovery settings in checkpoint metadata", test_discovery_json);
 }
