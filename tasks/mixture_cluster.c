@@ -177,6 +177,14 @@ static void doc_vectors_free(DocVec *docs, guint N)
   g_free(docs);
 }
 
+/* Every document into cluster 0; TRUE when that is the whole answer (no documents, K <= 1). */
+static gboolean all_in_one(guint N, int K, int *clusters)
+{
+  for (guint d = 0; d < N; d++)
+    clusters[d] = 0;
+  return N == 0 || K <= 1;
+}
+
 /* The documents' tf-idf vectors over the MAX_TERMS pieces most documents use (if two or more
  * do): term frequency raw (the count) or sublinear (1 + log count), idf = log(N / df),
  * L2-normalised. */
@@ -229,9 +237,7 @@ gboolean moelm_mixture_cluster_documents(const MoelmLmSplit *split, const MoelmD
   (void)error;
   const guint N = map->n_docs;
   const gsize V = (gsize)moelm_indexed_dataset_max_token(split->ds) + 1;
-  for (guint d = 0; d < N; d++)
-    clusters[d] = 0;
-  if (N == 0 || K <= 1)
+  if (all_in_one(N, K, clusters))
     return TRUE;
   DocVec *docs = count_vectors(split, map, V);
   DocVec *vec = tfidf_vectors(docs, N, V, TRUE);
@@ -334,9 +340,7 @@ gboolean moelm_mixture_cluster_documents_unigram(const MoelmLmSplit *split, cons
   (void)error;
   const guint N = map->n_docs;
   const gsize V = (gsize)moelm_indexed_dataset_max_token(split->ds) + 1;
-  for (guint d = 0; d < N; d++)
-    clusters[d] = 0;
-  if (N == 0 || K <= 1)
+  if (all_in_one(N, K, clusters))
     return TRUE;
   DocVec *docs = count_vectors(split, map, V);
   double *R = g_new(double, (gsize)N * K), *logp = g_new(double, (gsize)K * V), *acc = g_new(double, (gsize)K * V);
@@ -382,9 +386,7 @@ gboolean moelm_mixture_cluster_documents_auto(const MoelmLmSplit *split, const M
   (void)error;
   const guint N = map->n_docs;
   const gsize V = (gsize)moelm_indexed_dataset_max_token(split->ds) + 1;
-  for (guint d = 0; d < N; d++)
-    clusters[d] = 0;
-  if (N == 0 || K <= 1)
+  if (all_in_one(N, K, clusters))
     return TRUE;
   DocVec *docs = count_vectors(split, map, V), *damped = g_new0(DocVec, N);
   for (guint d = 0; d < N; d++) {
