@@ -86,8 +86,8 @@ static gboolean discovery_setup(MoelmDiscoveryConfig *d, const MoelmTaskOptions 
   d->temperature = o->temperature >= 0 ? o->temperature : 0.0;
   d->anneal_updates = o->anneal_updates >= 0 ? o->anneal_updates : 0;
   /* --domain-discovery: the document E-step, balanced hard assignment, and the first 200
-   * updates on the documents' `auto` clusters (the best mean per-domain accuracy over the
-   * three benchmark corpora, tests/bench/NOTES.md) */
+   * updates on the documents' `auto` clusters (against `unigram`: better on code, level on
+   * the shipped corpus, level or better on docs over six seeds; tests/bench/NOTES.md) */
   d->init = !o->init                         ? (dd ? MOELM_MIXTURE_INIT_AUTO : MOELM_MIXTURE_INIT_NONE)
             : strcmp(o->init, "tfidf") == 0  ? MOELM_MIXTURE_INIT_TFIDF
             : strcmp(o->init, "labels") == 0 ? MOELM_MIXTURE_INIT_LABELS

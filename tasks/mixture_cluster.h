@@ -32,8 +32,9 @@ gboolean moelm_mixture_cluster_documents_unigram(const MoelmLmSplit *split, cons
  * damped counts log(1 + count): 10 EM starts from random responsibilities, and 10 spherical
  * k-means runs each over raw and over sublinear tf-idf vectors, each partition refined by EM
  * (50 rounds, add-0.1 smoothing, as above); all drawn from Philox(seed). No single one of
- * these finds the domains of all three benchmark corpora; the likelihood picks the one that
- * does (tests/bench/NOTES.md). */
+ * these finds the domains of all three benchmark corpora; picked by the likelihood, the start
+ * is as good as `unigram`'s and `tfidf`'s on each corpus's training documents and better on
+ * docs, where it still misranks some seeds (tests/bench/NOTES.md). */
 gboolean moelm_mixture_cluster_documents_auto(const MoelmLmSplit *split, const MoelmDocMap *map, int K,
                                               uint64_t seed, int *clusters, GError **error);
 
