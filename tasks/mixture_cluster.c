@@ -334,6 +334,17 @@ static double em_fit(const DocVec *docs, guint N, gsize V, int K, double *R, dou
   return ll;
 }
 
+/* EM from R; when the fit beats *best, it becomes the clustering. */
+static void refine_and_keep(const DocVec *docs, guint N, gsize V, int K, double *R, double *logp, double *acc,
+                            double *best, int *clusters)
+{
+  const double ll = em_fit(docs, N, V, K, R, logp, acc);
+  if (ll > *best) {
+    *best = ll;
+    most_probable(R, N, K, clusters);
+  }
+}
+
 gboolean moelm_mixture_cluster_documents_unigram(const MoelmLmSplit *split, const MoelmDocMap *map, int K,
                                                  uint64_t seed, int *clusters, GError **error)
 {
@@ -349,28 +360,13 @@ gboolean moelm_mixture_cluster_documents_unigram(const MoelmLmSplit *split, cons
   moelm_rng_init(&rng, seed, 0x756e6967u /* "unig" */, 0);
   for (int start = 0; start < EM_STARTS; start++) {
     random_responsibilities(&rng, N, K, R);
-    const double ll = em_fit(docs, N, V, K, R, logp, acc);
-    if (ll > best) {
-      best = ll;
-      most_probable(R, N, K, clusters);
-    }
+    refine_and_keep(docs, N, V, K, R, logp, acc, &best, clusters);
   }
   doc_vectors_free(docs, N);
   g_free(R);
   g_free(logp);
   g_free(acc);
   return TRUE;
-}
-
-/* EM from R; when the fit beats *best, it becomes the clustering. */
-static void refine_and_keep(const DocVec *docs, guint N, gsize V, int K, double *R, double *logp, double *acc,
-                            double *best, int *clusters)
-{
-  const double ll = em_fit(docs, N, V, K, R, logp, acc);
-  if (ll > *best) {
-    *best = ll;
-    most_probable(R, N, K, clusters);
-  }
 }
 
 /* --mixture-init auto. The mixture of multinomials' likelihood ranks the candidates, but over
@@ -388,14 +384,11 @@ gboolean moelm_mixture_cluster_documents_auto(const MoelmLmSplit *split, const M
   const gsize V = (gsize)moelm_indexed_dataset_max_token(split->ds) + 1;
   if (all_in_one(N, K, clusters))
     return TRUE;
-  DocVec *docs = count_vectors(split, map, V), *damped = g_new0(DocVec, N);
-  for (guint d = 0; d < N; d++) {
-    damped[d].n = docs[d].n;
-    damped[d].term = g_memdup2(docs[d].term, sizeof(guint32) * MAX(docs[d].n, 1));
-    damped[d].v = g_new(double, MAX(docs[d].n, 1));
+  DocVec *docs = count_vectors(split, map, V), *tfidf[2] = {tfidf_vectors(docs, N, V, FALSE),
+                                                                tfidf_vectors(docs, N, V, TRUE)};
+  for (guint d = 0; d < N; d++) /* the counts damped in place: the tf-idf vectors have been made */
     for (guint i = 0; i < docs[d].n; i++)
-      damped[d].v[i] = log1p(docs[d].v[i]);
-  }
+      docs[d].v[i] = log1p(docs[d].v[i]);
   double *R = g_new(double, (gsize)N * K), *logp = g_new(double, (gsize)K * V), *acc = g_new(double, (gsize)K * V);
   double *cent = g_new0(double, (gsize)K * V), *dist = g_new(double, N), best = -INFINITY;
   int *part = g_new(int, N);
@@ -403,19 +396,17 @@ gboolean moelm_mixture_cluster_documents_auto(const MoelmLmSplit *split, const M
   moelm_rng_init(&rng, seed, 0x6175746fu /* "auto" */, 0);
   for (int start = 0; start < AUTO_STARTS; start++) {
     random_responsibilities(&rng, N, K, R);
-    refine_and_keep(damped, N, V, K, R, logp, acc, &best, clusters);
+    refine_and_keep(docs, N, V, K, R, logp, acc, &best, clusters);
   }
-  for (int sublinear = 0; sublinear <= 1; sublinear++) {
-    DocVec *vec = tfidf_vectors(docs, N, V, sublinear);
+  for (int sublinear = 0; sublinear <= 1; sublinear++) { /* raw-count, then sublinear tf-idf */
     for (int run = 0; run < AUTO_STARTS; run++) {
-      kmeans(vec, N, V, K, &rng, cent, dist, part);
+      kmeans(tfidf[sublinear], N, V, K, &rng, cent, dist, part);
       partition_responsibilities(part, N, K, R);
-      refine_and_keep(damped, N, V, K, R, logp, acc, &best, clusters);
+      refine_and_keep(docs, N, V, K, R, logp, acc, &best, clusters);
     }
-    doc_vectors_free(vec, N);
+    doc_vectors_free(tfidf[sublinear], N);
   }
   doc_vectors_free(docs, N);
-  doc_vectors_free(damped, N);
   g_free(R);
   g_free(logp);
   g_free(acc);
