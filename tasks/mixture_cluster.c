@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "mixture_cluster.h"
+#include "partition_consensus.h"
 #include "moelm/dictionary.h"
 #include "moelm/rng.h"
 
@@ -248,7 +249,8 @@ gboolean moelm_mixture_cluster_documents(const MoelmLmSplit *split, const MoelmD
 }
 
 /* ---- a mixture of multinomials (--mixture-init unigram and auto) ------------------------ */
-enum { EM_ROUNDS = 50, EM_STARTS = 5, AUTO_STARTS = 10 };
+/* auto: AUTO_STARTS candidates of each of three kinds; the consensus of the best third */
+enum { EM_ROUNDS = 50, EM_STARTS = 5, AUTO_STARTS = 10, AUTO_CANDIDATES = 3 * AUTO_STARTS, AUTO_KEEP = AUTO_STARTS };
 #define EM_SMOOTHING 0.1 /* added to every piece count of a component */
 #define HARD_FLOOR 1e-3  /* a hard start's responsibility of the other components, before normalising */
 
@@ -334,6 +336,14 @@ static double em_fit(const DocVec *docs, guint N, gsize V, int K, double *R, dou
   return ll;
 }
 
+/* EM from R; the fit's log-likelihood, and its partition into part (N). */
+static double refine(const DocVec *docs, guint N, gsize V, int K, double *R, double *logp, double *acc, int *part)
+{
+  const double ll = em_fit(docs, N, V, K, R, logp, acc);
+  most_probable(R, N, K, part);
+  return ll;
+}
+
 /* EM from R; when the fit beats *best, it becomes the clustering. */
 static void refine_and_keep(const DocVec *docs, guint N, gsize V, int K, double *R, double *logp, double *acc,
                             double *best, int *clusters)
@@ -369,13 +379,15 @@ gboolean moelm_mixture_cluster_documents_unigram(const MoelmLmSplit *split, cons
   return TRUE;
 }
 
-/* --mixture-init auto. The mixture of multinomials' likelihood ranks the candidates, but over
- * damped counts log(1 + count): with raw counts a piece repeated within one document (a
- * program's name in its own manual) weighs as much as pieces spread over many, and on the
- * docs benchmark corpus the partition by domain then has a lower likelihood than partitions
- * by topic; with damped counts it is higher than every random start's. EM from random starts
- * rarely reaches it there, and a tf-idf k-means partition often lands next to it: so the
- * candidates are both, each refined by EM (tests/bench/NOTES.md, issue 17). */
+/* --mixture-init auto. The candidates are refined and ranked over damped counts log(1 + count):
+ * with raw counts a piece repeated within one document (a program's name in its own manual)
+ * weighs as much as pieces spread over many, and on the docs benchmark corpus partitions by
+ * topic then outrank the partition by domain. EM from random starts rarely reaches that
+ * partition, and a tf-idf k-means partition often lands next to it: so the candidates are
+ * both. Even damped, the likelihood puts a partition reached once (on docs, one that splits
+ * the info pages) a little above the domains on most seeds, while many starts reach the
+ * domains: so the likelihood only keeps the best third, and their consensus picks
+ * (tests/bench/NOTES.md, issue 17). */
 gboolean moelm_mixture_cluster_documents_auto(const MoelmLmSplit *split, const MoelmDocMap *map, int K,
                                               uint64_t seed, int *clusters, GError **error)
 {
@@ -390,28 +402,31 @@ gboolean moelm_mixture_cluster_documents_auto(const MoelmLmSplit *split, const M
     for (guint i = 0; i < docs[d].n; i++)
       docs[d].v[i] = log1p(docs[d].v[i]);
   double *R = g_new(double, (gsize)N * K), *logp = g_new(double, (gsize)K * V), *acc = g_new(double, (gsize)K * V);
-  double *cent = g_new0(double, (gsize)K * V), *dist = g_new(double, N), best = -INFINITY;
-  int *part = g_new(int, N);
+  double *cent = g_new0(double, (gsize)K * V), *dist = g_new(double, N), *ll = g_new(double, AUTO_CANDIDATES);
+  int *parts = g_new(int, (gsize)AUTO_CANDIDATES * N), c = 0; /* (AUTO_CANDIDATES, N) */
   MoelmRng rng;
   moelm_rng_init(&rng, seed, 0x6175746fu /* "auto" */, 0);
-  for (int start = 0; start < AUTO_STARTS; start++) {
+  for (int start = 0; start < AUTO_STARTS; start++, c++) {
     random_responsibilities(&rng, N, K, R);
-    refine_and_keep(docs, N, V, K, R, logp, acc, &best, clusters);
+    ll[c] = refine(docs, N, V, K, R, logp, acc, parts + (gsize)c * N);
   }
   for (int sublinear = 0; sublinear <= 1; sublinear++) { /* raw-count, then sublinear tf-idf */
-    for (int run = 0; run < AUTO_STARTS; run++) {
-      kmeans(tfidf[sublinear], N, V, K, &rng, cent, dist, part);
-      partition_responsibilities(part, N, K, R);
-      refine_and_keep(docs, N, V, K, R, logp, acc, &best, clusters);
+    for (int run = 0; run < AUTO_STARTS; run++, c++) {
+      kmeans(tfidf[sublinear], N, V, K, &rng, cent, dist, parts + (gsize)c * N);
+      partition_responsibilities(parts + (gsize)c * N, N, K, R);
+      ll[c] = refine(docs, N, V, K, R, logp, acc, parts + (gsize)c * N);
     }
     doc_vectors_free(tfidf[sublinear], N);
   }
+  const int pick = moelm_partition_consensus(parts, ll, AUTO_CANDIDATES, N, K, AUTO_KEEP);
+  memcpy(clusters, parts + (gsize)pick * N, sizeof(int) * N);
   doc_vectors_free(docs, N);
   g_free(R);
   g_free(logp);
   g_free(acc);
   g_free(cent);
   g_free(dist);
-  g_free(part);
+  g_free(ll);
+  g_free(parts);
   return TRUE;
 }

@@ -2,7 +2,8 @@
  * balanced assignment (no expert left empty, limits kept, the best total), the annealing
  * schedule and weights, documents of a split and their labels, the document-level E-step
  * (a document's scores are the sum over its blocks, remembered across batches), the tf-idf
- * clustering, and the best matching of experts to domains. */
+ * clustering, the adjusted Rand index and the consensus pick among clusterings, and the best
+ * matching of experts to domains. */
 #include "config.h"
 
 #include <math.h>
@@ -16,6 +17,7 @@
 #include "tasks/mixture_assign.h"
 #include "tasks/mixture_cluster.h"
 #include "tasks/mixture_docs.h"
+#include "tasks/partition_consensus.h"
 
 /* The best total of s (B, K) over all assignments with lo <= rows per expert <= hi. */
 static double brute_best(const double *s, int B, int K, int lo, int hi, int b, int *count)
@@ -411,6 +413,74 @@ static void test_matching_and_tally(void)
   docs_clear(&f);
 }
 
+/* The adjusted Rand index from its definition over pairs of documents: a pairs together in
+ * both, b only in x, c only in y, d apart in both. */
+static double ari_by_pairs(const int *x, const int *y, int N)
+{
+  double a = 0, b = 0, c = 0, d = 0;
+  for (int i = 0; i < N; i++)
+    for (int j = i + 1; j < N; j++) {
+      const int sx = x[i] == x[j], sy = y[i] == y[j];
+      a += sx && sy;
+      b += sx && !sy;
+      c += !sx && sy;
+      d += !sx && !sy;
+    }
+  return 2 * (a * d - b * c) / ((a + b) * (b + d) + (a + c) * (c + d));
+}
+
+static void test_adjusted_rand_index(void)
+{
+  const int a[] = {0, 0, 1, 1, 2, 2}, renamed[] = {2, 2, 0, 0, 1, 1}, one[] = {0, 0, 0, 0, 0, 0};
+  CU_ASSERT_DOUBLE_EQUAL(moelm_adjusted_rand_index(a, a, 6, 3), 1.0, 1e-12);
+  CU_ASSERT_DOUBLE_EQUAL(moelm_adjusted_rand_index(a, renamed, 6, 3), 1.0, 1e-12);
+  CU_ASSERT_DOUBLE_EQUAL(moelm_adjusted_rand_index(one, one, 6, 3), 1.0, 1e-12);
+  CU_ASSERT_DOUBLE_EQUAL(moelm_adjusted_rand_index(a, one, 6, 3), 0.0, 1e-12); /* as chance would */
+  const int x[] = {0, 0, 1, 1}, y[] = {0, 1, 0, 1};
+  CU_ASSERT_DOUBLE_EQUAL(moelm_adjusted_rand_index(x, y, 4, 2), -0.5, 1e-12); /* worse than chance */
+  MoelmRng rng;
+  moelm_rng_init(&rng, 5, 0, 0);
+  for (int trial = 0; trial < 20; trial++) {
+    enum { N = 40, K = 4 };
+    int p[N], q[N];
+    for (int i = 0; i < N; i++) {
+      p[i] = (int)moelm_rng_next_below(&rng, K);
+      q[i] = moelm_rng_next_double(&rng) < 0.6 ? p[i] : (int)moelm_rng_next_below(&rng, K);
+    }
+    CU_ASSERT_DOUBLE_EQUAL(moelm_adjusted_rand_index(p, q, N, K), ari_by_pairs(p, q, N), 1e-12);
+    CU_ASSERT_DOUBLE_EQUAL(moelm_adjusted_rand_index(q, p, N, K), ari_by_pairs(p, q, N), 1e-12);
+  }
+}
+
+/* The consensus keeps the candidates with the best scores, and of those the one closest to the
+ * others: not the single best score, and never a candidate outside the kept ones. */
+static void test_partition_consensus(void)
+{
+  enum { N = 8, K = 2 };
+  const int parts[][N] = {
+      {0, 1, 0, 1, 0, 1, 0, 1}, /* the best score, alone */
+      {0, 0, 0, 0, 1, 1, 1, 1}, /* three near copies of one partition */
+      {0, 0, 0, 1, 1, 1, 1, 1},
+      {1, 1, 1, 1, 0, 0, 0, 1},
+      {0, 0, 1, 1, 0, 0, 1, 1}, /* low scores: dropped, though they agree with each other */
+      {0, 0, 1, 1, 0, 0, 1, 1},
+      {0, 0, 1, 1, 0, 0, 1, 1},
+      {0, 0, 1, 1, 0, 0, 1, 0},
+  };
+  const double score[] = {-10, -12, -11, -13, -20, -21, -22, -23};
+  const int n = G_N_ELEMENTS(score);
+  CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 1), 0); /* the best score */
+  CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 4), 1); /* closest to 2 and 3 */
+  CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 8), 4); /* the low ones win all */
+  CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 20), 4);
+  /* two kept: a tie, so the higher score */
+  CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 2), 0);
+  /* equal partitions tie: the higher score, and with equal scores the earlier candidate */
+  const double reversed[] = {-23, -22, -21, -20, -13, -11, -12, -10}, level[8] = {0};
+  CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], reversed, n, N, K, 4), 5);
+  CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], level, n, N, K, 8), 4);
+}
+
 static void test_discovery_json(void)
 {
   MoelmDiscoveryConfig d = {.doc_estep = TRUE,
@@ -460,6 +530,8 @@ MOELM_TEST_SUITE(mixture_discovery)
   CU_add_test(suite, "tf-idf, unigram and auto clusterings separate disjoint vocabularies", test_tfidf_clusters);
   CU_add_test(suite, "auto clustering: damped counts, the domain over a repeated topic piece",
               test_auto_clusters_damp_repeats);
+  CU_add_test(suite, "adjusted Rand index equals its definition over pairs", test_adjusted_rand_index);
+  CU_add_test(suite, "consensus of the best-scoring clusterings", test_partition_consensus);
   CU_add_test(suite, "matching experts to domains, validation tally", test_matching_and_tally);
   CU_add_test(suite, "discovery settings in checkpoint metadata", test_discovery_json);
 }
