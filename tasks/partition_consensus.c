@@ -42,8 +42,7 @@ int moelm_partition_consensus(const int *parts, const double *score, int n, guin
       order[at] = order[at - 1];
     order[at] = i;
   }
-  if (keep > n)
-    keep = n;
+  keep = CLAMP(keep, 1, n);
   int pick = order[0];
   double best = -G_MAXDOUBLE;
   for (int i = 0; i < keep; i++) { /* in score order, so a tie keeps the higher score */

@@ -473,6 +473,7 @@ static void test_partition_consensus(void)
   const double score[] = {-10, -12, -11, -13, -20, -21, -22, -23};
   const int n = G_N_ELEMENTS(score);
   CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 1), 0); /* the best score */
+  CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 0), 0); /* keep at least one */
   CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 4), 1); /* closest to 2 and 3 */
   CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 8), 4); /* the low ones win all */
   CU_ASSERT_EQUAL(moelm_partition_consensus(&parts[0][0], score, n, N, K, 20), 4);
