@@ -43,20 +43,21 @@ int moelm_partition_consensus(const int *parts, const double *score, int n, guin
     order[at] = i;
   }
   keep = CLAMP(keep, 1, n);
-  int pick = order[0];
-  double best = -G_MAXDOUBLE;
-  for (int i = 0; i < keep; i++) { /* in score order, so a tie keeps the higher score */
-    double sum = 0;
-    for (int j = 0; j < keep; j++)
-      if (j != i)
-        sum += moelm_adjusted_rand_index(parts + (gsize)order[i] * N, parts + (gsize)order[j] * N, N, K);
-    /* a tie is a tie: the same pairs of partitions summed in another order differ by rounding,
-     * and rounding must not decide which of two equally supported partitions wins */
-    if (sum > best + AGREEMENT_TIE) {
-      best = sum;
-      pick = order[i];
+  double *sum = g_new0(double, keep); /* (keep) each kept one's agreement with the others */
+  for (int i = 0; i < keep; i++)
+    for (int j = i + 1; j < keep; j++) { /* the index is symmetric: each pair once */
+      const double r = moelm_adjusted_rand_index(parts + (gsize)order[i] * N, parts + (gsize)order[j] * N, N, K);
+      sum[i] += r;
+      sum[j] += r;
     }
-  }
+  int pick = 0;
+  for (int i = 1; i < keep; i++) /* in score order, so a tie keeps the higher score */
+    /* a tie is a tie: the same indices summed in another order differ by rounding, and
+     * rounding must not decide which of two equally supported partitions wins */
+    if (sum[i] > sum[pick] + AGREEMENT_TIE)
+      pick = i;
+  pick = order[pick];
+  g_free(sum);
   g_free(order);
   return pick;
 }
